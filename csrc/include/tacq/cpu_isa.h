@@ -1,0 +1,15 @@
+// Run-time choice of the CPU instruction set for the vectorized kernels.
+// Kernel files named *_avx512.cpp / *_avx2.cpp are compiled with those ISA
+// flags (CMakeLists.txt); callers pick one with cpu_isa(). The environment
+// variable TACQ_CPU_ISA=generic|avx2|avx512 caps the choice, so the tests can
+// exercise every path on one machine.
+#pragma once
+
+namespace tacq {
+
+enum class CpuIsa { kGeneric = 0, kAvx2 = 1, kAvx512 = 2 };
+
+CpuIsa cpu_isa();              // best ISA of this CPU, capped by TACQ_CPU_ISA
+const char* cpu_isa_name(CpuIsa isa);
+
+}  // namespace tacq

@@ -1,0 +1,48 @@
+// Argument checks shared by the CPU and CUDA entry points of every op. Each
+// failure raises a c10::Error (RuntimeError in Python) whose message starts
+// with "tacq.<op>: <argument>" and says what was expected and what was given.
+// The fake kernels in python/tacq_ext/ops.py check the same things with the
+// same words.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace tacq {
+
+// bits in {2, 3, 4}.
+void check_bits(const char* op, int64_t bits);
+
+// group_size is -1, K, or a multiple of 32 dividing K. Returns the number of
+// groups per row G and writes the effective group length (K for whole rows).
+int64_t check_group_size(const char* op, int64_t group_size, int64_t K, int64_t* group_len);
+
+// Generic tensor checks.
+void check_dim(const char* op, const char* name, const at::Tensor& t, int64_t dim, const char* layout);
+void check_dtype(const char* op, const char* name, const at::Tensor& t, at::ScalarType expected);
+void check_float_dtype(const char* op, const char* name, const at::Tensor& t, bool allow_fp32,
+                       bool allow_fp16, bool allow_bf16);
+void check_contiguous(const char* op, const char* name, const at::Tensor& t);
+void check_same_device(const char* op, const char* name, const at::Tensor& t, const at::Tensor& ref,
+                       const char* ref_name);
+void check_size(const char* op, const char* name, const at::Tensor& t, int64_t dim, int64_t expected,
+                const char* meaning);
+
+// packed int32 [N, ceil(K/32)*bits], contiguous, on ref's device. Returns N.
+int64_t check_packed(const char* op, const at::Tensor& packed, int64_t bits, int64_t K);
+
+// scale and zero: fp32 or fp16, [N, G], same dtype, contiguous, on packed's device.
+void check_scale_zero(const char* op, const at::Tensor& scale, const at::Tensor& zero,
+                      const at::Tensor& packed, int64_t N, int64_t G);
+
+// CSR residual: row_ptr int32 [N+1], col_idx int32 [nnz], values fp16 [nnz],
+// contiguous, on packed's device. When `check_content` (the tensors are on the
+// CPU) also checks row_ptr[0] == 0, non-decreasing, row_ptr[N] == nnz, and
+// column indices in [0, K) strictly increasing within each row.
+void check_csr(const char* op, const at::Tensor& row_ptr, const at::Tensor& col_idx,
+               const at::Tensor& values, const at::Tensor& packed, int64_t N, int64_t K,
+               bool check_content);
+
+// Errors if t holds a NaN or an infinity (t floating point, any device).
+void check_finite(const char* op, const char* name, const at::Tensor& t);
+
+}  // namespace tacq

@@ -1,0 +1,136 @@
+#include "tacq/validate.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include "tacq/packing.h"
+
+namespace tacq {
+
+void check_bits(const char* op, int64_t bits) {
+  TORCH_CHECK(bits == 2 || bits == 3 || bits == 4, "tacq.", op, ": bits must be 2, 3 or 4, got ",
+              bits);
+}
+
+int64_t check_group_size(const char* op, int64_t group_size, int64_t K, int64_t* group_len) {
+  TORCH_CHECK(K >= 1, "tacq.", op, ": K must be >= 1, got ", K);
+  if (group_size == -1 || group_size == K) {
+    *group_len = K;
+    return 1;
+  }
+  TORCH_CHECK(group_size > 0 && group_size % 32 == 0 && K % group_size == 0, "tacq.", op,
+              ": group_size must be -1 (whole row), K, or a multiple of 32 that divides K = ", K,
+              ", got ", group_size);
+  *group_len = group_size;
+  return K / group_size;
+}
+
+void check_dim(const char* op, const char* name, const at::Tensor& t, int64_t dim,
+               const char* layout) {
+  TORCH_CHECK(t.dim() == dim, "tacq.", op, ": ", name, " must be ", dim, "-D ", layout,
+              ", got shape ", t.sizes());
+}
+
+void check_dtype(const char* op, const char* name, const at::Tensor& t, at::ScalarType expected) {
+  TORCH_CHECK(t.scalar_type() == expected, "tacq.", op, ": ", name, " must have dtype ",
+              expected, ", got ", t.scalar_type());
+}
+
+void check_float_dtype(const char* op, const char* name, const at::Tensor& t, bool allow_fp32,
+                       bool allow_fp16, bool allow_bf16) {
+  const auto s = t.scalar_type();
+  const bool ok = (allow_fp32 && s == at::kFloat) || (allow_fp16 && s == at::kHalf) ||
+                  (allow_bf16 && s == at::kBFloat16);
+  TORCH_CHECK(ok, "tacq.", op, ": ", name, " must have dtype", allow_fp32 ? " float32" : "",
+              allow_fp16 ? " float16" : "", allow_bf16 ? " bfloat16" : "", " (on ",
+              t.device().type(), "), got ", s);
+}
+
+void check_contiguous(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(t.is_contiguous(), "tacq.", op, ": ", name,
+              " must be contiguous (call .contiguous() first), got strides ", t.strides());
+}
+
+void check_same_device(const char* op, const char* name, const at::Tensor& t,
+                       const at::Tensor& ref, const char* ref_name) {
+  TORCH_CHECK(t.device() == ref.device(), "tacq.", op, ": ", name, " is on ", t.device(),
+              " but ", ref_name, " is on ", ref.device(), "; all tensors must share a device");
+}
+
+void check_size(const char* op, const char* name, const at::Tensor& t, int64_t dim,
+                int64_t expected, const char* meaning) {
+  TORCH_CHECK(t.size(dim) == expected, "tacq.", op, ": ", name, ".shape[", dim, "] must be ",
+              meaning, " = ", expected, ", got ", t.size(dim), " (shape ", t.sizes(), ")");
+}
+
+int64_t check_packed(const char* op, const at::Tensor& packed, int64_t bits, int64_t K) {
+  check_dim(op, "packed", packed, 2, "[N, ceil(K/32)*bits]");
+  check_dtype(op, "packed", packed, at::kInt);
+  check_contiguous(op, "packed", packed);
+  TORCH_CHECK(K >= 1, "tacq.", op, ": K must be >= 1, got ", K);
+  check_size(op, "packed", packed, 1, packed_words_per_row(K, static_cast<int>(bits)),
+             "ceil(K/32)*bits");
+  return packed.size(0);
+}
+
+void check_scale_zero(const char* op, const at::Tensor& scale, const at::Tensor& zero,
+                      const at::Tensor& packed, int64_t N, int64_t G) {
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"scale", scale},
+                                std::pair<const char*, const at::Tensor&>{"zero", zero}}) {
+    check_same_device(op, name, t, packed, "packed");
+    check_dim(op, name, t, 2, "[N, G]");
+    check_float_dtype(op, name, t, /*fp32=*/true, /*fp16=*/true, /*bf16=*/false);
+    check_contiguous(op, name, t);
+    check_size(op, name, t, 0, N, "N (rows of packed)");
+    check_size(op, name, t, 1, G, "G (groups per row)");
+  }
+  TORCH_CHECK(scale.scalar_type() == zero.scalar_type(), "tacq.", op,
+              ": scale and zero must have the same dtype, got ", scale.scalar_type(), " and ",
+              zero.scalar_type());
+}
+
+void check_csr(const char* op, const at::Tensor& row_ptr, const at::Tensor& col_idx,
+               const at::Tensor& values, const at::Tensor& packed, int64_t N, int64_t K,
+               bool check_content) {
+  check_same_device(op, "row_ptr", row_ptr, packed, "packed");
+  check_same_device(op, "col_idx", col_idx, packed, "packed");
+  check_same_device(op, "values", values, packed, "packed");
+  check_dim(op, "row_ptr", row_ptr, 1, "[N+1]");
+  check_dim(op, "col_idx", col_idx, 1, "[nnz]");
+  check_dim(op, "values", values, 1, "[nnz]");
+  check_dtype(op, "row_ptr", row_ptr, at::kInt);
+  check_dtype(op, "col_idx", col_idx, at::kInt);
+  check_dtype(op, "values", values, at::kHalf);
+  check_contiguous(op, "row_ptr", row_ptr);
+  check_contiguous(op, "col_idx", col_idx);
+  check_contiguous(op, "values", values);
+  check_size(op, "row_ptr", row_ptr, 0, N + 1, "N+1");
+  const int64_t nnz = col_idx.size(0);
+  check_size(op, "values", values, 0, nnz, "nnz (length of col_idx)");
+  TORCH_CHECK(nnz <= INT32_MAX, "tacq.", op, ": nnz must fit int32, got ", nnz);
+  if (!check_content) return;
+
+  const int32_t* rp = row_ptr.data_ptr<int32_t>();
+  const int32_t* ci = col_idx.data_ptr<int32_t>();
+  TORCH_CHECK(rp[0] == 0, "tacq.", op, ": row_ptr[0] must be 0, got ", rp[0]);
+  TORCH_CHECK(rp[N] == nnz, "tacq.", op, ": row_ptr[N] must equal nnz = ", nnz, ", got ", rp[N]);
+  // Row pointers first (all of them), so the column scan below stays in bounds.
+  for (int64_t n = 0; n < N; ++n)
+    TORCH_CHECK(rp[n] <= rp[n + 1], "tacq.", op, ": row_ptr must be non-decreasing, row_ptr[", n,
+                "] = ", rp[n], " > row_ptr[", n + 1, "] = ", rp[n + 1]);
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t i = rp[n]; i < rp[n + 1]; ++i) {
+      TORCH_CHECK(ci[i] >= 0 && ci[i] < K, "tacq.", op, ": col_idx[", i, "] = ", ci[i],
+                  " (row ", n, ") is out of range [0, K = ", K, ")");
+      TORCH_CHECK(i == rp[n] || ci[i] > ci[i - 1], "tacq.", op, ": col_idx must be strictly ",
+                  "increasing within a row, row ", n, " has ", ci[i - 1], " then ", ci[i]);
+    }
+  }
+}
+
+void check_finite(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(at::isfinite(t).all().item<bool>(), "tacq.", op, ": ", name,
+              " contains NaN or infinity");
+}
+
+}  // namespace tacq

@@ -1,0 +1,30 @@
+// The one place every tacq op schema is declared (DESIGN.md §2). Backend
+// kernels register themselves in csrc/ops/{cpu,cuda}/*.cpp with
+// TORCH_LIBRARY_IMPL; fake (meta) kernels live in python/tacq_ext/ops.py.
+#include <torch/library.h>
+
+TORCH_LIBRARY(tacq, m) {
+  // acc[N,K] += sum_b |grad_out[b]^T act[b]|, the absolute value taken per
+  // sample before summing; grad_out [B,T,N] or [T,N], act [B,T,K] or [T,K].
+  m.def("saliency_accumulate(Tensor(a!) acc, Tensor grad_out, Tensor act) -> ()");
+
+  // Row- or group-wise asymmetric uniform quantization with the clipping
+  // search of DESIGN.md §1.2 -> (codes uint8 [N,K], scale fp32 [N,G], zero fp32 [N,G]).
+  m.def("quantize(Tensor w, int bits, int group_size, Tensor? keep_mask=None)"
+        " -> (Tensor codes, Tensor scale, Tensor zero)");
+
+  // codes uint8 [N,K] -> packed int32 [N, ceil(K/32)*bits] (DESIGN.md §3).
+  m.def("pack(Tensor codes, int bits) -> Tensor");
+
+  // packed int32 [N, ceil(K/32)*bits] -> codes uint8 [N,K].
+  m.def("unpack(Tensor packed, int bits, int K) -> Tensor");
+
+  // -> scale * (code - zero) as [N,K] of `dtype` (default float32).
+  m.def("dequantize(Tensor packed, Tensor scale, Tensor zero, int bits, int group_size,"
+        " int K, ScalarType? dtype=None) -> Tensor");
+
+  // y[M,N] = x[M,K] (dequant(packed) + CSR residual)^T, fp32 accumulation,
+  // returned in x's dtype; M <= 16.
+  m.def("mixed_gemv(Tensor x, Tensor packed, Tensor scale, Tensor zero, int bits,"
+        " int group_size, Tensor row_ptr, Tensor col_idx, Tensor values) -> Tensor");
+}

@@ -1,0 +1,22 @@
+"""tacq_ext: Task-Circuit Quantization for PyTorch.
+
+Importing the package loads the native extension, which registers the
+``torch.ops.tacq.*`` custom ops; :mod:`tacq_ext.ops` holds their typed wrappers
+and fake kernels, :mod:`tacq_ext.reference` slow pure-torch oracles of each.
+"""
+
+import torch  # noqa: F401  (loads libtorch before the extension that links it)
+
+from . import _C
+from . import ops, reference
+
+__version__ = "0.1.0"
+
+
+def build_info() -> dict:
+    """How the extension was built: ``torch_version`` it was compiled against,
+    ``cuda`` (CUDA kernels compiled in), ``cpu_isa`` (vector ISA used now)."""
+    return dict(_C.build_info())
+
+
+__all__ = ["ops", "reference", "build_info", "__version__"]

@@ -1,0 +1,258 @@
+"""Typed wrappers of the ``torch.ops.tacq`` custom ops, and their fake kernels.
+
+Shapes use N = output rows, K = input columns, G = groups per row
+(1 for ``group_size=-1``), M = rows of activations. Layouts: DESIGN.md §2–§3.
+The fake kernels run the same shape/dtype checks as the C++ kernels, with the
+same messages, so ``torch.compile`` and meta tensors see the same errors.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def saliency_accumulate(acc: torch.Tensor, grad_out: torch.Tensor, act: torch.Tensor) -> None:
+    """In place ``acc[N,K] += sum_b |grad_out[b]^T @ act[b]|`` (fp32 accumulation).
+
+    ``grad_out``: [B,T,N] or [T,N]; ``act``: [B,T,K] or [T,K]; same float dtype
+    (fp32, fp16 or bf16). The absolute value is taken per sample before the sum;
+    no per-sample [B,N,K] gradient is ever materialized.
+    """
+    torch.ops.tacq.saliency_accumulate.default(acc, grad_out, act)
+
+
+def quantize(
+    w: torch.Tensor, bits: int, group_size: int = -1, keep_mask: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric uniform quantization with clipping search (DESIGN.md §1.2).
+
+    ``w`` [N,K] float -> ``codes`` uint8 [N,K], ``scale`` fp32 [N,G], ``zero`` fp32 [N,G].
+    ``keep_mask`` bool [N,K]: kept weights are excluded from the statistics (treated as
+    the mean of the other weights of their group) and get the code of value 0.
+    """
+    return torch.ops.tacq.quantize.default(w, bits, group_size, keep_mask)
+
+
+def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """``codes`` uint8 [N,K] (< 2^bits) -> packed int32 [N, ceil(K/32)*bits] (DESIGN.md §3)."""
+    return torch.ops.tacq.pack.default(codes, bits)
+
+
+def unpack(packed: torch.Tensor, bits: int, K: int) -> torch.Tensor:
+    """``packed`` int32 [N, ceil(K/32)*bits] -> codes uint8 [N,K]."""
+    return torch.ops.tacq.unpack.default(packed, bits, K)
+
+
+def dequantize(
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    bits: int,
+    group_size: int,
+    K: int,
+    dtype: Optional[torch.dtype] = None,
+) -> torch.Tensor:
+    """``scale * (code - zero)`` as [N,K] of ``dtype`` (fp32 default; fp16/bf16 allowed).
+
+    ``scale``, ``zero``: fp32 or fp16 [N,G].
+    """
+    return torch.ops.tacq.dequantize.default(packed, scale, zero, bits, group_size, K, dtype)
+
+
+def mixed_gemv(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    bits: int,
+    group_size: int,
+    row_ptr: torch.Tensor,
+    col_idx: torch.Tensor,
+    values: torch.Tensor,
+) -> torch.Tensor:
+    """``y[M,N] = x[M,K] @ (dequantize(packed) + R)^T`` with R the CSR residual.
+
+    ``x`` [M,K] with 1 <= M <= 16 (fp32/bf16/fp16 on CPU, fp16/bf16 on CUDA);
+    ``row_ptr`` int32 [N+1], ``col_idx`` int32 [nnz] (sorted in each row),
+    ``values`` fp16 [nnz]. fp32 accumulation; ``y`` has x's dtype.
+    """
+    return torch.ops.tacq.mixed_gemv.default(
+        x, packed, scale, zero, bits, group_size, row_ptr, col_idx, values
+    )
+
+
+# --------------------------------------------------------------------------- checks
+# Mirror csrc/ops/validate.cpp: same conditions, same messages.
+
+
+def _check(cond: bool, op: str, msg: str) -> None:
+    torch._check(cond, lambda: f"tacq.{op}: {msg}")
+
+
+def check_bits(op: str, bits: int) -> None:
+    _check(bits in (2, 3, 4), op, f"bits must be 2, 3 or 4, got {bits}")
+
+
+def check_group_size(op: str, group_size: int, K: int) -> int:
+    """Returns G, the number of groups per row."""
+    _check(K >= 1, op, f"K must be >= 1, got {K}")
+    if group_size == -1 or group_size == K:
+        return 1
+    _check(
+        group_size > 0 and group_size % 32 == 0 and K % group_size == 0,
+        op,
+        f"group_size must be -1 (whole row), K, or a multiple of 32 that divides K = {K}, "
+        f"got {group_size}",
+    )
+    return K // group_size
+
+
+def packed_words_per_row(K: int, bits: int) -> int:
+    return (K + 31) // 32 * bits
+
+
+def _check_dim(op: str, name: str, t: torch.Tensor, dim: int, layout: str) -> None:
+    _check(t.dim() == dim, op, f"{name} must be {dim}-D {layout}, got shape {list(t.shape)}")
+
+
+def _check_dtype(op: str, name: str, t: torch.Tensor, dtypes) -> None:
+    _check(t.dtype in dtypes, op, f"{name} must have dtype {' or '.join(map(str, dtypes))}, got {t.dtype}")
+
+
+def _check_size(op: str, name: str, t: torch.Tensor, dim: int, expected: int, meaning: str) -> None:
+    _check(
+        t.shape[dim] == expected,
+        op,
+        f"{name}.shape[{dim}] must be {meaning} = {expected}, got {t.shape[dim]} (shape {list(t.shape)})",
+    )
+
+
+def _check_same_device(op: str, name: str, t: torch.Tensor, ref: torch.Tensor, ref_name: str) -> None:
+    _check(
+        t.device == ref.device,
+        op,
+        f"{name} is on {t.device} but {ref_name} is on {ref.device}; all tensors must share a device",
+    )
+
+
+def _check_packed(op: str, packed: torch.Tensor, bits: int, K: int) -> int:
+    _check_dim(op, "packed", packed, 2, "[N, ceil(K/32)*bits]")
+    _check_dtype(op, "packed", packed, (torch.int32,))
+    _check(K >= 1, op, f"K must be >= 1, got {K}")
+    _check_size(op, "packed", packed, 1, packed_words_per_row(K, bits), "ceil(K/32)*bits")
+    return packed.shape[0]
+
+
+def _check_scale_zero(op, scale, zero, packed, N, G) -> None:
+    for name, t in (("scale", scale), ("zero", zero)):
+        _check_same_device(op, name, t, packed, "packed")
+        _check_dim(op, name, t, 2, "[N, G]")
+        _check_dtype(op, name, t, (torch.float32, torch.float16))
+        _check_size(op, name, t, 0, N, "N (rows of packed)")
+        _check_size(op, name, t, 1, G, "G (groups per row)")
+    _check(
+        scale.dtype == zero.dtype,
+        op,
+        f"scale and zero must have the same dtype, got {scale.dtype} and {zero.dtype}",
+    )
+
+
+def _check_csr(op, row_ptr, col_idx, values, packed, N) -> None:
+    for name, t in (("row_ptr", row_ptr), ("col_idx", col_idx), ("values", values)):
+        _check_same_device(op, name, t, packed, "packed")
+    _check_dim(op, "row_ptr", row_ptr, 1, "[N+1]")
+    _check_dim(op, "col_idx", col_idx, 1, "[nnz]")
+    _check_dim(op, "values", values, 1, "[nnz]")
+    _check_dtype(op, "row_ptr", row_ptr, (torch.int32,))
+    _check_dtype(op, "col_idx", col_idx, (torch.int32,))
+    _check_dtype(op, "values", values, (torch.float16,))
+    _check_size(op, "row_ptr", row_ptr, 0, N + 1, "N+1")
+    _check_size(op, "values", values, 0, col_idx.shape[0], "nnz (length of col_idx)")
+
+
+# --------------------------------------------------------------------------- fake kernels
+
+
+@torch.library.register_fake("tacq::saliency_accumulate")
+def _saliency_accumulate_fake(acc, grad_out, act):
+    op = "saliency_accumulate"
+    _check_dim(op, "acc", acc, 2, "[N, K]")
+    _check_dtype(op, "acc", acc, (torch.float32,))
+    _check(grad_out.dim() in (2, 3), op, f"grad_out must be 2-D [T, N] or 3-D [B, T, N], got shape {list(grad_out.shape)}")
+    _check(act.dim() == grad_out.dim(), op, f"act must have the rank of grad_out ({grad_out.dim()}-D), got shape {list(act.shape)}")
+    _check_dtype(op, "grad_out", grad_out, _FLOATS)
+    _check(act.dtype == grad_out.dtype, op, f"act and grad_out must have the same dtype, got {act.dtype} and {grad_out.dtype}")
+    _check_same_device(op, "grad_out", grad_out, acc, "acc")
+    _check_same_device(op, "act", act, acc, "acc")
+    _check(grad_out.shape[:-1] == act.shape[:-1], op, f"grad_out and act must agree on the batch and token dimensions, got {list(grad_out.shape)} and {list(act.shape)}")
+    _check_size(op, "grad_out", grad_out, grad_out.dim() - 1, acc.shape[0], "N (rows of acc)")
+    _check_size(op, "act", act, act.dim() - 1, acc.shape[1], "K (columns of acc)")
+    return None
+
+
+@torch.library.register_fake("tacq::quantize")
+def _quantize_fake(w, bits, group_size, keep_mask=None):
+    op = "quantize"
+    check_bits(op, bits)
+    _check_dim(op, "w", w, 2, "[N, K]")
+    _check_dtype(op, "w", w, _FLOATS)
+    G = check_group_size(op, group_size, w.shape[1])
+    if keep_mask is not None:
+        _check_dtype(op, "keep_mask", keep_mask, (torch.bool,))
+        _check_same_device(op, "keep_mask", keep_mask, w, "w")
+        _check(keep_mask.shape == w.shape, op, f"keep_mask must have the shape of w {list(w.shape)}, got {list(keep_mask.shape)}")
+    N = w.shape[0]
+    codes = w.new_empty((N, w.shape[1]), dtype=torch.uint8)
+    scale = w.new_empty((N, G), dtype=torch.float32)
+    zero = w.new_empty((N, G), dtype=torch.float32)
+    return codes, scale, zero
+
+
+@torch.library.register_fake("tacq::pack")
+def _pack_fake(codes, bits):
+    op = "pack"
+    check_bits(op, bits)
+    _check_dim(op, "codes", codes, 2, "[N, K]")
+    _check_dtype(op, "codes", codes, (torch.uint8,))
+    _check(codes.shape[1] >= 1, op, f"codes must have K >= 1 columns, got shape {list(codes.shape)}")
+    return codes.new_empty((codes.shape[0], packed_words_per_row(codes.shape[1], bits)), dtype=torch.int32)
+
+
+@torch.library.register_fake("tacq::unpack")
+def _unpack_fake(packed, bits, K):
+    op = "unpack"
+    check_bits(op, bits)
+    N = _check_packed(op, packed, bits, K)
+    return packed.new_empty((N, K), dtype=torch.uint8)
+
+
+@torch.library.register_fake("tacq::dequantize")
+def _dequantize_fake(packed, scale, zero, bits, group_size, K, dtype=None):
+    op = "dequantize"
+    check_bits(op, bits)
+    N = _check_packed(op, packed, bits, K)
+    G = check_group_size(op, group_size, K)
+    _check_scale_zero(op, scale, zero, packed, N, G)
+    out_dtype = torch.float32 if dtype is None else dtype
+    _check(out_dtype in _FLOATS, op, f"dtype must be float32, float16 or bfloat16, got {out_dtype}")
+    return packed.new_empty((N, K), dtype=out_dtype)
+
+
+@torch.library.register_fake("tacq::mixed_gemv")
+def _mixed_gemv_fake(x, packed, scale, zero, bits, group_size, row_ptr, col_idx, values):
+    op = "mixed_gemv"
+    check_bits(op, bits)
+    _check_dim(op, "x", x, 2, "[M, K]")
+    K = x.shape[1]
+    _check(1 <= x.shape[0] <= 16, op, f"x must have 1 to 16 rows (M), got {x.shape[0]}; use dequantize + matmul for larger M")
+    _check_dtype(op, "x", x, _FLOATS)
+    N = _check_packed(op, packed, bits, K)
+    _check_same_device(op, "x", x, packed, "packed")
+    G = check_group_size(op, group_size, K)
+    _check_scale_zero(op, scale, zero, packed, N, G)
+    _check_csr(op, row_ptr, col_idx, values, packed, N)
+    return x.new_empty((x.shape[0], N))
