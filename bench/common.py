@@ -1,0 +1,222 @@
+"""Shared benchmark plumbing (DESIGN.md §4): timers, the memory-bandwidth
+reference, weight cycling past the last-level cache, and the result table.
+
+Every figure is a median over repetitions, compared with baselines timed in the
+same run; bandwidth is bytes the kernel must read (and write, where stated)
+divided by time, also shown as a percentage of the measured machine limit.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+# ---------------------------------------------------------------- timing
+
+
+def time_cpu(fn: Callable[[], object], reps: int = 20, warmup: int = 3) -> float:
+    """Median wall time of fn() in seconds."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def time_cuda(fn: Callable[[], object], reps: int = 50, warmup: int = 10) -> float:
+    """Median time of fn() in seconds, from CUDA events around each call."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(samples)
+
+
+def timer_for(device: str) -> Callable[..., float]:
+    return time_cuda if device.startswith("cuda") else time_cpu
+
+
+# ---------------------------------------------------------------- cache-busting
+
+
+def last_level_cache_bytes() -> int:
+    """Largest CPU cache reported by sysfs (bytes); 64 MiB if unknown."""
+    best = 0
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        value = int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+        best = max(best, value)
+    return best or (64 << 20)
+
+
+def cycle_bytes(device: str) -> int:
+    """Total size a stack of distinct weights must exceed so that timings stream
+    from memory: DESIGN.md's 64 MB (CPU) / 256 MB (GPU), raised to twice the
+    last-level cache where that is larger (this CPU reports a 480 MiB L3)."""
+    if device.startswith("cuda"):
+        l2 = torch.cuda.get_device_properties(device).L2_cache_size
+        return max(256 << 20, 4 * l2)
+    return max(64 << 20, 2 * last_level_cache_bytes())
+
+
+class Cycler:
+    """Holds `copies` distinct argument sets and returns the next one on each
+    call, so consecutive calls never find their weights in cache."""
+
+    def __init__(self, make: Callable[[int], tuple], bytes_per_copy: int, device: str):
+        self.copies = max(2, -(-cycle_bytes(device) // max(bytes_per_copy, 1)))
+        self.sets = [make(i) for i in range(self.copies)]
+        self.i = 0
+
+    def next(self) -> tuple:
+        self.i = (self.i + 1) % self.copies
+        return self.sets[self.i]
+
+
+# ---------------------------------------------------------------- bandwidth reference
+
+
+def measure_read_bandwidth(device: str) -> float:
+    """Bytes/s the machine sustains. CPU: a full-thread read (sum) of a buffer
+    past the LLC; GPU: device-to-device copy (bytes read + written)."""
+    if device.startswith("cuda"):
+        n = (1 << 30) // 4
+        a = torch.empty(n, dtype=torch.float32, device=device)
+        b = torch.empty_like(a)
+        t = time_cuda(lambda: b.copy_(a), reps=20, warmup=5)
+        return 2 * a.numel() * 4 / t
+    n = cycle_bytes("cpu") // 4
+    a = torch.ones(n, dtype=torch.float32)
+    t = time_cpu(lambda: a.sum(), reps=5, warmup=1)
+    return n * 4 / t
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class Row:
+    """One benchmark line: our time, baselines (name -> seconds), and the bytes
+    our kernel must move, from which GB/s and % of the measured limit follow."""
+
+    op: str
+    shape: str
+    bits: Optional[int]
+    batch: Optional[int]
+    ours_s: float
+    baselines_s: Dict[str, float] = field(default_factory=dict)
+    bytes_moved: Optional[int] = None
+    note: str = ""
+
+    def speedups(self) -> Dict[str, float]:
+        return {name: t / self.ours_s for name, t in self.baselines_s.items()}
+
+
+def machine_info(device: str) -> dict:
+    info = {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": _git_commit(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "threads": torch.get_num_threads(),
+    }
+    if device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, cuda=torch.version.cuda, driver=_nvidia_driver())
+    try:
+        import tacq_ext
+
+        info["tacq_ext"] = tacq_ext.build_info()
+    except ImportError:
+        pass
+    return info
+
+
+def format_table(rows: List[Row], bandwidth: float) -> str:
+    names = sorted({n for r in rows for n in r.baselines_s})
+    head = ["op", "shape", "bits", "batch", "ours ms"] + [f"{n} ms" for n in names]
+    head += [f"x vs {n}" for n in names] + ["GB/s", "% bw", "note"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        sp = r.speedups()
+        cells = [r.op, r.shape, str(r.bits or ""), str(r.batch or ""), f"{r.ours_s * 1e3:.3f}"]
+        cells += [f"{r.baselines_s[n] * 1e3:.3f}" if n in r.baselines_s else "" for n in names]
+        cells += [f"{sp[n]:.2f}" if n in sp else "" for n in names]
+        if r.bytes_moved:
+            gbps = r.bytes_moved / r.ours_s / 1e9
+            cells += [f"{gbps:.1f}", f"{100 * gbps * 1e9 / bandwidth:.0f}"]
+        else:
+            cells += ["", ""]
+        cells.append(r.note)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(name: str, rows: List[Row], device: str, bandwidth: float, command: str) -> Path:
+    """Writes bench/results/<name>.md (table + machine) and <name>.json."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    info = machine_info(device)
+    table = format_table(rows, bandwidth)
+    md = [f"# {name}", "", f"Command: `{command}`", ""]
+    md += [f"- {k}: {v}" for k, v in info.items()]
+    md += [f"- measured bandwidth reference: {bandwidth / 1e9:.1f} GB/s", "", table, ""]
+    path = RESULTS_DIR / f"{name}.md"
+    path.write_text("\n".join(md))
+    payload = {"machine": info, "bandwidth_Bps": bandwidth, "command": command,
+               "rows": [asdict(r) for r in rows]}
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(payload, indent=1))
+    return path
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _nvidia_driver() -> str:
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
