@@ -1,0 +1,39 @@
+"""The package imports, reports how it was built, and registers every op for
+the CPU and the fake (meta) backends."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import tacq_ext
+
+OPS = ["saliency_accumulate", "quantize", "pack", "unpack", "dequantize", "mixed_gemv"]
+
+
+def test_version_and_build_info():
+    assert tacq_ext.__version__.count(".") == 2
+    info = tacq_ext.build_info()
+    assert info["torch_version"].split("+")[0] == torch.__version__.split("+")[0]
+    assert isinstance(info["cuda"], bool)
+    assert info["cpu_isa"] in ("generic", "avx2", "avx512")
+    if torch.cuda.is_available():
+        assert info["cuda"], "torch has CUDA but the extension was built without CUDA kernels"
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_op_registered_with_cpu_and_fake_kernels(name):
+    op = getattr(torch.ops.tacq, name).default
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "CPU")
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "Meta")
+    assert callable(getattr(tacq_ext.ops, name))
+
+
+@pytest.mark.parametrize("cap", ["generic", "avx2"])
+def test_cpu_isa_cap_from_environment(cap):
+    code = "import tacq_ext; print(tacq_ext.build_info()['cpu_isa'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "TACQ_CPU_ISA": cap}, check=True)
+    assert out.stdout.strip() in ("generic", cap)
