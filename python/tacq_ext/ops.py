@@ -139,9 +139,18 @@ def _check_same_device(op: str, name: str, t: torch.Tensor, ref: torch.Tensor, r
     )
 
 
+def _check_contiguous(op: str, name: str, t: torch.Tensor) -> None:
+    _check(
+        t.is_contiguous(),
+        op,
+        f"{name} must be contiguous (call .contiguous() first), got strides {list(t.stride())}",
+    )
+
+
 def _check_packed(op: str, packed: torch.Tensor, bits: int, K: int) -> int:
     _check_dim(op, "packed", packed, 2, "[N, ceil(K/32)*bits]")
     _check_dtype(op, "packed", packed, (torch.int32,))
+    _check_contiguous(op, "packed", packed)
     _check(K >= 1, op, f"K must be >= 1, got {K}")
     _check_size(op, "packed", packed, 1, packed_words_per_row(K, bits), "ceil(K/32)*bits")
     return packed.shape[0]
@@ -152,6 +161,7 @@ def _check_scale_zero(op, scale, zero, packed, N, G) -> None:
         _check_same_device(op, name, t, packed, "packed")
         _check_dim(op, name, t, 2, "[N, G]")
         _check_dtype(op, name, t, (torch.float32, torch.float16))
+        _check_contiguous(op, name, t)
         _check_size(op, name, t, 0, N, "N (rows of packed)")
         _check_size(op, name, t, 1, G, "G (groups per row)")
     _check(
@@ -170,6 +180,8 @@ def _check_csr(op, row_ptr, col_idx, values, packed, N) -> None:
     _check_dtype(op, "row_ptr", row_ptr, (torch.int32,))
     _check_dtype(op, "col_idx", col_idx, (torch.int32,))
     _check_dtype(op, "values", values, (torch.float16,))
+    for name, t in (("row_ptr", row_ptr), ("col_idx", col_idx), ("values", values)):
+        _check_contiguous(op, name, t)
     _check_size(op, "row_ptr", row_ptr, 0, N + 1, "N+1")
     _check_size(op, "values", values, 0, col_idx.shape[0], "nnz (length of col_idx)")
 
