@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <string>
+
 #include "tacq/packing.h"
 
 namespace tacq {
@@ -31,9 +33,25 @@ void check_dim(const char* op, const char* name, const at::Tensor& t, int64_t di
               ", got shape ", t.sizes());
 }
 
+// Python's spelling of a dtype, so C++ and fake-kernel messages read alike.
+static std::string dtype_name(at::ScalarType s) {
+  switch (s) {
+    case at::kFloat: return "torch.float32";
+    case at::kHalf: return "torch.float16";
+    case at::kBFloat16: return "torch.bfloat16";
+    case at::kDouble: return "torch.float64";
+    case at::kByte: return "torch.uint8";
+    case at::kChar: return "torch.int8";
+    case at::kInt: return "torch.int32";
+    case at::kLong: return "torch.int64";
+    case at::kBool: return "torch.bool";
+    default: return std::string("torch.") + c10::toString(s);
+  }
+}
+
 void check_dtype(const char* op, const char* name, const at::Tensor& t, at::ScalarType expected) {
   TORCH_CHECK(t.scalar_type() == expected, "tacq.", op, ": ", name, " must have dtype ",
-              expected, ", got ", t.scalar_type());
+              dtype_name(expected), ", got ", dtype_name(t.scalar_type()));
 }
 
 void check_float_dtype(const char* op, const char* name, const at::Tensor& t, bool allow_fp32,
@@ -41,9 +59,15 @@ void check_float_dtype(const char* op, const char* name, const at::Tensor& t, bo
   const auto s = t.scalar_type();
   const bool ok = (allow_fp32 && s == at::kFloat) || (allow_fp16 && s == at::kHalf) ||
                   (allow_bf16 && s == at::kBFloat16);
-  TORCH_CHECK(ok, "tacq.", op, ": ", name, " must have dtype", allow_fp32 ? " float32" : "",
-              allow_fp16 ? " float16" : "", allow_bf16 ? " bfloat16" : "", " (on ",
-              t.device().type(), "), got ", s);
+  if (ok) return;
+  std::string allowed;
+  for (const auto& [allow, type] : {std::pair{allow_fp32, at::kFloat}, std::pair{allow_fp16, at::kHalf},
+                                    std::pair{allow_bf16, at::kBFloat16}}) {
+    if (!allow) continue;
+    allowed += (allowed.empty() ? "" : " or ") + dtype_name(type);
+  }
+  TORCH_CHECK(false, "tacq.", op, ": ", name, " must have dtype ", allowed, ", got ",
+              dtype_name(s));
 }
 
 void check_contiguous(const char* op, const char* name, const at::Tensor& t) {
@@ -85,8 +109,8 @@ void check_scale_zero(const char* op, const at::Tensor& scale, const at::Tensor&
     check_size(op, name, t, 1, G, "G (groups per row)");
   }
   TORCH_CHECK(scale.scalar_type() == zero.scalar_type(), "tacq.", op,
-              ": scale and zero must have the same dtype, got ", scale.scalar_type(), " and ",
-              zero.scalar_type());
+              ": scale and zero must have the same dtype, got ", dtype_name(scale.scalar_type()),
+              " and ", dtype_name(zero.scalar_type()));
 }
 
 void check_csr(const char* op, const at::Tensor& row_ptr, const at::Tensor& col_idx,
