@@ -152,3 +152,18 @@ def test_bad_input(make, match):
     csr = random_csr(4, 64, 0.1, g)
     with pytest.raises(RuntimeError, match=match):
         make(torch.ones(1, 64), packed, scale, zero, csr)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("N,K,group_size", [(7, 100, -1), (5, 4096, 128), (3, 64, 32), (9, 33, -1)])
+@pytest.mark.parametrize("M", [1, 2, 3, 5, 16])
+def test_bf16_activations_exact_products(cpu_isa, bits, N, K, group_size, M):
+    """bf16 x takes the AVX-512 BF16 kernel where the CPU has it (bits 2 and 4):
+    the result must be the fp32-accumulated product rounded once to bf16."""
+    packed, scale, zero, g = layer(N, K, bits, group_size, seed=M + K)
+    csr = random_csr(N, K, 0.05, g)
+    x = torch.randn(M, K, generator=g).bfloat16()
+    y = ops.mixed_gemv(x, packed, scale, zero, bits, group_size, *csr).float()
+    ref = expected(x.float(), packed, scale, zero, bits, group_size, csr)
+    scale_y = ref.abs().max()
+    torch.testing.assert_close(y, ref, rtol=2**-8, atol=1e-4 * float(scale_y))

@@ -15,12 +15,17 @@
 // same pass over the rows.
 // GCC 12 warns falsely about its own AVX-512 intrinsic headers (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include "mixed_gemv.h"
 
 namespace tacq::cpu::avx512 {
 namespace {
+
+// Software prefetch distance in packed words (2 KiB): the hardware prefetcher
+// stops at 4 KiB page boundaries, which a DRAM-streamed row crosses often.
+constexpr int64_t kPrefetchWords = 512;
 
 constexpr int32_t kOneBits = 0x3F800000;  // 1.0f
 
@@ -95,6 +100,7 @@ void row_chunk(const GemvProblem& p, const LaneTables<kBits>& t, int64_t n, int6
     for (int j = 0; j < kM; ++j)
       for (int c = 0; c < 2 * kUnroll; ++c) acc[j][c] = _mm512_setzero_ps();
     auto block = [&](int64_t blk, int chain) {
+      _mm_prefetch(reinterpret_cast<const char*>(row + blk * kBits + kPrefetchWords), _MM_HINT_T0);
       const uint32_t* w = row + blk * kBits;
       const __m512i words = kBits == 2 ? _mm512_setzero_si512() : _mm512_maskz_loadu_epi32(word_mask, w);
       const __m512 q0 = decode_half<kBits>(w, words, t, 0), q1 = decode_half<kBits>(w, words, t, 1);
