@@ -9,6 +9,10 @@ import torch  # noqa: F401  (loads libtorch before the extension that links it)
 
 from . import _C
 from . import ops, reference
+from .config import TACQConfig
+from .qlinear import QuantizedLinear
+from .quantize_model import compute_saliency, quantize_model
+from .serialization import load_quantized, save_quantized
 
 __version__ = "0.1.0"
 
@@ -19,4 +23,5 @@ def build_info() -> dict:
     return dict(_C.build_info())
 
 
-__all__ = ["ops", "reference", "build_info", "__version__"]
+__all__ = ["ops", "reference", "build_info", "__version__", "TACQConfig", "QuantizedLinear",
+           "compute_saliency", "quantize_model", "save_quantized", "load_quantized"]

@@ -1,0 +1,49 @@
+"""TACQConfig: what to quantize and how (DESIGN.md §1)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+METHODS = ("tacq", "rtn", "gptq", "spqr_like", "squeezellm_like")
+REFERENCES = ("gptq", "rtn")
+
+
+@dataclass
+class TACQConfig:
+    """bits: 2, 3 or 4. group_size: -1 (one scale per row) or a multiple of 32.
+    ratio: fraction of all targeted weights kept in fp16, chosen globally.
+    method: tacq | rtn | gptq | spqr_like | squeezellm_like (DESIGN.md §1.3).
+    reference: the quantizer behind Q(W) in the TACQ score, "gptq" or "rtn".
+    damp: GPTQ dampening as a fraction of the Hessian's mean diagonal.
+    block_size: GPTQ lazy-update block width."""
+
+    bits: int = 2
+    group_size: int = -1
+    ratio: float = 0.0035
+    method: str = "tacq"
+    reference: str = "gptq"
+    damp: float = 0.01
+    block_size: int = 128
+
+    def __post_init__(self):
+        if self.bits not in (2, 3, 4):
+            raise ValueError(f"TACQConfig.bits must be 2, 3 or 4, got {self.bits}")
+        if self.group_size != -1 and (self.group_size <= 0 or self.group_size % 32):
+            raise ValueError(f"TACQConfig.group_size must be -1 or a positive multiple of 32, got {self.group_size}")
+        if not 0.0 <= self.ratio < 1.0:
+            raise ValueError(f"TACQConfig.ratio must be in [0, 1), got {self.ratio}")
+        if self.method not in METHODS:
+            raise ValueError(f"TACQConfig.method must be one of {METHODS}, got {self.method!r}")
+        if self.reference not in REFERENCES:
+            raise ValueError(f"TACQConfig.reference must be one of {REFERENCES}, got {self.reference!r}")
+        if not 0.0 < self.damp < 1.0:
+            raise ValueError(f"TACQConfig.damp must be in (0, 1), got {self.damp}")
+        if self.block_size <= 0:
+            raise ValueError(f"TACQConfig.block_size must be positive, got {self.block_size}")
+
+    @property
+    def keeps_weights(self) -> bool:
+        return self.method in ("tacq", "spqr_like", "squeezellm_like") and self.ratio > 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)

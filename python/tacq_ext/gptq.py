@@ -1,0 +1,124 @@
+"""GPTQ with kept weights (DESIGN.md §1.1 step 5), one layer at a time.
+
+Frantar et al.'s algorithm: columns are quantized left to right; each
+column's rounding error, scaled by the inverse Hessian's Cholesky factor, is
+propagated to the columns not yet quantized (lazily, in blocks). Kept weights
+have zero error and are never rounded: they absorb updates like any
+unprocessed entry until their column is reached, then keep that value.
+Quantizer parameters of a row (group_size -1) are fixed up front from the
+original row; those of a group when its first column is reached, from the
+group's current values. In both, kept weights count as the mean of the
+others (tacq.quantize's keep_mask). Scales are rounded to fp16 before use,
+since fp16 is what is stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from . import ops
+
+
+@dataclass
+class GPTQResult:
+    codes: torch.Tensor     # uint8 [N, K]; kept positions hold `zero`
+    scale: torch.Tensor     # fp32 [N, G], exactly representable in fp16
+    zero: torch.Tensor      # fp32 [N, G], integers
+    weight: torch.Tensor    # fp32 [N, K]: dequantized codes, kept positions their final value
+
+
+def hessian_inverse_factor(H: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor of (H + damp*mean(diag H)*I)^-1, in fp32.
+    Dead inputs (zero diagonal) get a unit diagonal."""
+    H = H.double().clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    H += damp * torch.diag(H).mean() * torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    L = torch.linalg.cholesky(H)
+    Hinv = torch.cholesky_inverse(L)
+    return torch.linalg.cholesky(Hinv, upper=True).float()
+
+
+def _qparams(values: torch.Tensor, keep: Optional[torch.Tensor], bits: int):
+    _, scale, zero = ops.quantize(values.contiguous(), bits, -1, None if keep is None else keep.contiguous())
+    return scale[:, 0].half().float(), zero[:, 0]
+
+
+def gptq_quantize(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    bits: int,
+    group_size: int = -1,
+    keep: Optional[torch.Tensor] = None,
+    damp: float = 0.01,
+    block_size: int = 128,
+) -> GPTQResult:
+    N, K = W.shape
+    W = W.detach().float().clone()
+    keep_any = keep is not None and bool(keep.any())
+    keep = keep if keep_any else None
+    U = hessian_inverse_factor(H.to(W.device), damp)
+    dead = torch.diag(H) == 0
+    if dead.any():
+        W[:, dead] = 0.0 if keep is None else torch.where(keep[:, dead], W[:, dead], 0.0)
+    maxq = 2**bits - 1
+    glen = K if group_size in (-1, K) else group_size
+    G = K // glen
+    codes = torch.empty(N, K, dtype=torch.uint8, device=W.device)
+    scale = torch.empty(N, G, device=W.device)
+    zero = torch.empty(N, G, device=W.device)
+    if G == 1:
+        scale[:, 0], zero[:, 0] = _qparams(W, keep, bits)
+
+    for b0 in range(0, K, block_size):
+        b1 = min(b0 + block_size, K)
+        W1 = W[:, b0:b1].clone()
+        Err = torch.zeros_like(W1)
+        U1 = U[b0:b1, b0:b1]
+        for i in range(b1 - b0):
+            col = b0 + i
+            g = col // glen
+            if G > 1 and col % glen == 0:
+                # current values of the group: in-block columns are up to date in
+                # W1; later columns still owe this block's pending updates
+                g_end = col + glen
+                cur = W1[:, i:min(g_end, b1) - b0]
+                if g_end > b1:
+                    later = W[:, b1:g_end] - Err[:, :i] @ U[b0:b0 + i, b1:g_end]
+                    cur = torch.cat([cur, later], dim=1)
+                scale[:, g], zero[:, g] = _qparams(cur, None if keep is None else keep[:, col:g_end], bits)
+            w = W1[:, i]
+            s, z = scale[:, g], zero[:, g]
+            q = torch.clamp(torch.round(w / s) + z, 0, maxq)
+            dq = s * (q - z)
+            if keep is not None:
+                kept = keep[:, col]
+                dq = torch.where(kept, w, dq)
+                q = torch.where(kept, z, q)
+            codes[:, col] = q.to(torch.uint8)
+            W[:, col] = dq
+            err = (w - dq) / U1[i, i]
+            W1[:, i:] -= err[:, None] * U1[i, i:][None, :]
+            Err[:, i] = err
+        W[:, b1:] -= Err @ U[b0:b1, b1:]
+    return GPTQResult(codes, scale, zero, W)
+
+
+class HessianAccumulator:
+    """H = 2/n sum_x x x^T over the rows x of a layer's inputs (fp64)."""
+
+    def __init__(self, in_features: int, device):
+        self.H = torch.zeros(in_features, in_features, dtype=torch.float64, device=device)
+        self.count = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).double()
+        if x.shape[0] == 0:
+            return
+        total = self.count + x.shape[0]
+        self.H *= self.count / total
+        self.H += (2.0 / total) * (x.T @ x)
+        self.count = total

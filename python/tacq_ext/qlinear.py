@@ -1,0 +1,100 @@
+"""QuantizedLinear: a drop-in nn.Linear holding packed low-bit codes, fp16
+scale/zero and a CSR fp16 residual (DESIGN.md §1 step 6, §3)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import ops
+
+GEMV_MAX_ROWS = 16
+
+
+class QuantizedLinear(nn.Module):
+    """y = x (dequant(packed) + R)^T + bias. Batches of at most 16 rows run the
+    fused ops.mixed_gemv; larger ones dequantize and use a dense matmul.
+
+    Buffers: packed int32 [N, ceil(K/32)*bits], scale/zero fp16 [N, G],
+    row_ptr int32 [N+1], col_idx int32 [nnz], values fp16 [nnz], bias (optional)."""
+
+    def __init__(self, in_features: int, out_features: int, bits: int, group_size: int, nnz: int = 0,
+                 bias: bool = False, device=None, dtype=torch.float32):
+        super().__init__()
+        ops.check_bits("QuantizedLinear", bits)
+        G = ops.check_group_size("QuantizedLinear", group_size, in_features)
+        self.in_features, self.out_features = in_features, out_features
+        self.bits, self.group_size = bits, group_size
+        words = ops.packed_words_per_row(in_features, bits)
+        self.register_buffer("packed", torch.zeros(out_features, words, dtype=torch.int32, device=device))
+        self.register_buffer("scale", torch.zeros(out_features, G, dtype=torch.float16, device=device))
+        self.register_buffer("zero", torch.zeros(out_features, G, dtype=torch.float16, device=device))
+        self.register_buffer("row_ptr", torch.zeros(out_features + 1, dtype=torch.int32, device=device))
+        self.register_buffer("col_idx", torch.zeros(nnz, dtype=torch.int32, device=device))
+        self.register_buffer("values", torch.zeros(nnz, dtype=torch.float16, device=device))
+        self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, device=device) if bias else None)
+
+    @classmethod
+    def from_quantized(cls, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
+                       weight: torch.Tensor, keep: Optional[torch.Tensor], bits: int, group_size: int,
+                       bias: Optional[torch.Tensor] = None) -> "QuantizedLinear":
+        """codes [N,K] (kept positions hold zero), scale/zero [N,G] (fp16-exact),
+        weight [N,K] the final weights: the residual stores weight - dequant at
+        kept positions."""
+        N, K = codes.shape
+        layer = cls(K, N, bits, group_size, bias=bias is not None, device=codes.device,
+                    dtype=bias.dtype if bias is not None else torch.float32)
+        layer.packed = ops.pack(codes.contiguous(), bits)
+        layer.scale, layer.zero = scale.half().contiguous(), zero.half().contiguous()
+        if keep is not None and bool(keep.any()):
+            deq = ops.dequantize(layer.packed, layer.scale, layer.zero, bits, group_size, K)
+            rows, cols = keep.nonzero(as_tuple=True)
+            layer.row_ptr = torch.cat([torch.zeros(1, dtype=torch.int64, device=codes.device),
+                                       keep.sum(1).cumsum(0)]).to(torch.int32)
+            layer.col_idx = cols.to(torch.int32)
+            layer.values = (weight[rows, cols].float() - deq[rows, cols]).half()
+        if bias is not None:
+            layer.bias = bias.detach().clone()
+        return layer
+
+    @property
+    def nnz(self) -> int:
+        return self.col_idx.numel()
+
+    def dense_weight(self, dtype=torch.float32) -> torch.Tensor:
+        """dequant(codes) + R as a dense [N, K] tensor."""
+        W = ops.dequantize(self.packed, self.scale, self.zero, self.bits, self.group_size,
+                           self.in_features, torch.float32)
+        if self.nnz:
+            counts = (self.row_ptr[1:] - self.row_ptr[:-1]).long()
+            rows = torch.repeat_interleave(torch.arange(self.out_features, device=W.device), counts,
+                                           output_size=self.nnz)
+            W = W.index_put((rows, self.col_idx.long()), self.values.float(), accumulate=True)
+        return W.to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)
+        if 1 <= x2.shape[0] <= GEMV_MAX_ROWS:
+            y = ops.mixed_gemv(x2, self.packed, self.scale, self.zero, self.bits, self.group_size,
+                               self.row_ptr, self.col_idx, self.values)
+            if self.bias is not None:
+                y = y + self.bias.to(y.dtype)
+        else:
+            y = F.linear(x2, self.dense_weight(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        return y.reshape(*shape[:-1], self.out_features)
+
+    def avg_bits(self) -> float:
+        return average_bits(self.out_features, self.in_features, self.bits, self.scale.shape[1], self.nnz)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+                f"group_size={self.group_size}, nnz={self.nnz}, bias={self.bias is not None}")
+
+
+def average_bits(N: int, K: int, bits: int, G: int, nnz: int) -> float:
+    """DESIGN.md §1.3: (N K b + 32 N G + 48 nnz + 32 (N+1)) / (N K)."""
+    return (N * K * bits + 32 * N * G + 48 * nnz + 32 * (N + 1)) / (N * K)
