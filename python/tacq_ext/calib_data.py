@@ -1,0 +1,143 @@
+"""Calibration and evaluation data: readers for the task layouts users have
+(prompt/answer jsonl, GSM8k jsonl, MMLU csv, Spider json) and the batches the
+method consumes (HF style: input_ids, attention_mask, labels with -100 where
+no loss is taken: the prompt and the padding)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import torch
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: str
+    answer: str
+
+
+def _jsonl(path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+
+
+def _require(record: dict, keys, where: str) -> None:
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {missing}")
+
+
+def read_prompt_answer_jsonl(path) -> List[Example]:
+    """One {"prompt": ..., "answer": ...} object per line."""
+    out = []
+    for i, r in enumerate(_jsonl(path), 1):
+        _require(r, ("prompt", "answer"), f"{path} record {i}")
+        out.append(Example(str(r["prompt"]), str(r["answer"])))
+    return out
+
+
+def read_gsm8k_jsonl(path) -> List[Example]:
+    """GSM8k: {"question", "answer"} with worked steps ending in '#### N'."""
+    out = []
+    for i, r in enumerate(_jsonl(path), 1):
+        _require(r, ("question", "answer"), f"{path} record {i}")
+        out.append(Example(f"Question: {r['question']}\nAnswer:", " " + r["answer"]))
+    return out
+
+
+def read_mmlu_csv(path) -> List[Example]:
+    """MMLU: no header; question, A, B, C, D, answer letter (quoted fields may span lines)."""
+    out = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for i, row in enumerate(csv.reader(f), 1):
+            if len(row) != 6 or row[5].strip() not in ("A", "B", "C", "D"):
+                raise ValueError(f"{path} row {i}: expected question, A, B, C, D, answer letter")
+            q, *choices, letter = row
+            options = "\n".join(f"{l}. {c}" for l, c in zip("ABCD", choices))
+            out.append(Example(f"{q}\n{options}\nAnswer:", " " + letter.strip()))
+    return out
+
+
+def read_spider_json(path) -> List[Example]:
+    """Spider: a JSON list of {"db_id", "question", "query"}."""
+    try:
+        records = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg})") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a JSON list of examples")
+    out = []
+    for i, r in enumerate(records, 1):
+        _require(r, ("db_id", "question", "query"), f"{path} example {i}")
+        out.append(Example(f"Database: {r['db_id']}\nQuestion: {r['question']}\nSQL:", " " + r["query"]))
+    return out
+
+
+READERS = {"jsonl": read_prompt_answer_jsonl, "gsm8k": read_gsm8k_jsonl, "mmlu": read_mmlu_csv,
+           "spider": read_spider_json}
+
+
+def read_examples(path, fmt: str = "auto") -> List[Example]:
+    """fmt: jsonl | gsm8k | mmlu | spider | auto (by extension and fields)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    if fmt == "auto":
+        if path.suffix == ".csv":
+            fmt = "mmlu"
+        elif path.suffix == ".json":
+            fmt = "spider"
+        else:
+            first = next(_jsonl(path), {})
+            fmt = "gsm8k" if "question" in first else "jsonl"
+    if fmt not in READERS:
+        raise ValueError(f"unknown data format {fmt!r}; choose one of {sorted(READERS)} or auto")
+    examples = READERS[fmt](path)
+    if not examples:
+        raise ValueError(f"{path} holds no examples")
+    return examples
+
+
+def encode(tokenizer, text: str) -> List[int]:
+    """Token ids of text without special tokens (HF tokenizers or any .encode)."""
+    try:
+        return list(tokenizer.encode(text, add_special_tokens=False))
+    except TypeError:
+        return list(tokenizer.encode(text))
+
+
+def make_batches(examples: List[Example], tokenizer, batch_size: int = 4, max_length: int = 512,
+                 bos_token_id: Optional[int] = None) -> List[dict]:
+    """Right-padded batches; the loss is on the answer tokens only. Prompts are
+    truncated from the left so the answer always fits in max_length."""
+    pad = getattr(tokenizer, "pad_token_id", None)
+    pad = 0 if pad is None else pad
+    bos = bos_token_id if bos_token_id is not None else getattr(tokenizer, "bos_token_id", None)
+    rows = []
+    for ex in examples:
+        prompt = ([bos] if bos is not None else []) + encode(tokenizer, ex.prompt)
+        answer = encode(tokenizer, ex.answer)[: max_length - 1]
+        prompt = prompt[-(max_length - len(answer)):]
+        rows.append((prompt + answer, len(prompt)))
+    batches = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        T = max(len(ids) for ids, _ in chunk)
+        input_ids = torch.full((len(chunk), T), pad, dtype=torch.long)
+        attention = torch.zeros(len(chunk), T, dtype=torch.long)
+        labels = torch.full((len(chunk), T), -100, dtype=torch.long)
+        for b, (ids, n_prompt) in enumerate(chunk):
+            input_ids[b, : len(ids)] = torch.tensor(ids)
+            attention[b, : len(ids)] = 1
+            labels[b, n_prompt: len(ids)] = torch.tensor(ids[n_prompt:])
+        batches.append({"input_ids": input_ids, "attention_mask": attention, "labels": labels})
+    return batches

@@ -1,0 +1,156 @@
+"""The `tacq` command line: quantize a local Hugging Face model, evaluate it,
+and inspect a quantized checkpoint. Subcommands register in COMMANDS.
+
+    tacq quantize --model DIR --calib FILE --bits 2 --ratio 0.0035 --method tacq --out QDIR
+    tacq eval --model DIR [--quantized QDIR] --data FILE
+    tacq info QDIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, Tuple
+
+import torch
+
+COMMANDS: Dict[str, Tuple[str, Callable, Callable]] = {}  # name -> (help, add_arguments, run)
+
+
+def command(name: str, help: str):
+    def register(add_arguments):
+        def with_run(run):
+            COMMANDS[name] = (help, add_arguments, run)
+            return run
+        return with_run
+    return register
+
+
+def _load_hf(model_dir: str):
+    """Model and tokenizer from a local directory; never touches the network."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise SystemExit(f"tacq: {path} is not a Hugging Face model directory (no config.json)")
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return model, tokenizer
+
+
+def _add_quantize(p):
+    p.add_argument("--model", required=True, help="local Hugging Face model directory")
+    p.add_argument("--calib", required=True, help="calibration file (prompt/answer jsonl, GSM8k jsonl, MMLU csv, Spider json)")
+    p.add_argument("--format", default="auto", help="jsonl | gsm8k | mmlu | spider | auto")
+    p.add_argument("--bits", type=int, default=2)
+    p.add_argument("--group-size", type=int, default=-1)
+    p.add_argument("--ratio", type=float, default=0.0035)
+    p.add_argument("--method", default="tacq", help="tacq | rtn | gptq | spqr_like | squeezellm_like")
+    p.add_argument("--reference", default="gptq", help="quantizer behind Q(W): gptq | rtn")
+    p.add_argument("--num-samples", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--out", required=True, help="output checkpoint directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+@command("quantize", "quantize a model with TACQ or a baseline")(_add_quantize)
+def _run_quantize(args) -> int:
+    from . import TACQConfig, quantize_model, save_quantized
+    from .calib_data import make_batches, read_examples
+
+    cfg = TACQConfig(bits=args.bits, group_size=args.group_size, ratio=args.ratio, method=args.method,
+                     reference=args.reference)
+    model, tokenizer = _load_hf(args.model)
+    examples = read_examples(args.calib, args.format)[: args.num_samples]
+    calib = make_batches(examples, tokenizer, args.batch_size, args.max_length)
+    start = time.perf_counter()
+    report = quantize_model(model, calib, cfg, progress=not args.quiet)
+    save_quantized(model, args.out, cfg=cfg, report=report,
+                   calibration=f"{Path(args.calib).name}: {len(examples)} examples")
+    tokenizer.save_pretrained(args.out)
+    model.config.save_pretrained(args.out)
+    print(report.table())
+    print(f"quantized in {time.perf_counter() - start:.1f}s -> {args.out}")
+    return 0
+
+
+def _add_eval(p):
+    p.add_argument("--model", required=True, help="local Hugging Face model directory (the skeleton)")
+    p.add_argument("--quantized", help="quantized checkpoint directory (default: evaluate --model as is)")
+    p.add_argument("--data", required=True, help="evaluation file, same formats as --calib")
+    p.add_argument("--format", default="auto")
+    p.add_argument("--max-samples", type=int, default=50)
+
+
+@command("eval", "answer loss and greedy exact match of a (quantized) model")(_add_eval)
+def _run_eval(args) -> int:
+    from . import load_quantized
+    from .calib_data import encode, make_batches, read_examples
+    from .saliency import default_loss
+
+    model, tokenizer = _load_hf(args.model)
+    if args.quantized:
+        model = load_quantized(args.quantized, model)
+    examples = read_examples(args.data, args.format)[: args.max_samples]
+    losses, exact = [], 0
+    with torch.no_grad():
+        for ex, batch in zip(examples, make_batches(examples, tokenizer, batch_size=1)):
+            losses.append(float(default_loss(model, batch)))
+            answer = encode(tokenizer, ex.answer)
+            prompt = batch["input_ids"][:, : batch["input_ids"].shape[1] - len(answer)]
+            out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
+                                 max_new_tokens=len(answer), do_sample=False,
+                                 pad_token_id=getattr(tokenizer, "pad_token_id", None) or 0)
+            exact += out[0, prompt.shape[1]:].tolist() == answer
+    mean = sum(losses) / len(losses)
+    print(json.dumps({"examples": len(examples), "answer_loss": mean, "answer_perplexity": math.exp(mean),
+                      "exact_match": exact / len(examples)}, indent=1))
+    return 0
+
+
+def _add_info(p):
+    p.add_argument("path", help="quantized checkpoint directory")
+
+
+@command("info", "per-layer bits, kept weights and size of a quantized checkpoint")(_add_info)
+def _run_info(args) -> int:
+    from .serialization import WEIGHTS_FILE, read_config
+
+    config = read_config(args.path)
+    layers = config["layers"]
+    print(f"method {config['method']}, {config['bits']} bits, group size {config['group_size']}, "
+          f"ratio {config['ratio']}, format v{config['format_version']}, tacq_ext {config['library_version']}")
+    print(f"calibration: {config.get('calibration') or '-'}")
+    print(f"{'layer':<44} {'shape':>12} {'kept':>8} {'avg bits':>9}")
+    params = kept = weighted = 0
+    for name, l in layers.items():
+        n = l["out_features"] * l["in_features"]
+        params, kept, weighted = params + n, kept + l["nnz"], weighted + l["avg_bits"] * n
+        print(f"{name:<44} {l['out_features']:>5}x{l['in_features']:<6} {l['nnz']:>8} {l['avg_bits']:>9.3f}")
+    size = (Path(args.path) / WEIGHTS_FILE).stat().st_size
+    print(f"{'total':<44} {params:>12} {kept:>8} {weighted / max(params, 1):>9.3f}")
+    print(f"file size: {size / 2**20:.2f} MiB")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="tacq", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text))
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command][2](args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"tacq {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
