@@ -87,34 +87,35 @@ def collect_hessians(model: nn.Module, calib: list, modules: Dict[str, nn.Linear
     return {n: a.H.float() for n, a in acc.items()}
 
 
-def _reference_weights(model, calib, targets, cfg, loss_fn, progress) -> Dict[str, torch.Tensor]:
-    """Q(W) of DESIGN.md step 1: every target quantized with nothing kept.
-    GPTQ here uses Hessians of the full-precision model's inputs."""
+def _reference_weights(model, calib, targets, cfg, loss_fn, progress):
+    """Yields (name, Q(W)) of DESIGN.md step 1: every target quantized with
+    nothing kept. GPTQ here takes Hessians of the full-precision model's
+    inputs, one block at a time (so only one block's Hessians are held)."""
     if cfg.reference == "rtn":
-        out = {}
         for name, m in targets.items():
             codes, scale, zero = ops.quantize(m.weight.detach().float(), cfg.bits, cfg.group_size)
-            out[name] = ops.dequantize(ops.pack(codes, cfg.bits), scale, zero, cfg.bits, cfg.group_size,
+            yield name, ops.dequantize(ops.pack(codes, cfg.bits), scale, zero, cfg.bits, cfg.group_size,
                                        m.in_features)
-        return out
-    hessians = collect_hessians(model, calib, targets, loss_fn, "reference hessians", progress)
-    return {name: gptq_quantize(m.weight, hessians[name], cfg.bits, cfg.group_size, None, cfg.damp,
-                                cfg.block_size).weight
-            for name, m in tqdm(targets.items(), desc="reference GPTQ", disable=not progress, leave=False)}
+        return
+    for group in tqdm(group_by_block(model, targets), desc="reference GPTQ", disable=not progress, leave=False):
+        modules = {n: targets[n] for n in group}
+        hessians = collect_hessians(model, calib, modules, loss_fn, "reference hessians", progress)
+        for name, m in modules.items():
+            yield name, gptq_quantize(m.weight, hessians.pop(name), cfg.bits, cfg.group_size, None,
+                                      cfg.damp, cfg.block_size).weight
 
 
 def compute_saliency(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: Optional[LossFn] = None,
                      progress: bool = True, target_filter: Optional[TargetFilter] = None
                      ) -> Dict[str, torch.Tensor]:
-    """TACQ scores S = |A * (W - Q(W)) * W| per target layer (fp32 [N, K])."""
+    """TACQ scores S = |A * (W - Q(W)) * W| per target layer (fp32 [N, K]).
+    Each layer's score overwrites its gradient accumulator A in place."""
     targets = find_targets(model, target_filter)
     calib = _materialize(calib)
-    A = accumulate_gradient_stats(model, calib, targets, loss_fn, progress=progress)
-    Q = _reference_weights(model, calib, targets, cfg, loss_fn, progress)
-    scores = {}
-    for name, m in targets.items():
-        W = m.weight.detach().float()
-        scores[name] = (A.pop(name) * (W - Q.pop(name)) * W).abs()
+    scores = accumulate_gradient_stats(model, calib, targets, loss_fn, progress=progress)
+    for name, Q in _reference_weights(model, calib, targets, cfg, loss_fn, progress):
+        W = targets[name].weight.detach().float()
+        scores[name].mul_(W - Q).mul_(W).abs_()
     return scores
 
 
@@ -159,7 +160,6 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
     report = QuantizationReport(cfg.method, cfg.bits, cfg.group_size, cfg.ratio)
     for name, m in targets.items():
         ops.check_group_size("quantize_model", cfg.group_size, m.in_features)
-    originals = {n: m.weight.detach().float().clone() for n, m in targets.items()}
 
     masks: Dict[str, Optional[torch.Tensor]] = {n: None for n in targets}
     if cfg.keeps_weights:
@@ -176,8 +176,8 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
         with _stage(report, "quantize"):
             for name, m in tqdm(targets.items(), desc="rtn", disable=not progress):
                 codes, scale, zero = ops.quantize(m.weight.detach().float(), cfg.bits, cfg.group_size)
-                set_module(model, name, QuantizedLinear.from_quantized(
-                    codes, scale.half().float(), zero, None, None, cfg.bits, cfg.group_size, m.bias))
+                _replace(model, name, m, QuantizedLinear.from_quantized(
+                    codes, scale.half().float(), zero, None, None, cfg.bits, cfg.group_size, m.bias), report)
     else:
         with _stage(report, "gptq"):
             for group in tqdm(group_by_block(model, targets), desc="gptq blocks", disable=not progress):
@@ -187,19 +187,25 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
                     m = modules[name]
                     result = gptq_quantize(m.weight, hessians.pop(name), cfg.bits, cfg.group_size,
                                            masks[name], cfg.damp, cfg.block_size)
-                    set_module(model, name, QuantizedLinear.from_quantized(
+                    _replace(model, name, m, QuantizedLinear.from_quantized(
                         result.codes, result.scale, result.zero, result.weight, masks[name], cfg.bits,
-                        cfg.group_size, m.bias))
+                        cfg.group_size, m.bias), report)
 
-    quantized = dict(model.named_modules())
-    for name, W in originals.items():
-        q: QuantizedLinear = quantized[name]
-        err = (q.dense_weight() - W).norm() / W.norm().clamp(min=1e-30)
-        report.layers.append(LayerReport(name, (q.out_features, q.in_features), q.nnz,
-                                         average_bits(q.out_features, q.in_features, q.bits,
-                                                      q.scale.shape[1], q.nnz), float(err)))
+    order = {name: i for i, name in enumerate(targets)}
+    report.layers.sort(key=lambda layer: order[layer.name])
     report.peak_memory_bytes = _peak_memory()
     return report
+
+
+def _replace(model: nn.Module, name: str, original: nn.Linear, q: QuantizedLinear,
+             report: QuantizationReport) -> None:
+    """Swaps in the quantized layer and records its budget, bits and error."""
+    W = original.weight.detach().float()
+    err = (q.dense_weight() - W).norm() / W.norm().clamp(min=1e-30)
+    report.layers.append(LayerReport(name, (q.out_features, q.in_features), q.nnz,
+                                     average_bits(q.out_features, q.in_features, q.bits, q.scale.shape[1], q.nnz),
+                                     float(err)))
+    set_module(model, name, q)
 
 
 def _peak_memory() -> int:
