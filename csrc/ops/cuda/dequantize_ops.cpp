@@ -1,7 +1,7 @@
 // CUDA entry point of tacq.dequantize: the CPU glue's checks, device guard,
 // current stream, launch (csrc/kernels/cuda/dequantize.cu), registration.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -31,7 +31,7 @@ at::Tensor dequantize_cuda(const at::Tensor& packed, const at::Tensor& scale,
   const cuda::Result r = cuda::launch_dequantize(
       reinterpret_cast<const uint32_t*>(packed.data_ptr<int32_t>()), scale.data_ptr(),
       zero.data_ptr(), cuda_dtype(scale.scalar_type()), N, K, G, group_len, static_cast<int>(bits),
-      out.data_ptr(), cuda_dtype(out_dtype), at::cuda::getCurrentCUDAStream());
+      out.data_ptr(), cuda_dtype(out_dtype), c10::cuda::getCurrentCUDAStream());
   check_launch(op, r,
                "N = " + std::to_string(N) + ", K = " + std::to_string(K) + ", G = " +
                    std::to_string(G) + ", bits = " + std::to_string(bits));

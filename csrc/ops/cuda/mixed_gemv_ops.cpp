@@ -2,7 +2,7 @@
 // CSR *content* is not read on the device, see mixed_gemv.cuh), device guard,
 // current stream, launch (csrc/kernels/cuda/mixed_gemv.cu), registration.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -52,7 +52,7 @@ at::Tensor mixed_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
   p.values = values.data_ptr();
   p.nnz = col_idx.size(0);
   p.y = y.data_ptr();
-  check_launch(op, cuda::launch_mixed_gemv(p, at::cuda::getCurrentCUDAStream()),
+  check_launch(op, cuda::launch_mixed_gemv(p, c10::cuda::getCurrentCUDAStream()),
                "M = " + std::to_string(M) + ", N = " + std::to_string(N) + ", K = " +
                    std::to_string(K) + ", G = " + std::to_string(G) + ", bits = " +
                    std::to_string(bits) + ", nnz = " + std::to_string(p.nnz));

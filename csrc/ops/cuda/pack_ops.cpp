@@ -1,7 +1,7 @@
 // CUDA entry points of tacq.pack / tacq.unpack: the CPU glue's checks, device
 // guard, current stream, launch (csrc/kernels/cuda/pack.cu), registration.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -28,7 +28,7 @@ at::Tensor pack_cuda(const at::Tensor& codes, int64_t bits) {
   check_launch("pack",
                cuda::launch_pack(c.data_ptr<uint8_t>(), N, K, static_cast<int>(bits),
                                  reinterpret_cast<uint32_t*>(packed.data_ptr<int32_t>()),
-                                 at::cuda::getCurrentCUDAStream()),
+                                 c10::cuda::getCurrentCUDAStream()),
                sizes(N, K, bits));
   return packed;
 }
@@ -41,7 +41,7 @@ at::Tensor unpack_cuda(const at::Tensor& packed, int64_t bits, int64_t K) {
   check_launch("unpack",
                cuda::launch_unpack(reinterpret_cast<const uint32_t*>(packed.data_ptr<int32_t>()), N,
                                    K, static_cast<int>(bits), codes.data_ptr<uint8_t>(),
-                                   at::cuda::getCurrentCUDAStream()),
+                                   c10::cuda::getCurrentCUDAStream()),
                sizes(N, K, bits));
   return codes;
 }
