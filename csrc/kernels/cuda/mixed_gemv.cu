@@ -17,7 +17,8 @@
 //   * Within a tile, lane l of a warp takes lane chunks l, l+32, ... (a chunk is
 //     1 or 3 uint4 of packed words per row: 64, 128 or 32 codes for 2, 3, 4
 //     bits), loads them for both rows with 16-byte loads (a warp reads 512 or
-//     1536 contiguous bytes per row), and per 32-code block b of group g forms
+//     1536 contiguous bytes per row; for MT <= 4 a lane issues the loads of two
+//     chunks before computing either), and per 32-code block b of group g forms
 //         acc[r][m] += scale[g] * (sum_k q_k x[m,k] - zero[g] * sum_k x[m,k])
 //     with codes turned into floats in registers and x read from the tile.
 //   * Residual: the warp then walks each row's CSR entries with a stride of 32
@@ -172,11 +173,65 @@ __device__ __forceinline__ void load_chunk(const Params<T, S>& p, int64_t n0, in
   }
 }
 
+// acc[r][m] += the chunk's contribution: per 32-code block of group g,
+// scale_g * (sum q*x[m] - zero_g * sum x[m]), codes from the registers `w`,
+// x and its block sums from the staged tile (local chunk lc).
+template <int BITS, typename T, typename S, int MT>
+__device__ __forceinline__ void accumulate_chunk(
+    const Params<T, S>& p, int64_t n0, int64_t c, int lc, int64_t nb, int TC, const uint4* xs,
+    const float* xsum, const uint32_t (&w)[kRowsPerWarp][chunk_words(BITS)],
+    float (&acc)[kRowsPerWarp][MT]) {
+  constexpr int kBlocks = chunk_blocks(BITS);
+  constexpr int kBlockPieces = kCodesPerBlock / kPieceCodes;  // 4
+#pragma unroll
+  for (int j = 0; j < kBlocks; ++j) {
+    const int64_t blk = c * kBlocks + j;
+    if (blk >= nb) break;
+    float scale[kRowsPerWarp], zero[kRowsPerWarp];
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      const int64_t n = n0 + r;
+      const int64_t g = n * p.G + blk * kCodesPerBlock / p.group_len;
+      scale[r] = n < p.N ? to_float(p.scale[g]) : 0.f;
+      zero[r] = n < p.N ? to_float(p.zero[g]) : 0.f;
+    }
+    // dot[r][m] = sum over the block of q * x[m]
+    float dot[kRowsPerWarp][MT] = {};
+#pragma unroll
+    for (int pc = 0; pc < kBlockPieces; ++pc) {
+      float q[kRowsPerWarp][kPieceCodes];
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r)
+#pragma unroll
+        for (int e = 0; e < kPieceCodes; ++e)
+          q[r][e] = code_value(extract_code(&w[r][j * BITS], pc * kPieceCodes + e, BITS));
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        float xf[kPieceCodes];
+        piece_to_float<T>(xs[piece_slot(m, j * kBlockPieces + pc, lc, BITS, TC)], xf);
+#pragma unroll
+        for (int r = 0; r < kRowsPerWarp; ++r)
+#pragma unroll
+          for (int e = 0; e < kPieceCodes; ++e) dot[r][m] = fmaf(q[r][e], xf[e], dot[r][m]);
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      const float x_sum = xsum[block_sum_slot(m, j, lc, BITS, TC)];
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r)
+        acc[r][m] = fmaf(scale[r], fmaf(-zero[r], x_sum, dot[r][m]), acc[r][m]);
+    }
+  }
+}
+
 template <int BITS, typename T, typename S, int MT>
 __global__ void __launch_bounds__(kThreads) mixed_gemv_kernel(const Params<T, S> p) {
   constexpr int kBlocks = chunk_blocks(BITS);
   constexpr int kWords = chunk_words(BITS);
-  constexpr int kBlockPieces = kCodesPerBlock / kPieceCodes;  // 4
+  // Lane chunks whose loads a lane issues before computing any of them: more
+  // bytes in flight where registers allow (small MT), one otherwise.
+  constexpr int kChunksInFlight = MT <= 4 ? 2 : 1;
   const int TC = p.tile_chunks;
   extern __shared__ uint4 smem[];
   uint4* xs = smem;                                                    // [MT * kPieces * TC] pieces
@@ -202,50 +257,18 @@ __global__ void __launch_bounds__(kThreads) mixed_gemv_kernel(const Params<T, S>
         stage_x_tile<BITS, T, MT>(p.x, p.M, p.K, p.vector_x, c_begin * chunk_codes(BITS), tc_here,
                                   TC, xs, xsum);
       }
-      for (int lc = lane; lc < tc_here; lc += 32) {
-        const int64_t c = c_begin + lc;
-        uint32_t w[kRowsPerWarp][kWords];
-        load_chunk<BITS>(p, n0, c, row_words, (c + 1) * kBlocks <= nb, w);
+      for (int lc0 = lane; lc0 < tc_here; lc0 += 32 * kChunksInFlight) {
+        uint32_t w[kChunksInFlight][kRowsPerWarp][kWords];
 #pragma unroll
-        for (int j = 0; j < kBlocks; ++j) {
-          const int64_t blk = c * kBlocks + j;
-          if (blk >= nb) break;
-          float scale[kRowsPerWarp], zero[kRowsPerWarp];
-#pragma unroll
-          for (int r = 0; r < kRowsPerWarp; ++r) {
-            const int64_t n = n0 + r;
-            const int64_t g = n * p.G + blk * kCodesPerBlock / p.group_len;
-            scale[r] = n < p.N ? to_float(p.scale[g]) : 0.f;
-            zero[r] = n < p.N ? to_float(p.zero[g]) : 0.f;
-          }
-          // dot[r][m] = sum over the block of q * x[m]
-          float dot[kRowsPerWarp][MT] = {};
-#pragma unroll
-          for (int pc = 0; pc < kBlockPieces; ++pc) {
-            float q[kRowsPerWarp][kPieceCodes];
-#pragma unroll
-            for (int r = 0; r < kRowsPerWarp; ++r)
-#pragma unroll
-              for (int e = 0; e < kPieceCodes; ++e)
-                q[r][e] = code_value(extract_code(&w[r][j * BITS], pc * kPieceCodes + e, BITS));
-#pragma unroll
-            for (int m = 0; m < MT; ++m) {
-              float xf[kPieceCodes];
-              piece_to_float<T>(xs[piece_slot(m, j * kBlockPieces + pc, lc, BITS, TC)], xf);
-#pragma unroll
-              for (int r = 0; r < kRowsPerWarp; ++r)
-#pragma unroll
-                for (int e = 0; e < kPieceCodes; ++e) dot[r][m] = fmaf(q[r][e], xf[e], dot[r][m]);
-            }
-          }
-#pragma unroll
-          for (int m = 0; m < MT; ++m) {
-            const float xs_sum = xsum[block_sum_slot(m, j, lc, BITS, TC)];
-#pragma unroll
-            for (int r = 0; r < kRowsPerWarp; ++r)
-              acc[r][m] = fmaf(scale[r], fmaf(-zero[r], xs_sum, dot[r][m]), acc[r][m]);
-          }
+        for (int u = 0; u < kChunksInFlight; ++u) {  // fetch: every load issued first
+          const int64_t c = c_begin + lc0 + 32 * u;
+          if (lc0 + 32 * u < tc_here) load_chunk<BITS>(p, n0, c, row_words, (c + 1) * kBlocks <= nb, w[u]);
         }
+#pragma unroll
+        for (int u = 0; u < kChunksInFlight; ++u)  // compute
+          if (lc0 + 32 * u < tc_here)
+            accumulate_chunk<BITS, T, S, MT>(p, n0, c_begin + lc0 + 32 * u, lc0 + 32 * u, nb, TC, xs,
+                                             xsum, w[u], acc);
       }
     }
 
