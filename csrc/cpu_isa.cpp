@@ -34,6 +34,16 @@ CpuIsa cpu_isa() {
   return static_cast<int>(cap) < static_cast<int>(hardware) ? cap : hardware;
 }
 
+bool cpu_has_avx512_bf16() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool hardware =
+      __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vbmi");
+  return hardware && cpu_isa() == CpuIsa::kAvx512;
+#else
+  return false;
+#endif
+}
+
 const char* cpu_isa_name(CpuIsa isa) {
   switch (isa) {
     case CpuIsa::kAvx512: return "avx512";

@@ -16,3 +16,31 @@ def device(request):
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(params=["generic", "avx2", "avx512"])
+def cpu_isa(request, monkeypatch):
+    """Runs a CPU test once per vector ISA path (capped by TACQ_CPU_ISA; on a
+    CPU without the ISA the best available one runs instead)."""
+    monkeypatch.setenv("TACQ_CPU_ISA", request.param)
+    return request.param
+
+
+def has_kernel(op_name: str, device: str) -> bool:
+    key = "CUDA" if device.startswith("cuda") else "CPU"
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"tacq::{op_name}", key)
+
+
+def random_csr(N, K, density, gen, device="cpu", full_row=None, empty_rows=()):
+    """CSR residual (row_ptr, col_idx, values fp16) with each entry kept with
+    probability `density`; `full_row` holds all K entries, `empty_rows` none."""
+    mask = torch.rand(N, K, generator=gen) < density
+    if full_row is not None:
+        mask[full_row] = True
+    for r in empty_rows:
+        mask[r] = False
+    row_ptr = torch.zeros(N + 1, dtype=torch.int32)
+    row_ptr[1:] = mask.sum(1).cumsum(0)
+    col_idx = mask.nonzero()[:, 1].to(torch.int32)
+    values = torch.randn(col_idx.numel(), generator=gen).half()
+    return row_ptr.to(device), col_idx.to(device), values.to(device)

@@ -33,8 +33,7 @@ void check_dim(const char* op, const char* name, const at::Tensor& t, int64_t di
               ", got shape ", t.sizes());
 }
 
-// Python's spelling of a dtype, so C++ and fake-kernel messages read alike.
-static std::string dtype_name(at::ScalarType s) {
+std::string dtype_name(at::ScalarType s) {
   switch (s) {
     case at::kFloat: return "torch.float32";
     case at::kHalf: return "torch.float16";

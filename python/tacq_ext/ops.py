@@ -250,7 +250,7 @@ def _dequantize_fake(packed, scale, zero, bits, group_size, K, dtype=None):
     G = check_group_size(op, group_size, K)
     _check_scale_zero(op, scale, zero, packed, N, G)
     out_dtype = torch.float32 if dtype is None else dtype
-    _check(out_dtype in _FLOATS, op, f"dtype must be float32, float16 or bfloat16, got {out_dtype}")
+    _check(out_dtype in _FLOATS, op, f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {out_dtype}")
     return packed.new_empty((N, K), dtype=out_dtype)
 
 

@@ -17,7 +17,9 @@
 #if defined(__CUDACC__)
 #define TACQ_HD __host__ __device__ __forceinline__
 #else
-#define TACQ_HD inline
+// static: every translation unit keeps its own copy, so code compiled in an
+// AVX-512 unit (kernels/cpu/*_avx512.cpp) is never shared with a portable one.
+#define TACQ_HD static inline
 #endif
 
 namespace tacq {

@@ -7,7 +7,13 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <string>
+
 namespace tacq {
+
+// Python's spelling of a dtype ("torch.float32"), so C++ and fake-kernel
+// messages read alike.
+std::string dtype_name(at::ScalarType s);
 
 // bits in {2, 3, 4}.
 void check_bits(const char* op, int64_t bits);
