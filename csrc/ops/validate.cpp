@@ -164,7 +164,7 @@ void check_codes(const char* op, const at::Tensor& codes, int64_t bits) {
 
 void check_out_dtype(const char* op, at::ScalarType dtype) {
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, "tacq.", op,
-              ": dtype must be float32, float16 or bfloat16, got ", dtype_name(dtype));
+              ": dtype must be torch.float32, torch.float16 or torch.bfloat16, got ", dtype_name(dtype));
 }
 
 void check_finite(const char* op, const char* name, const at::Tensor& t) {

@@ -3,7 +3,7 @@
 // (no second pass, no atomics). Built for memory-bound decode (M = 1..16).
 //
 // Data: packed [N, nb*bits] uint32 (nb = ceil(K/32) blocks of 32 codes,
-// tacq/packing.h); scale/zero [N, G]; x [M, K] fp16/bf16; R as CSR.
+// tacq/packing.h); scale/zero [N, G]; x [M, K] fp16, bf16 or fp32; R as CSR.
 //
 // Thread mapping (diagram in README.md):
 //   * A block is 8 warps; a warp owns 2 consecutive rows; a block's 16 rows are
@@ -29,6 +29,8 @@
 //     reduces them and lane 0 writes y[:, n] in x's dtype.
 // Offsets into global memory are 64-bit; shared-memory indices are 32-bit.
 #include "mixed_gemv.cuh"
+
+#include <type_traits>
 
 #include "float_types.cuh"
 #include "tacq/gemv_tiling.h"
@@ -76,18 +78,28 @@ __device__ __forceinline__ float code_value(uint32_t q) {
   return __uint_as_float(q | 0x4B000000u) - 8388608.f;
 }
 
-// Eight fp16/bf16 x values of one 16-byte piece as floats.
+// Eight consecutive x elements, the unit of the swizzled tile: one 16-byte
+// shared-memory access for fp16/bf16, two for fp32.
 template <typename T>
-__device__ __forceinline__ void piece_to_float(uint4 v, float (&out)[kPieceCodes]) {
-  using P = typename Pair<T>::type;
-  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+struct alignas(16) Piece {
+  T e[kPieceCodes];
+};
+
+template <typename T>
+__device__ __forceinline__ void piece_to_float(const Piece<T>& v, float (&out)[kPieceCodes]) {
+  if constexpr (std::is_same_v<T, float>) {
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    P pair;
-    memcpy(&pair, &w[i], sizeof(pair));
-    const float2 f = to_float2(pair);
-    out[2 * i] = f.x;
-    out[2 * i + 1] = f.y;
+    for (int i = 0; i < kPieceCodes; ++i) out[i] = v.e[i];
+  } else {
+    using P = typename Pair<T>::type;
+#pragma unroll
+    for (int i = 0; i < kPieceCodes / 2; ++i) {
+      P pair;
+      memcpy(&pair, &v.e[2 * i], sizeof(pair));
+      const float2 f = to_float2(pair);
+      out[2 * i] = f.x;
+      out[2 * i + 1] = f.y;
+    }
   }
 }
 
@@ -96,7 +108,7 @@ __device__ __forceinline__ void piece_to_float(uint4 v, float (&out)[kPieceCodes
 // the whole block; ends with a barrier.
 template <int BITS, typename T, int MT>
 __device__ void stage_x_tile(const T* __restrict__ x, int64_t M, int64_t K, bool vector_x,
-                             int64_t col0, int tc_here, int TC, uint4* xs, float* xsum) {
+                             int64_t col0, int tc_here, int TC, Piece<T>* xs, float* xsum) {
   constexpr int kPieces = chunk_pieces(BITS);
   constexpr int kBlocks = chunk_blocks(BITS);
   constexpr int kChunkCodes = chunk_codes(BITS);
@@ -107,22 +119,18 @@ __device__ void stage_x_tile(const T* __restrict__ x, int64_t M, int64_t K, bool
     const int lc = (q / kPieces) % tc_here;
     const int m = q / (kPieces * tc_here);
     const int64_t col = col0 + int64_t{lc} * kChunkCodes + pc * kPieceCodes;
-    union {
-      uint4 vec;
-      T e[kPieceCodes];
-    } piece;
-    piece.vec = make_uint4(0, 0, 0, 0);
+    Piece<T> piece{};  // zeros
     if (m < M) {
       const T* src = x + m * K + col;
       if (vector_x && col + kPieceCodes <= K) {
-        piece.vec = __ldg(reinterpret_cast<const uint4*>(src));
+        piece = *reinterpret_cast<const Piece<T>*>(src);
       } else {
 #pragma unroll
         for (int i = 0; i < kPieceCodes; ++i)
           piece.e[i] = col + i < K ? src[i] : from_float<T>(0.f);
       }
     }
-    xs[piece_slot(m, pc, lc, BITS, TC)] = piece.vec;
+    xs[piece_slot(m, pc, lc, BITS, TC)] = piece;
   }
   __syncthreads();
   // Block sums, in a fixed order (the same result on every launch).
@@ -178,7 +186,7 @@ __device__ __forceinline__ void load_chunk(const Params<T, S>& p, int64_t n0, in
 // x and its block sums from the staged tile (local chunk lc).
 template <int BITS, typename T, typename S, int MT>
 __device__ __forceinline__ void accumulate_chunk(
-    const Params<T, S>& p, int64_t n0, int64_t c, int lc, int64_t nb, int TC, const uint4* xs,
+    const Params<T, S>& p, int64_t n0, int64_t c, int lc, int64_t nb, int TC, const Piece<T>* xs,
     const float* xsum, const uint32_t (&w)[kRowsPerWarp][chunk_words(BITS)],
     float (&acc)[kRowsPerWarp][MT]) {
   constexpr int kBlocks = chunk_blocks(BITS);
@@ -234,8 +242,8 @@ __global__ void __launch_bounds__(kThreads) mixed_gemv_kernel(const Params<T, S>
   constexpr int kChunksInFlight = MT <= 4 ? 2 : 1;
   const int TC = p.tile_chunks;
   extern __shared__ uint4 smem[];
-  uint4* xs = smem;                                                    // [MT * kPieces * TC] pieces
-  float* xsum = reinterpret_cast<float*>(smem + MT * chunk_pieces(BITS) * TC);  // [MT * kBlocks * TC]
+  Piece<T>* xs = reinterpret_cast<Piece<T>*>(smem);                   // [MT * kPieces * TC]
+  float* xsum = reinterpret_cast<float*>(xs + MT * chunk_pieces(BITS) * TC);  // [MT * kBlocks * TC]
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t nb = (p.K + kCodesPerBlock - 1) / kCodesPerBlock;
@@ -381,7 +389,7 @@ Result run(const GemvProblem& pr, cudaStream_t stream) {
   return last_launch_result();
 }
 
-// ---- dispatch: bits x x dtype {fp16, bf16} x scale dtype {fp32, fp16} x MT {1,2,4,8,16}
+// ---- dispatch: bits x x dtype {fp16, bf16, fp32} x scale dtype {fp32, fp16} x MT {1,2,4,8,16}
 
 template <int BITS, typename T, typename S>
 Result dispatch_rows(const GemvProblem& pr, cudaStream_t s) {
@@ -408,7 +416,7 @@ Result dispatch_x(const GemvProblem& pr, cudaStream_t s) {
   switch (pr.x_dtype) {
     case DType::kFloat16: return dispatch_scale<BITS, __half>(pr, s);
     case DType::kBFloat16: return dispatch_scale<BITS, __nv_bfloat16>(pr, s);
-    case DType::kFloat32: break;  // x is fp16 or bf16 on CUDA
+    case DType::kFloat32: return dispatch_scale<BITS, float>(pr, s);
   }
   return {Status::kBadDType, static_cast<int64_t>(pr.x_dtype)};
 }

@@ -14,7 +14,7 @@ namespace tacq::cuda {
 
 // All pointers are device pointers to contiguous row-major arrays.
 struct GemvProblem {
-  const void* x;             // [M, K], x_dtype (fp16 or bf16), 1 <= M <= 16
+  const void* x;             // [M, K], x_dtype (fp16, bf16 or fp32), 1 <= M <= 16
   DType x_dtype;
   int64_t M, N, K;
   const uint32_t* packed;    // [N, ceil(K/32)*bits]

@@ -23,7 +23,7 @@ at::Tensor mixed_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
   const int64_t M = x.size(0), K = x.size(1);
   TORCH_CHECK(M >= 1 && M <= 16, "tacq.", op, ": x must have 1 to 16 rows (M), got ", M,
               "; use dequantize + matmul for larger M");
-  check_float_dtype(op, "x", x, /*fp32=*/false, /*fp16=*/true, /*bf16=*/true);
+  check_float_dtype(op, "x", x, /*fp32=*/true, /*fp16=*/true, /*bf16=*/true);
   const int64_t N = check_packed(op, packed, bits, K);
   check_same_device(op, "x", x, packed, "packed");
   int64_t group_len = 0;
