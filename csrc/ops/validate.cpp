@@ -151,6 +151,22 @@ void check_csr(const char* op, const at::Tensor& row_ptr, const at::Tensor& col_
   }
 }
 
+void check_codes(const char* op, const at::Tensor& codes, int64_t bits) {
+  check_dim(op, "codes", codes, 2, "[N, K]");
+  check_dtype(op, "codes", codes, at::kByte);
+  TORCH_CHECK(codes.size(1) >= 1, "tacq.", op, ": codes must have K >= 1 columns, got shape ",
+              codes.sizes());
+  if (codes.numel() == 0) return;
+  const int64_t max_code = codes.max().item<int64_t>();
+  TORCH_CHECK(max_code < (int64_t{1} << bits), "tacq.", op, ": codes must be < 2^bits = ",
+              int64_t{1} << bits, ", got a code ", max_code);
+}
+
+void check_out_dtype(const char* op, at::ScalarType dtype) {
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, "tacq.", op,
+              ": dtype must be torch.float32, torch.float16 or torch.bfloat16, got ", dtype_name(dtype));
+}
+
 void check_finite(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK(at::isfinite(t).all().item<bool>(), "tacq.", op, ": ", name,
               " contains NaN or infinity");

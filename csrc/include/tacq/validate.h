@@ -48,6 +48,13 @@ void check_csr(const char* op, const at::Tensor& row_ptr, const at::Tensor& col_
                const at::Tensor& values, const at::Tensor& packed, int64_t N, int64_t K,
                bool check_content);
 
+// codes: uint8 [N, K] with K >= 1 and every code < 2^bits. Reads the maximum
+// code (a device sync for CUDA tensors: pack runs at load time, not per token).
+void check_codes(const char* op, const at::Tensor& codes, int64_t bits);
+
+// Output dtype of dequantize: fp32, fp16 or bf16.
+void check_out_dtype(const char* op, at::ScalarType dtype);
+
 // Errors if t holds a NaN or an infinity (t floating point, any device).
 void check_finite(const char* op, const char* name, const at::Tensor& t);
 

@@ -30,9 +30,7 @@ at::Tensor dequantize_cpu(const at::Tensor& packed, const at::Tensor& scale, con
   const int64_t G = check_group_size(op, group_size, K, &group_len);
   check_scale_zero(op, scale, zero, packed, N, G);
   const at::ScalarType out_dtype = dtype.value_or(at::kFloat);
-  TORCH_CHECK(out_dtype == at::kFloat || out_dtype == at::kHalf || out_dtype == at::kBFloat16,
-              "tacq.", op, ": dtype must be torch.float32, torch.float16 or torch.bfloat16, got ",
-              dtype_name(out_dtype));
+  check_out_dtype(op, out_dtype);
 
   const at::Tensor scale32 = scale.to(at::kFloat), zero32 = zero.to(at::kFloat);
   at::Tensor out = at::empty({N, K}, packed.options().dtype(at::kFloat));

@@ -16,17 +16,9 @@ int64_t row_grain(int64_t K) { return std::max<int64_t>(1, (1 << 16) / std::max<
 
 at::Tensor pack_cpu(const at::Tensor& codes, int64_t bits) {
   check_bits("pack", bits);
-  check_dim("pack", "codes", codes, 2, "[N, K]");
-  check_dtype("pack", "codes", codes, at::kByte);
-  TORCH_CHECK(codes.size(1) >= 1, "tacq.pack: codes must have K >= 1 columns, got shape ",
-              codes.sizes());
+  check_codes("pack", codes, bits);
   const at::Tensor c = codes.contiguous();
   const int64_t N = c.size(0), K = c.size(1);
-  if (c.numel() > 0) {
-    const int64_t max_code = c.max().item<int64_t>();
-    TORCH_CHECK(max_code < (int64_t{1} << bits), "tacq.pack: codes must be < 2^bits = ",
-                int64_t{1} << bits, ", got a code ", max_code);
-  }
   at::Tensor packed = at::empty({N, packed_words_per_row(K, static_cast<int>(bits))},
                                 c.options().dtype(at::kInt));
   const uint8_t* src = c.data_ptr<uint8_t>();

@@ -1,0 +1,66 @@
+// CUDA entry point of tacq.mixed_gemv: the CPU glue's shape/dtype checks (the
+// CSR *content* is not read on the device, see mixed_gemv.cuh), device guard,
+// current stream, launch (csrc/kernels/cuda/mixed_gemv.cu), registration.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../../kernels/cuda/mixed_gemv.cuh"
+#include "launch_check.h"
+#include "tacq/validate.h"
+
+namespace tacq {
+namespace {
+
+at::Tensor mixed_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
+                           const at::Tensor& zero, int64_t bits, int64_t group_size,
+                           const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                           const at::Tensor& values) {
+  constexpr const char* op = "mixed_gemv";
+  check_bits(op, bits);
+  check_dim(op, "x", x, 2, "[M, K]");
+  const int64_t M = x.size(0), K = x.size(1);
+  TORCH_CHECK(M >= 1 && M <= 16, "tacq.", op, ": x must have 1 to 16 rows (M), got ", M,
+              "; use dequantize + matmul for larger M");
+  check_float_dtype(op, "x", x, /*fp32=*/true, /*fp16=*/true, /*bf16=*/true);
+  const int64_t N = check_packed(op, packed, bits, K);
+  check_same_device(op, "x", x, packed, "packed");
+  int64_t group_len = 0;
+  const int64_t G = check_group_size(op, group_size, K, &group_len);
+  check_scale_zero(op, scale, zero, packed, N, G);
+  check_csr(op, row_ptr, col_idx, values, packed, N, K, /*check_content=*/false);
+
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor xc = x.contiguous();
+  at::Tensor y = at::empty({M, N}, xc.options());
+  cuda::GemvProblem p;
+  p.x = xc.data_ptr();
+  p.x_dtype = cuda_dtype(xc.scalar_type());
+  p.M = M;
+  p.N = N;
+  p.K = K;
+  p.packed = reinterpret_cast<const uint32_t*>(packed.data_ptr<int32_t>());
+  p.bits = static_cast<int>(bits);
+  p.scale = scale.data_ptr();
+  p.zero = zero.data_ptr();
+  p.scale_dtype = cuda_dtype(scale.scalar_type());
+  p.G = G;
+  p.group_len = group_len;
+  p.row_ptr = row_ptr.data_ptr<int32_t>();
+  p.col_idx = col_idx.data_ptr<int32_t>();
+  p.values = values.data_ptr();
+  p.nnz = col_idx.size(0);
+  p.y = y.data_ptr();
+  check_launch(op, cuda::launch_mixed_gemv(p, c10::cuda::getCurrentCUDAStream()),
+               "M = " + std::to_string(M) + ", N = " + std::to_string(N) + ", K = " +
+                   std::to_string(K) + ", G = " + std::to_string(G) + ", bits = " +
+                   std::to_string(bits) + ", nnz = " + std::to_string(p.nnz));
+  return y;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(tacq, CUDA, m) { m.impl("mixed_gemv", &mixed_gemv_cuda); }
+
+}  // namespace tacq
