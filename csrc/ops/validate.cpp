@@ -167,6 +167,46 @@ void check_out_dtype(const char* op, at::ScalarType dtype) {
               ": dtype must be torch.float32, torch.float16 or torch.bfloat16, got ", dtype_name(dtype));
 }
 
+void check_saliency_args(const char* op, const at::Tensor& acc, const at::Tensor& grad_out,
+                         const at::Tensor& act) {
+  check_dim(op, "acc", acc, 2, "[N, K]");
+  check_dtype(op, "acc", acc, at::kFloat);
+  TORCH_CHECK(grad_out.dim() == 2 || grad_out.dim() == 3, "tacq.", op,
+              ": grad_out must be 2-D [T, N] or 3-D [B, T, N], got shape ", grad_out.sizes());
+  TORCH_CHECK(act.dim() == grad_out.dim(), "tacq.", op, ": act must have the rank of grad_out (",
+              grad_out.dim(), "-D), got shape ", act.sizes());
+  check_float_dtype(op, "grad_out", grad_out, true, true, true);
+  TORCH_CHECK(act.scalar_type() == grad_out.scalar_type(), "tacq.", op,
+              ": act and grad_out must have the same dtype, got ", dtype_name(act.scalar_type()),
+              " and ", dtype_name(grad_out.scalar_type()));
+  check_same_device(op, "grad_out", grad_out, acc, "acc");
+  check_same_device(op, "act", act, acc, "acc");
+  const auto lead_g = grad_out.sizes().slice(0, grad_out.dim() - 1);
+  const auto lead_a = act.sizes().slice(0, act.dim() - 1);
+  TORCH_CHECK(lead_g == lead_a, "tacq.", op,
+              ": grad_out and act must agree on the batch and token dimensions, got ",
+              grad_out.sizes(), " and ", act.sizes());
+  check_size(op, "grad_out", grad_out, grad_out.dim() - 1, acc.size(0), "N (rows of acc)");
+  check_size(op, "act", act, act.dim() - 1, acc.size(1), "K (columns of acc)");
+  check_contiguous(op, "acc", acc);
+}
+
+int64_t check_quantize_args(const char* op, const at::Tensor& w, int64_t bits, int64_t group_size,
+                            const std::optional<at::Tensor>& keep_mask, int64_t* group_len) {
+  check_bits(op, bits);
+  check_dim(op, "w", w, 2, "[N, K]");
+  check_float_dtype(op, "w", w, true, true, true);
+  const int64_t G = check_group_size(op, group_size, w.size(1), group_len);
+  if (keep_mask.has_value()) {
+    check_dtype(op, "keep_mask", *keep_mask, at::kBool);
+    check_same_device(op, "keep_mask", *keep_mask, w, "w");
+    TORCH_CHECK(keep_mask->sizes() == w.sizes(), "tacq.", op, ": keep_mask must have the shape of w ",
+                w.sizes(), ", got ", keep_mask->sizes());
+  }
+  check_finite(op, "w", w);
+  return G;
+}
+
 void check_finite(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK(at::isfinite(t).all().item<bool>(), "tacq.", op, ": ", name,
               " contains NaN or infinity");

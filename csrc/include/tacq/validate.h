@@ -7,6 +7,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
 #include <string>
 
 namespace tacq {
@@ -54,6 +55,16 @@ void check_codes(const char* op, const at::Tensor& codes, int64_t bits);
 
 // Output dtype of dequantize: fp32, fp16 or bf16.
 void check_out_dtype(const char* op, at::ScalarType dtype);
+
+// Op-level argument checks shared by the CPU and CUDA glue of one op.
+// saliency_accumulate: acc fp32 [N, K] contiguous; grad_out [B, T, N] or
+// [T, N] and act [B, T, K] or [T, K] of one float dtype, on acc's device.
+void check_saliency_args(const char* op, const at::Tensor& acc, const at::Tensor& grad_out,
+                         const at::Tensor& act);
+// quantize: bits, w float [N, K], group_size, keep_mask bool [N, K] on w's
+// device, w finite. Returns G and writes the group length.
+int64_t check_quantize_args(const char* op, const at::Tensor& w, int64_t bits, int64_t group_size,
+                            const std::optional<at::Tensor>& keep_mask, int64_t* group_len);
 
 // Errors if t holds a NaN or an infinity (t floating point, any device).
 void check_finite(const char* op, const char* name, const at::Tensor& t);

@@ -26,18 +26,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_cpu(
     const at::Tensor& w, int64_t bits, int64_t group_size,
     const std::optional<at::Tensor>& keep_mask) {
   const char* op = "quantize";
-  check_bits(op, bits);
-  check_dim(op, "w", w, 2, "[N, K]");
-  check_float_dtype(op, "w", w, true, true, true);
   int64_t group_len = 0;
-  const int64_t G = check_group_size(op, group_size, w.size(1), &group_len);
-  if (keep_mask.has_value()) {
-    check_dtype(op, "keep_mask", *keep_mask, at::kBool);
-    check_same_device(op, "keep_mask", *keep_mask, w, "w");
-    TORCH_CHECK(keep_mask->sizes() == w.sizes(), "tacq.", op, ": keep_mask must have the shape of w ",
-                w.sizes(), ", got ", keep_mask->sizes());
-  }
-  check_finite(op, "w", w);
+  const int64_t G = check_quantize_args(op, w, bits, group_size, keep_mask, &group_len);
 
   const at::Tensor w32 = w.to(at::kFloat).contiguous();
   const at::Tensor keep = keep_mask.has_value() ? keep_mask->contiguous() : at::Tensor();

@@ -19,30 +19,6 @@ namespace {
 
 constexpr int64_t kTileElems = int64_t{1} << 22;  // 16 MiB of fp32
 
-void check_saliency_args(const char* op, const at::Tensor& acc, const at::Tensor& grad_out,
-                         const at::Tensor& act) {
-  check_dim(op, "acc", acc, 2, "[N, K]");
-  check_dtype(op, "acc", acc, at::kFloat);
-  TORCH_CHECK(grad_out.dim() == 2 || grad_out.dim() == 3, "tacq.", op,
-              ": grad_out must be 2-D [T, N] or 3-D [B, T, N], got shape ", grad_out.sizes());
-  TORCH_CHECK(act.dim() == grad_out.dim(), "tacq.", op, ": act must have the rank of grad_out (",
-              grad_out.dim(), "-D), got shape ", act.sizes());
-  check_float_dtype(op, "grad_out", grad_out, true, true, true);
-  TORCH_CHECK(act.scalar_type() == grad_out.scalar_type(), "tacq.", op,
-              ": act and grad_out must have the same dtype, got ", dtype_name(act.scalar_type()),
-              " and ", dtype_name(grad_out.scalar_type()));
-  check_same_device(op, "grad_out", grad_out, acc, "acc");
-  check_same_device(op, "act", act, acc, "acc");
-  const auto lead_g = grad_out.sizes().slice(0, grad_out.dim() - 1);
-  const auto lead_a = act.sizes().slice(0, act.dim() - 1);
-  TORCH_CHECK(lead_g == lead_a, "tacq.", op,
-              ": grad_out and act must agree on the batch and token dimensions, got ",
-              grad_out.sizes(), " and ", act.sizes());
-  check_size(op, "grad_out", grad_out, grad_out.dim() - 1, acc.size(0), "N (rows of acc)");
-  check_size(op, "act", act, act.dim() - 1, acc.size(1), "K (columns of acc)");
-  check_contiguous(op, "acc", acc);
-}
-
 void saliency_accumulate_cpu(at::Tensor& acc, const at::Tensor& grad_out, const at::Tensor& act) {
   const char* op = "saliency_accumulate";
   check_saliency_args(op, acc, grad_out, act);
