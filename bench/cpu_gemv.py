@@ -1,8 +1,9 @@
 """CPU benchmarks of mixed_gemv and dequantize (DESIGN.md §4, issue 2).
 
-mixed_gemv (per-row scales, 0.35 % fp16 residual) against, in the same run:
-torch fp32 and bf16 F.linear, and torch's int4 weight-only CPU kernel
-(_weight_int4pack_mm_for_cpu, group 128, bf16 activations). Every operand set
+mixed_gemv (per-row scales, 0.35 % fp16 residual), with fp32 and with bf16
+activations, against, in the same run: torch fp32 and bf16 F.linear, and
+torch's int4 weight-only CPU kernel (_weight_int4pack_mm_for_cpu, group 128,
+bf16 activations, so the bf16 rows are the like-for-like comparison with it). Every operand set
 is cycled over more than twice the last-level cache so each call streams its
 weights from DRAM. bytes_moved = what our kernel must read: packed codes,
 fp16 scale/zero, the CSR residual and x.
@@ -30,12 +31,12 @@ def _residual(N: int, K: int, gen: torch.Generator):
     return row_ptr, cols.reshape(-1).to(torch.int32), values
 
 
-def _ours(N, K, bits, M, gen):
+def _ours(N, K, bits, M, x_dtype, gen):
     packed = ops.pack(torch.randint(0, 2**bits, (N, K), generator=gen, dtype=torch.int64).to(torch.uint8), bits)
     scale = (torch.rand(N, 1, generator=gen) * 0.01).half()
     zero = torch.full((N, 1), float(2 ** (bits - 1)), dtype=torch.float16)
     row_ptr, col_idx, values = _residual(N, K, gen)
-    x = torch.randn(M, K, generator=gen)
+    x = torch.randn(M, K, generator=gen).to(x_dtype)
     per_copy = packed.numel() * 4 + scale.numel() * 4 + col_idx.numel() * 6 + row_ptr.numel() * 4
     cycler = Cycler(lambda i: (packed.clone(), scale.clone(), zero.clone(), row_ptr.clone(),
                                col_idx.clone(), values.clone()), per_copy, "cpu")
@@ -44,7 +45,7 @@ def _ours(N, K, bits, M, gen):
         p, s, z, rp, ci, v = cycler.next()
         ops.mixed_gemv(x, p, s, z, bits, -1, rp, ci, v)
 
-    return run, per_copy + x.numel() * 4
+    return run, per_copy + x.numel() * x.element_size()
 
 
 def _linear(N, K, M, dtype, gen):
@@ -84,9 +85,10 @@ def rows(device: str, quick: bool) -> list[Row]:
                 "int4 torch": time_cpu(_int4(N, K, M, gen), reps=20),
             }
         for bits, M in grid:
-            run, nbytes = _ours(N, K, bits, M, gen)
-            out.append(Row("mixed_gemv", f"{N}x{K}", bits, M, time_cpu(run, reps=30), baselines[M],
-                           nbytes, note="per-row, 0.35% fp16 residual"))
+            for x_dtype in (torch.float32, torch.bfloat16):
+                run, nbytes = _ours(N, K, bits, M, x_dtype, gen)
+                out.append(Row("mixed_gemv", f"{N}x{K}", bits, M, time_cpu(run, reps=30), baselines[M],
+                               nbytes, note=f"x {str(x_dtype)[6:]}; per-row, 0.35% fp16 residual"))
         out.append(_dequantize_row(N, K, gen))
     return out
 

@@ -33,7 +33,8 @@ def assert_close(y, ref, dtype):
 
 @pytest.mark.parametrize("bits", [2, 3, 4])
 @pytest.mark.parametrize("N,K,group_size", [(1, 1, -1), (5, 31, -1), (3, 33, 33), (8, 64, 32),
-                                            (6, 100, -1), (4, 256, 128), (16, 4096, -1), (9, 4096, 128)])
+                                            (6, 100, -1), (4, 256, 128), (16, 4096, -1), (9, 4096, 128),
+                                            (2, 9000, -1)])  # K spans several L1 segments of x
 @pytest.mark.parametrize("M", [1, 3, 4, 5, 16])
 def test_matches_reference_fp32(cpu_isa, bits, N, K, group_size, M):
     packed, scale, zero, g = layer(N, K, bits, group_size, seed=N * K + bits)
