@@ -207,6 +207,37 @@ int64_t check_quantize_args(const char* op, const at::Tensor& w, int64_t bits, i
   return G;
 }
 
+PackedShape check_dequantize_args(const char* op, const at::Tensor& packed, const at::Tensor& scale,
+                                  const at::Tensor& zero, int64_t bits, int64_t group_size,
+                                  int64_t K, at::ScalarType out_dtype) {
+  check_bits(op, bits);
+  PackedShape shape{};
+  shape.N = check_packed(op, packed, bits, K);
+  shape.G = check_group_size(op, group_size, K, &shape.group_len);
+  check_scale_zero(op, scale, zero, packed, shape.N, shape.G);
+  check_out_dtype(op, out_dtype);
+  return shape;
+}
+
+PackedShape check_mixed_gemv_args(const char* op, const at::Tensor& x, const at::Tensor& packed,
+                                  const at::Tensor& scale, const at::Tensor& zero, int64_t bits,
+                                  int64_t group_size, const at::Tensor& row_ptr,
+                                  const at::Tensor& col_idx, const at::Tensor& values) {
+  check_bits(op, bits);
+  check_dim(op, "x", x, 2, "[M, K]");
+  const int64_t M = x.size(0), K = x.size(1);
+  TORCH_CHECK(M >= 1 && M <= kMixedGemvMaxRows, "tacq.", op, ": x must have 1 to ",
+              kMixedGemvMaxRows, " rows (M), got ", M, "; use dequantize + matmul for larger M");
+  check_float_dtype(op, "x", x, true, true, true);
+  PackedShape shape{};
+  shape.N = check_packed(op, packed, bits, K);
+  check_same_device(op, "x", x, packed, "packed");
+  shape.G = check_group_size(op, group_size, K, &shape.group_len);
+  check_scale_zero(op, scale, zero, packed, shape.N, shape.G);
+  check_csr(op, row_ptr, col_idx, values, packed, shape.N, K, /*check_content=*/x.is_cpu());
+  return shape;
+}
+
 void check_finite(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK(at::isfinite(t).all().item<bool>(), "tacq.", op, ": ", name,
               " contains NaN or infinity");

@@ -66,6 +66,25 @@ void check_saliency_args(const char* op, const at::Tensor& acc, const at::Tensor
 int64_t check_quantize_args(const char* op, const at::Tensor& w, int64_t bits, int64_t group_size,
                             const std::optional<at::Tensor>& keep_mask, int64_t* group_len);
 
+// The row limit of mixed_gemv's x (op contract; larger M: dequantize + matmul).
+constexpr int64_t kMixedGemvMaxRows = 16;
+
+// What the glue of dequantize and mixed_gemv needs once their checks passed.
+struct PackedShape {
+  int64_t N, G, group_len;  // rows, groups per row, codes per group
+};
+// dequantize: bits, packed [N, ...] for K, group_size, scale/zero, out_dtype.
+PackedShape check_dequantize_args(const char* op, const at::Tensor& packed, const at::Tensor& scale,
+                                  const at::Tensor& zero, int64_t bits, int64_t group_size,
+                                  int64_t K, at::ScalarType out_dtype);
+// mixed_gemv: the dequantize checks with K = x.size(1), x float [M, K] with
+// 1 <= M <= kMixedGemvMaxRows on packed's device, and the CSR residual (its
+// content too when it is on the CPU).
+PackedShape check_mixed_gemv_args(const char* op, const at::Tensor& x, const at::Tensor& packed,
+                                  const at::Tensor& scale, const at::Tensor& zero, int64_t bits,
+                                  int64_t group_size, const at::Tensor& row_ptr,
+                                  const at::Tensor& col_idx, const at::Tensor& values);
+
 // Errors if t holds a NaN or an infinity (t floating point, any device).
 void check_finite(const char* op, const char* name, const at::Tensor& t);
 

@@ -23,14 +23,9 @@ cpu::DequantizeRowsFn dequantize_kernel_for(CpuIsa isa) {
 at::Tensor dequantize_cpu(const at::Tensor& packed, const at::Tensor& scale, const at::Tensor& zero,
                           int64_t bits, int64_t group_size, int64_t K,
                           std::optional<at::ScalarType> dtype) {
-  const char* op = "dequantize";
-  check_bits(op, bits);
-  const int64_t N = check_packed(op, packed, bits, K);
-  int64_t group_len = 0;
-  const int64_t G = check_group_size(op, group_size, K, &group_len);
-  check_scale_zero(op, scale, zero, packed, N, G);
   const at::ScalarType out_dtype = dtype.value_or(at::kFloat);
-  check_out_dtype(op, out_dtype);
+  const auto [N, G, group_len] =
+      check_dequantize_args("dequantize", packed, scale, zero, bits, group_size, K, out_dtype);
 
   const at::Tensor scale32 = scale.to(at::kFloat), zero32 = zero.to(at::kFloat);
   at::Tensor out = at::empty({N, K}, packed.options().dtype(at::kFloat));

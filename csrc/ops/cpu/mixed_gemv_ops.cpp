@@ -53,19 +53,10 @@ at::Tensor mixed_gemv_cpu(const at::Tensor& x, const at::Tensor& packed, const a
                           const at::Tensor& zero, int64_t bits, int64_t group_size,
                           const at::Tensor& row_ptr, const at::Tensor& col_idx,
                           const at::Tensor& values) {
-  const char* op = "mixed_gemv";
-  check_bits(op, bits);
-  check_dim(op, "x", x, 2, "[M, K]");
+  static_assert(cpu::kGemvMaxRows == kMixedGemvMaxRows, "kernel and op contract agree on M");
+  const auto [N, G, group_len] = check_mixed_gemv_args("mixed_gemv", x, packed, scale, zero, bits,
+                                                       group_size, row_ptr, col_idx, values);
   const int64_t M = x.size(0), K = x.size(1);
-  TORCH_CHECK(M >= 1 && M <= cpu::kGemvMaxRows, "tacq.", op, ": x must have 1 to 16 rows (M), got ",
-              M, "; use dequantize + matmul for larger M");
-  check_float_dtype(op, "x", x, true, true, true);
-  const int64_t N = check_packed(op, packed, bits, K);
-  check_same_device(op, "x", x, packed, "packed");
-  int64_t group_len = 0;
-  const int64_t G = check_group_size(op, group_size, K, &group_len);
-  check_scale_zero(op, scale, zero, packed, N, G);
-  check_csr(op, row_ptr, col_idx, values, packed, N, K, /*check_content=*/true);
 
   const int64_t Kp = (K + 31) / 32 * 32, x_stride = cpu::staged_x_stride(Kp);
   // bf16 activations on a CPU with AVX-512 BF16: the kernel multiplies bf16

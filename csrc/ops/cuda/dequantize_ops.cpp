@@ -18,13 +18,9 @@ at::Tensor dequantize_cuda(const at::Tensor& packed, const at::Tensor& scale,
                            const at::Tensor& zero, int64_t bits, int64_t group_size, int64_t K,
                            std::optional<at::ScalarType> dtype) {
   constexpr const char* op = "dequantize";
-  check_bits(op, bits);
-  const int64_t N = check_packed(op, packed, bits, K);
-  int64_t group_len = 0;
-  const int64_t G = check_group_size(op, group_size, K, &group_len);
-  check_scale_zero(op, scale, zero, packed, N, G);
   const at::ScalarType out_dtype = dtype.value_or(at::kFloat);
-  check_out_dtype(op, out_dtype);
+  const auto [N, G, group_len] =
+      check_dequantize_args(op, packed, scale, zero, bits, group_size, K, out_dtype);
 
   const c10::cuda::CUDAGuard guard(packed.device());
   at::Tensor out = at::empty({N, K}, packed.options().dtype(out_dtype));

@@ -18,18 +18,9 @@ at::Tensor mixed_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
                            const at::Tensor& row_ptr, const at::Tensor& col_idx,
                            const at::Tensor& values) {
   constexpr const char* op = "mixed_gemv";
-  check_bits(op, bits);
-  check_dim(op, "x", x, 2, "[M, K]");
+  const auto [N, G, group_len] = check_mixed_gemv_args(op, x, packed, scale, zero, bits, group_size,
+                                                       row_ptr, col_idx, values);
   const int64_t M = x.size(0), K = x.size(1);
-  TORCH_CHECK(M >= 1 && M <= 16, "tacq.", op, ": x must have 1 to 16 rows (M), got ", M,
-              "; use dequantize + matmul for larger M");
-  check_float_dtype(op, "x", x, /*fp32=*/true, /*fp16=*/true, /*bf16=*/true);
-  const int64_t N = check_packed(op, packed, bits, K);
-  check_same_device(op, "x", x, packed, "packed");
-  int64_t group_len = 0;
-  const int64_t G = check_group_size(op, group_size, K, &group_len);
-  check_scale_zero(op, scale, zero, packed, N, G);
-  check_csr(op, row_ptr, col_idx, values, packed, N, K, /*check_content=*/false);
 
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor xc = x.contiguous();
