@@ -147,6 +147,8 @@ def machine_info(device: str) -> dict:
         "python": platform.python_version(),
         "cpu": _cpu_model(),
         "threads": torch.get_num_threads(),
+        # other work on the machine skews CPU timings: 1-minute load when written
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
     if device.startswith("cuda"):
         props = torch.cuda.get_device_properties(device)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -36,6 +37,9 @@ def main(argv=None) -> int:
     import tacq_ext  # noqa: F401  (registers the ops)
 
     names = [n for n in MODULES[args.device] if not args.only or n in args.only.split(",")]
+    load = os.getloadavg()[0]
+    if args.device == "cpu" and load > 0.5:
+        print(f"warning: 1-minute load average {load:.1f}: other work skews CPU timings", flush=True)
     bandwidth = common.measure_read_bandwidth(args.device)
     print(f"measured bandwidth reference: {bandwidth / 1e9:.1f} GB/s", flush=True)
     rows = []
