@@ -29,12 +29,16 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="small shapes, for smoke testing")
     parser.add_argument("--only", default="", help="comma-separated bench modules to run")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--name", default=None, help="results file stem (default: <device>-kernels)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA device")
 
     import tacq_ext  # noqa: F401  (registers the ops)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     names = [n for n in MODULES[args.device] if not args.only or n in args.only.split(",")]
     load = os.getloadavg()[0]

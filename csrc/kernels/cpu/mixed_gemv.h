@@ -18,24 +18,18 @@ struct GemvProblem {
   const uint32_t* packed;   // [N, Kp/32*bits], tacq/packing.h layout
   const float* scale;       // [N, G]
   const float* zero;        // [N, G]
-  const float* x;           // [M, x_stride] fp32, zero-padded from K to Kp, 64-byte aligned rows
+  const float* x;           // [M, Kp] fp32, zero-padded past K, 64-byte aligned rows
   const float* xsum;        // [M, G] sum of x over each group
-  const uint16_t* x_bf16;   // [M, x_stride] bf16 bit patterns in bf16_lane_code() order, or
+  const uint16_t* x_bf16;   // [M, Kp] bf16 bit patterns in bf16_lane_code() order, or
                             // nullptr; only the bf16 kernel reads it
   const int32_t* row_ptr;   // [N+1]
   const int32_t* col_idx;   // [nnz], in [0, K)
   const uint16_t* values;   // [nnz] fp16 bit patterns
   int64_t M, N, K, Kp;      // Kp = ceil(K/32)*32
-  int64_t x_stride;         // elements between rows of x and x_bf16: staged_x_stride(Kp)
   int64_t group_len;        // K for whole rows, else a multiple of 32
   int bits;
   float* y;                 // [M, N] fp32 out
 };
-
-// Row stride of the staged activations: Kp plus 32 elements, so that rows
-// Kp*4 bytes apart (a multiple of 4 KiB for Llama widths) do not all map to
-// the same L1 sets when a kernel reads a K segment of many rows at once.
-static inline int64_t staged_x_stride(int64_t Kp) { return Kp + 32; }
 
 // The bf16 kernel (mixed_gemv_avx512bf16.cpp) pairs lane l of a 32-code block
 // with code bf16_lane_code(bits, l) of the block, so x is staged in that order.

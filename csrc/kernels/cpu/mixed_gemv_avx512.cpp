@@ -1,9 +1,7 @@
 // tacq.mixed_gemv CPU kernel, AVX-512 (layout and algebra in mixed_gemv.h).
 //
-// Mapping: the caller splits output rows across threads; a thread walks K in
-// segments whose activations (all M rows) fit L1, and within a segment one
-// output row at a time, activation rows in chunks of kM <= 4 so 2*kM
-// accumulators stay in registers. Partial sums of a row add up in y.
+// Mapping: one output row n at a time (the caller splits rows across threads),
+// activation rows in chunks of kM <= 4 so 2*kM accumulators stay in registers.
 // A 32-code block (`bits` words) is decoded as two 16-lane halves without an
 // integer->float conversion: each lane rotates its word so that its code sits
 // at mantissa bits [23-bits, 23), and one vpternlogd masks it and ORs in the
@@ -13,14 +11,12 @@
 // so a group contributes 2^bits*scale*acc - scale*(2^bits + zero)*xsum. Lanes
 // get their word by a broadcast load (2-bit: one word per half) or vpermd
 // (3/4-bit); 3-bit codes that straddle two words OR in the next word shifted
-// left (masking the bits the rotation wrapped in). The row's CSR residual is
-// added when the row's first segment is written, in the same pass over rows.
+// left (masking the bits the rotation wrapped in). The row's CSR residual entries are added after its dense part, in the
+// same pass over the rows.
 // GCC 12 warns falsely about its own AVX-512 intrinsic headers (GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
-
-#include <algorithm>
 
 #include "mixed_gemv.h"
 
@@ -83,37 +79,23 @@ inline __m512 decode_half(const uint32_t* w, __m512i words, const LaneTables<kBi
   return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(v, mask, one, 0xEA));  // (v & mask) | one
 }
 
-// Bytes of activations a K segment may span (all M rows), so that they stay
-// in L1 while every output row of the thread's range streams over them.
-constexpr int64_t kSegmentXBytes = 32 << 10;
-// Above this M a segment that fits kSegmentXBytes is too short to amortize
-// the row chunks' set-up and reductions: measured slower at M = 16 than one
-// segment per row (x read from L2), and faster at M = 4..8.
-constexpr int64_t kMaxSegmentedRows = 8;
-
-// Blocks of output row n in [seg_begin, seg_end), added into y[m0 .. m0+kM)
-// (seg_begin/seg_end are group boundaries, or any blocks when the row is one
-// group). The segment starting at block 0 also writes the zero-point terms of
-// all groups and the row's CSR residual, so it must run first.
+// y[m0 .. m0+kM) of output row n: dense part + residual.
 template <int kBits, int kM>
-void row_chunk(const GemvProblem& p, const LaneTables<kBits>& t, int64_t n, int64_t m0,
-               int64_t seg_begin, int64_t seg_end) {
+void row_chunk(const GemvProblem& p, const LaneTables<kBits>& t, int64_t n, int64_t m0) {
   const int64_t blocks = p.Kp / 32, G = p.K / p.group_len;
-  const int64_t blocks_per_group = G == 1 ? blocks : p.group_len / 32;
+  const int64_t blocks_per_group = p.group_len == p.K ? blocks : p.group_len / 32;
   const uint32_t* row = p.packed + n * blocks * kBits;
   const float* x[kM];
-  for (int j = 0; j < kM; ++j) x[j] = p.x + (m0 + j) * p.x_stride;
+  for (int j = 0; j < kM; ++j) x[j] = p.x + (m0 + j) * p.Kp;
   const __mmask16 word_mask = static_cast<__mmask16>((1u << kBits) - 1u);
-  constexpr float kStep = 1 << kBits;  // 2^bits
 
   __m512 y[kM];
-  for (int j = 0; j < kM; ++j) y[j] = _mm512_setzero_ps();
+  float zero_term[kM];
+  for (int j = 0; j < kM; ++j) y[j] = _mm512_setzero_ps(), zero_term[j] = 0.f;
   // Independent FMA chains hide the FMA latency: two per activation row (one
   // per half block), four when there is a single activation row.
   constexpr int kUnroll = kM == 1 ? 2 : 1;  // blocks per step
-  for (int64_t begin = seg_begin; begin < seg_end;) {
-    const int64_t g = begin / blocks_per_group;
-    const int64_t end = std::min(seg_end, (g + 1) * blocks_per_group);
+  for (int64_t g = 0; g < G; ++g) {
     __m512 acc[kM][2 * kUnroll];
     for (int j = 0; j < kM; ++j)
       for (int c = 0; c < 2 * kUnroll; ++c) acc[j][c] = _mm512_setzero_ps();
@@ -127,61 +109,41 @@ void row_chunk(const GemvProblem& p, const LaneTables<kBits>& t, int64_t n, int6
         acc[j][chain + 1] = _mm512_fmadd_ps(q1, _mm512_load_ps(x[j] + blk * 32 + 16), acc[j][chain + 1]);
       }
     };
-    int64_t blk = begin;
-    for (; blk + kUnroll <= end; blk += kUnroll)
+    const int64_t blk_end = g + 1 == G ? blocks : (g + 1) * blocks_per_group;
+    int64_t blk = g * blocks_per_group;
+    for (; blk + kUnroll <= blk_end; blk += kUnroll)
       for (int u = 0; u < kUnroll; ++u) block(blk + u, 2 * u);
-    for (; blk < end; ++blk) block(blk, 0);
+    for (; blk < blk_end; ++blk) block(blk, 0);
     for (int j = 0; j < kM; ++j)
       for (int c = 1; c < 2 * kUnroll; ++c) acc[j][0] = _mm512_add_ps(acc[j][0], acc[j][c]);
-    const __m512 step_scale = _mm512_set1_ps(kStep * p.scale[n * G + g]);
-    for (int j = 0; j < kM; ++j) y[j] = _mm512_fmadd_ps(step_scale, acc[j][0], y[j]);
-    begin = end;
-  }
-  for (int j = 0; j < kM; ++j) {
-    float* out = p.y + (m0 + j) * p.N + n;
-    const float dense = _mm512_reduce_add_ps(y[j]);
-    if (seg_begin > 0) {
-      *out += dense;
-      continue;
+    constexpr float kStep = 1 << kBits;  // 2^bits
+    const float s = p.scale[n * G + g], z = p.zero[n * G + g];
+    for (int j = 0; j < kM; ++j) {
+      y[j] = _mm512_fmadd_ps(_mm512_set1_ps(kStep * s), acc[j][0], y[j]);
+      zero_term[j] += s * (kStep + z) * p.xsum[(m0 + j) * G + g];
     }
-    float zero_term = 0.f;
-    for (int64_t g = 0; g < G; ++g)
-      zero_term += p.scale[n * G + g] * (kStep + p.zero[n * G + g]) * p.xsum[(m0 + j) * G + g];
-    float residual = 0.f;
-    for (int32_t i = p.row_ptr[n]; i < p.row_ptr[n + 1]; ++i)
-      residual += _cvtsh_ss(p.values[i]) * x[j][p.col_idx[i]];
-    *out = dense - zero_term + residual;
   }
+  float out[kM];
+  for (int j = 0; j < kM; ++j) out[j] = _mm512_reduce_add_ps(y[j]) - zero_term[j];
+  for (int32_t i = p.row_ptr[n]; i < p.row_ptr[n + 1]; ++i) {
+    const float v = _cvtsh_ss(p.values[i]);
+    const int64_t col = p.col_idx[i];
+    for (int j = 0; j < kM; ++j) out[j] += v * x[j][col];
+  }
+  for (int j = 0; j < kM; ++j) p.y[(m0 + j) * p.N + n] = out[j];
 }
 
-// Blocks per K segment (see kSegmentXBytes), whole groups unless the row is
-// one group.
-inline int64_t segment_blocks(const GemvProblem& p) {
-  const int64_t blocks = p.Kp / 32;
-  if (p.M > kMaxSegmentedRows) return blocks;
-  const int64_t fit = std::max<int64_t>(1, kSegmentXBytes / (p.M * 32 * int64_t{sizeof(float)}));
-  if (p.group_len == p.K) return std::min(blocks, fit);
-  const int64_t per_group = p.group_len / 32;
-  return std::max<int64_t>(1, fit / per_group) * per_group;
-}
-
-// Loop order: K segments outside, output rows inside, so a segment of x is
-// read from L1 by every row; each row's partial sums accumulate in y.
 template <int kBits>
 void rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
   const LaneTables<kBits> t;
-  const int64_t blocks = p.Kp / 32, seg = segment_blocks(p);
-  for (int64_t seg_begin = 0; seg_begin < blocks; seg_begin += seg) {
-    const int64_t seg_end = std::min(blocks, seg_begin + seg);
-    for (int64_t n = row_begin; n < row_end; ++n) {
-      int64_t m0 = 0;
-      for (; m0 + 4 <= p.M; m0 += 4) row_chunk<kBits, 4>(p, t, n, m0, seg_begin, seg_end);
-      switch (p.M - m0) {
-        case 3: row_chunk<kBits, 3>(p, t, n, m0, seg_begin, seg_end); break;
-        case 2: row_chunk<kBits, 2>(p, t, n, m0, seg_begin, seg_end); break;
-        case 1: row_chunk<kBits, 1>(p, t, n, m0, seg_begin, seg_end); break;
-        default: break;  // M was a multiple of 4
-      }
+  for (int64_t n = row_begin; n < row_end; ++n) {
+    int64_t m0 = 0;
+    for (; m0 + 4 <= p.M; m0 += 4) row_chunk<kBits, 4>(p, t, n, m0);
+    switch (p.M - m0) {
+      case 3: row_chunk<kBits, 3>(p, t, n, m0); break;
+      case 2: row_chunk<kBits, 2>(p, t, n, m0); break;
+      case 1: row_chunk<kBits, 1>(p, t, n, m0); break;
+      default: break;  // M was a multiple of 4
     }
   }
 }

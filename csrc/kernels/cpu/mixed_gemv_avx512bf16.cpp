@@ -64,7 +64,7 @@ void row_chunk(const GemvProblem& p, __m512i control, int64_t n, int64_t m0) {
   const int64_t blocks_per_group = p.group_len == p.K ? blocks : p.group_len / 32;
   const uint32_t* row = p.packed + n * blocks * kBits;
   const uint16_t* x[kM];
-  for (int j = 0; j < kM; ++j) x[j] = p.x_bf16 + (m0 + j) * p.x_stride;
+  for (int j = 0; j < kM; ++j) x[j] = p.x_bf16 + (m0 + j) * p.Kp;
 
   // Independent accumulation chains hide the vdpbf16ps latency.
   constexpr int kChains = kM == 1 ? 4 : (kM == 2 ? 2 : 1);
@@ -102,7 +102,7 @@ void row_chunk(const GemvProblem& p, __m512i control, int64_t n, int64_t m0) {
   for (int32_t i = p.row_ptr[n]; i < p.row_ptr[n + 1]; ++i) {
     const float v = _cvtsh_ss(p.values[i]);
     const int64_t col = p.col_idx[i];
-    for (int j = 0; j < kM; ++j) out[j] += v * p.x[(m0 + j) * p.x_stride + col];
+    for (int j = 0; j < kM; ++j) out[j] += v * p.x[(m0 + j) * p.Kp + col];
   }
   for (int j = 0; j < kM; ++j) p.y[(m0 + j) * p.N + n] = out[j];
 }

@@ -42,7 +42,7 @@ static void gemv_rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_
           q[i] = static_cast<float>(v & kMask);
         }
         for (int64_t m = 0; m < p.M; ++m) {
-          const float* xm = p.x + m * p.x_stride + blk * 32;
+          const float* xm = p.x + m * p.Kp + blk * 32;
           for (int i = 0; i < 32; ++i) lanes[m][i] += q[i] * xm[i];
         }
       }
@@ -55,7 +55,7 @@ static void gemv_rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_
     }
     for (int32_t i = p.row_ptr[n]; i < p.row_ptr[n + 1]; ++i) {
       const float v = half_bits_to_float(p.values[i]);
-      for (int64_t m = 0; m < p.M; ++m) dot[m] += v * p.x[m * p.x_stride + p.col_idx[i]];
+      for (int64_t m = 0; m < p.M; ++m) dot[m] += v * p.x[m * p.Kp + p.col_idx[i]];
     }
     for (int64_t m = 0; m < p.M; ++m) p.y[m * p.N + n] = dot[m];
   }

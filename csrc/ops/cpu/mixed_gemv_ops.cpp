@@ -22,18 +22,17 @@ cpu::GemvRowsFn gemv_kernel_for(CpuIsa isa) {
   TORCH_CHECK(false, "tacq.mixed_gemv: no kernel for CPU ISA ", static_cast<int>(isa));
 }
 
-// x [M,K] -> xs fp32 [M,stride] zero-padded to Kp, xsum [M,G] (sum of xs over
-// each group), and, if x_bf16 is defined, x as bf16 [M,stride] in
-// bf16_lane_code order; the stride's last 32 elements are never read.
+// x [M,K] -> xs fp32 [M,Kp] zero-padded, xsum [M,G] (sum of xs over each
+// group), and, if x_bf16 is defined, x as bf16 [M,Kp] in bf16_lane_code order.
 template <typename T>
 void stage_activations(const at::Tensor& x, int64_t K, int64_t Kp, int64_t group_len, int bits,
                        at::Tensor& xs, at::Tensor& xsum, at::Tensor& x_bf16) {
-  const int64_t M = x.size(0), G = K / group_len, stride = xs.size(1);
+  const int64_t M = x.size(0), G = K / group_len;
   const auto src = x.accessor<T, 2>();  // any strides
   float* dst = xs.data_ptr<float>();
   float* sums = xsum.data_ptr<float>();
   for (int64_t m = 0; m < M; ++m) {
-    float* row = dst + m * stride;
+    float* row = dst + m * Kp;
     for (int64_t k = 0; k < K; ++k) row[k] = static_cast<float>(src[m][k]);
     for (int64_t k = K; k < Kp; ++k) row[k] = 0.f;
     for (int64_t g = 0; g < G; ++g) {
@@ -42,7 +41,7 @@ void stage_activations(const at::Tensor& x, int64_t K, int64_t Kp, int64_t group
       sums[m * G + g] = sum;
     }
     if (!x_bf16.defined()) continue;
-    at::BFloat16* out = x_bf16.data_ptr<at::BFloat16>() + m * stride;
+    at::BFloat16* out = x_bf16.data_ptr<at::BFloat16>() + m * Kp;
     for (int64_t block = 0; block < Kp; block += 32)
       for (int lane = 0; lane < 32; ++lane)
         out[block + lane] = static_cast<at::BFloat16>(row[block + cpu::bf16_lane_code(bits, lane)]);
@@ -58,14 +57,14 @@ at::Tensor mixed_gemv_cpu(const at::Tensor& x, const at::Tensor& packed, const a
                                                        group_size, row_ptr, col_idx, values);
   const int64_t M = x.size(0), K = x.size(1);
 
-  const int64_t Kp = (K + 31) / 32 * 32, x_stride = cpu::staged_x_stride(Kp);
+  const int64_t Kp = (K + 31) / 32 * 32;
   // bf16 activations on a CPU with AVX-512 BF16: the kernel multiplies bf16
   // pairs directly, with x staged in its lane order (exact: bf16 -> fp32 sums).
   const bool use_bf16 = x.scalar_type() == at::kBFloat16 && cpu_has_avx512_bf16() &&
                         cpu::bf16_kernel_supports(static_cast<int>(bits));
-  at::Tensor xs = at::empty({M, x_stride}, x.options().dtype(at::kFloat));
+  at::Tensor xs = at::empty({M, Kp}, x.options().dtype(at::kFloat));
   at::Tensor xsum = at::empty({M, G}, x.options().dtype(at::kFloat));
-  at::Tensor x_bf16 = use_bf16 ? at::empty({M, x_stride}, x.options().dtype(at::kBFloat16)) : at::Tensor();
+  at::Tensor x_bf16 = use_bf16 ? at::empty({M, Kp}, x.options().dtype(at::kBFloat16)) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "tacq_stage_x", [&] {
     stage_activations<scalar_t>(x, K, Kp, group_len, static_cast<int>(bits), xs, xsum, x_bf16);
   });
@@ -76,7 +75,7 @@ at::Tensor mixed_gemv_cpu(const at::Tensor& x, const at::Tensor& packed, const a
       zero32.data_ptr<float>(), xs.data_ptr<float>(), xsum.data_ptr<float>(),
       use_bf16 ? reinterpret_cast<const uint16_t*>(x_bf16.data_ptr<at::BFloat16>()) : nullptr,
       row_ptr.data_ptr<int32_t>(), col_idx.data_ptr<int32_t>(),
-      reinterpret_cast<const uint16_t*>(values.data_ptr<at::Half>()), M, N, K, Kp, x_stride, group_len,
+      reinterpret_cast<const uint16_t*>(values.data_ptr<at::Half>()), M, N, K, Kp, group_len,
       static_cast<int>(bits), y.data_ptr<float>()};
   const cpu::GemvRowsFn kernel = use_bf16 ? &cpu::avx512bf16::mixed_gemv_rows : gemv_kernel_for(cpu_isa());
   // ~64 KiB of packed codes per task keeps scheduling overhead negligible.
