@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from . import ops
 from .config import TACQConfig
 from .gptq import HessianAccumulator, gptq_quantize, hessian_inverse_factor
-from .qlinear import QuantizedLinear, average_bits
+from .qlinear import QuantizedLinear, average_bits, storable_scale
 from .report import LayerReport, QuantizationReport
 from .saliency import LossFn, accumulate_gradient_stats
 from .selection import global_topk_masks
@@ -177,7 +177,7 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
             for name, m in tqdm(targets.items(), desc="rtn", disable=not progress):
                 codes, scale, zero = ops.quantize(m.weight.detach().float(), cfg.bits, cfg.group_size)
                 _replace(model, name, m, QuantizedLinear.from_quantized(
-                    codes, scale.half().float(), zero, None, None, cfg.bits, cfg.group_size, m.bias), report)
+                    codes, storable_scale(scale), zero, None, None, cfg.bits, cfg.group_size, m.bias), report)
     else:
         with _stage(report, "gptq"):
             for group in tqdm(group_by_block(model, targets), desc="gptq blocks", disable=not progress):
