@@ -87,6 +87,37 @@ def test_custom_loss_and_module_called_twice():
         torch.testing.assert_close(ours[name], ref[name], rtol=1e-4, atol=1e-6)
 
 
+class FlatMLP(nn.Module):
+    """Fed [B, K]: no sequence axis, each row is one sample; `shared` runs twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.shared = nn.Linear(6, 6)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.shared(torch.tanh(self.shared(x)))))
+
+
+def test_two_dimensional_inputs_are_rows_of_samples():
+    torch.manual_seed(0)
+    model = FlatMLP()
+    g = torch.Generator().manual_seed(2)
+    data = [(torch.randn(7, 6, generator=g), torch.randn(7, 2, generator=g)) for _ in range(2)]
+
+    def loss_fn(m, batch):
+        x, y = batch
+        return ((m(x) - y) ** 2).sum()
+
+    targets = find_targets(model)
+    for squared in (False, True):
+        ours = accumulate_gradient_stats(model, data, targets, loss_fn=loss_fn, squared=squared, progress=False)
+        samples = [(x[i:i + 1], y[i:i + 1]) for x, y in data for i in range(7)]
+        ref = brute_force(model, samples, lambda s: loss_fn(model, s), targets, squared)
+        for name in ref:
+            torch.testing.assert_close(ours[name], ref[name], rtol=1e-4, atol=1e-6)
+
+
 def test_all_labels_masked_is_an_error():
     model = tiny_llama()
     batch = lm_batch(5)

@@ -84,9 +84,10 @@ class _CallRecorder:
 
 
 def _as_samples(t: torch.Tensor) -> torch.Tensor:
-    """[B, ..., C] -> [B, tokens, C]; 1-D or 2-D inputs are one sample."""
-    if t.dim() <= 2:
-        return t.reshape(1, -1, t.shape[-1])
+    """[B, ..., C] -> [B, tokens, C]. The first axis is always the samples: a
+    2-D input [B, C] is B samples of one token each, a 1-D input one sample."""
+    if t.dim() == 1:
+        return t.reshape(1, 1, -1)
     return t.reshape(t.shape[0], -1, t.shape[-1])
 
 
