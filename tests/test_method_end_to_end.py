@@ -55,6 +55,9 @@ def test_quantize_save_load_same_logits(tmp_path, base_model, calib, method, bit
         N, K = layer.shape
         G = 1 if cfg.group_size == -1 else K // cfg.group_size
         assert layer.avg_bits == pytest.approx(average_bits(N, K, bits, G, layer.kept))
+    stored_bits = sum(m.out_features * m.in_features * bits + 32 * m.scale.numel() + 48 * m.nnz
+                      + 32 * m.row_ptr.numel() for m in q_layers)
+    assert report.avg_bits == pytest.approx(stored_bits / P)
     config = json.loads((tmp_path / "q" / "tacq_config.json").read_text())
     assert config["method"] == method and config["bits"] == bits and config["format_version"] == 1
 
