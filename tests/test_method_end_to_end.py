@@ -132,13 +132,6 @@ def test_bad_input(tmp_path, base_model, calib):
     other.model.layers[0].mlp.up_proj = nn.Linear(64, 128, bias=False)
     with pytest.raises(ValueError, match="skeleton"):
         tacq_ext.load_quantized(out, other)
-    data = (out / "model.safetensors").read_bytes()
-    (out / "model.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="corrupted or truncated"):
-        tacq_ext.load_quantized(out, copy_model(base_model))
-    (out / "model.safetensors").write_bytes(b"\x00" * 64)
-    with pytest.raises(ValueError, match="corrupted or truncated"):
-        tacq_ext.load_quantized(out, copy_model(base_model))
     (out / "tacq_config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         tacq_ext.load_quantized(out, copy_model(base_model))
