@@ -150,3 +150,27 @@ def test_inverse_hessian_diagonal_matches_explicit_inverse():
     U = hessian_inverse_factor(H, 0.01)
     damped = H.double() + 0.01 * H.diag().mean().double() * torch.eye(16, dtype=torch.float64)
     torch.testing.assert_close((U * U).sum(0).double(), torch.linalg.inv(damped).diag(), rtol=1e-4, atol=0)
+
+
+def test_targets_outside_the_blocks_follow_them():
+    """A filter choosing lm_head as well: it is quantized last, on inputs
+    through the quantized blocks; a filter choosing only lm_head works too."""
+    model = tiny_llama()
+    calib = [lm_batch(28)]
+    targets = find_targets(model, lambda name, m: name.startswith("model.layers.1.mlp") or name == "lm_head")
+    order = []
+
+    def quantize_group(hessians):
+        expected = collect_hessians(model, calib, {n: targets[n] for n in hessians}, progress=False)
+        for name, H in hessians.items():
+            torch.testing.assert_close(H, expected[name], rtol=1e-4, atol=1e-5)
+        order.append(sorted(hessians))
+        for name in hessians:
+            targets[name].weight.data = coarse(targets[name].weight.data)
+        return {}
+
+    quantize_sequentially(model, calib, targets, quantize_group, progress=False)
+    assert order == [sorted(n for n in targets if n != "lm_head"), ["lm_head"]]
+    only_head = find_targets(model, lambda name, m: name == "lm_head")
+    quantize_sequentially(model, calib, only_head, lambda h: order.append(list(h)) or {}, progress=False)
+    assert order[-1] == ["lm_head"]

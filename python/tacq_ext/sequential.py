@@ -196,7 +196,7 @@ def quantize_sequentially(model: nn.Module, calib: list, targets: Dict[str, nn.M
     inputs that flow through the groups already quantized."""
     blocks = decoder_blocks(model)
     per_block, rest = targets_by_block(model, targets)
-    captured = _capture_block_inputs(model, blocks, calib, loss_fn) if blocks is not None else None
+    captured = _capture_block_inputs(model, blocks, calib, loss_fn) if any(per_block) else None
     if captured is None:
         per_block, rest = [], list(targets)
     # weights earlier groups asked for; only the whole-model passes need them kept
