@@ -187,6 +187,9 @@ def test_cli_device_dtype_and_meta_skeleton(tmp_path, hf_model_dir, capsys, monk
                      "0.01", "--method", "gptq", "--out", str(out), "--quiet", "--device", "cpu",
                      "--dtype", "bfloat16"]) == 0
     capsys.readouterr()
+    from safetensors import safe_open
+    with safe_open(str(out / "model.safetensors"), "pt") as f:  # quantized in bf16
+        assert f.get_tensor("model.embed_tokens.weight").dtype == torch.bfloat16
     skeletons = []
     real_load = tacq_ext.load_quantized
 
