@@ -135,3 +135,14 @@ def test_bad_input(tmp_path, base_model, calib):
     (out / "tacq_config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         tacq_ext.load_quantized(out, copy_model(base_model))
+
+
+@pytest.mark.parametrize("method", ["tacq", "spqr_like"])
+def test_progress_false_silences_every_bar(base_model, calib, capfd, method):
+    cfg = TACQConfig(bits=2, ratio=0.01, method=method)
+    tacq_ext.quantize_model(copy_model(base_model), calib, cfg, progress=False)
+    assert capfd.readouterr().err == ""
+    tacq_ext.quantize_model(copy_model(base_model), calib, cfg, progress=True)
+    err = capfd.readouterr().err
+    for bar in ("reference GPTQ", "gptq blocks", "block inputs", "layers"):
+        assert bar in err, bar

@@ -149,7 +149,8 @@ def _block_output(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calib: list, loss_fn: Optional[LossFn]):
+def _capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calib: list, loss_fn: Optional[LossFn],
+                          desc: str, progress: bool):
     """(block 0's hidden input per batch, [per block: [per batch: _BlockCall]]),
     or None when the blocks are not called exactly once each, in order, each
     on the previous one's output."""
@@ -177,7 +178,7 @@ def _capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calib: list, 
         handles.append(block.register_forward_hook(post_hook, with_kwargs=True))
     try:
         with torch.no_grad():
-            for batch in calib:
+            for batch in tqdm(calib, desc=desc, disable=not progress, leave=False):
                 state["order"], state["last_out"] = [], None
                 run_model(model, batch, loss_fn)
                 if state["order"] != list(range(len(blocks))) or not state["chain"]:
@@ -196,7 +197,8 @@ def quantize_sequentially(model: nn.Module, calib: list, targets: Dict[str, nn.M
     inputs that flow through the groups already quantized."""
     blocks = decoder_blocks(model)
     per_block, rest = targets_by_block(model, targets)
-    captured = _capture_block_inputs(model, blocks, calib, loss_fn) if any(per_block) else None
+    captured = (_capture_block_inputs(model, blocks, calib, loss_fn, f"{desc}: block inputs", progress)
+                if any(per_block) else None)
     if captured is None:
         per_block, rest = [], list(targets)
     # weights earlier groups asked for; only the whole-model passes need them kept
