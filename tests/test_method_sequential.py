@@ -20,24 +20,28 @@ def coarse(W):
     return torch.round(W * 100) / 100
 
 
+def checked_coarse_quantizer(model, calib, targets, groups, loss_fn=None, tolerance=1e-5):
+    """A quantize_group that checks each Hessian against whole-model forwards
+    through the prefix as it is now, records the group, and quantizes it coarsely."""
+    def quantize_group(hessians):
+        expected = collect_hessians(model, calib, {n: targets[n] for n in hessians}, loss_fn, progress=False)
+        for name, H in hessians.items():
+            torch.testing.assert_close(H, expected[name], rtol=tolerance * 10, atol=tolerance)
+        groups.append(sorted(hessians))
+        for name in hessians:
+            targets[name].weight.data = coarse(targets[name].weight.data)
+        return {}
+    return quantize_group
+
+
 def test_hessians_come_from_the_quantized_prefix():
     model = tiny_llama()
     calib = [lm_batch(20), lm_batch(21, B=2, pad=0)]
     targets = find_targets(model)
     per_block, _ = targets_by_block(model, targets)
     groups = []
-
-    def quantize_group(hessians):
-        # reference: whole-model forwards through the prefix as it is now
-        expected = collect_hessians(model, calib, {n: targets[n] for n in hessians}, progress=False)
-        for name, H in hessians.items():
-            torch.testing.assert_close(H, expected[name], rtol=1e-4, atol=1e-5)
-        groups.append(sorted(hessians))
-        for name in hessians:
-            targets[name].weight.data = coarse(targets[name].weight.data)
-        return {}
-
-    quantize_sequentially(model, calib, targets, quantize_group, progress=False)
+    quantize_sequentially(model, calib, targets, checked_coarse_quantizer(model, calib, targets, groups),
+                          progress=False)
     assert groups == [sorted(names) for names in per_block], "one call per block, one block's layers each"
 
 
@@ -100,17 +104,8 @@ def test_unknown_structure_falls_back_to_whole_model_passes():
     loss_fn = lambda m, x: m(x).pow(2).sum()  # noqa: E731
     targets = find_targets(model)
     calls = []
-
-    def quantize_group(hessians):
-        expected = collect_hessians(model, calib, {n: targets[n] for n in hessians}, loss_fn, progress=False)
-        for name, H in hessians.items():
-            torch.testing.assert_close(H, expected[name])
-        calls.append(list(hessians))
-        for name in hessians:
-            targets[name].weight.data = coarse(targets[name].weight.data)
-        return {}
-
-    quantize_sequentially(model, calib, targets, quantize_group, loss_fn, progress=False)
+    quantize_sequentially(model, calib, targets, checked_coarse_quantizer(model, calib, targets, calls, loss_fn),
+                          loss_fn, progress=False)
     assert calls == [[n] for n in targets]
 
 
@@ -159,17 +154,8 @@ def test_targets_outside_the_blocks_follow_them():
     calib = [lm_batch(28)]
     targets = find_targets(model, lambda name, m: name.startswith("model.layers.1.mlp") or name == "lm_head")
     order = []
-
-    def quantize_group(hessians):
-        expected = collect_hessians(model, calib, {n: targets[n] for n in hessians}, progress=False)
-        for name, H in hessians.items():
-            torch.testing.assert_close(H, expected[name], rtol=1e-4, atol=1e-5)
-        order.append(sorted(hessians))
-        for name in hessians:
-            targets[name].weight.data = coarse(targets[name].weight.data)
-        return {}
-
-    quantize_sequentially(model, calib, targets, quantize_group, progress=False)
+    quantize_sequentially(model, calib, targets, checked_coarse_quantizer(model, calib, targets, order),
+                          progress=False)
     assert order == [sorted(n for n in targets if n != "lm_head"), ["lm_head"]]
     only_head = find_targets(model, lambda name, m: name == "lm_head")
     quantize_sequentially(model, calib, only_head, lambda h: order.append(list(h)) or {}, progress=False)
