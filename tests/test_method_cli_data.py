@@ -2,6 +2,7 @@
 present) and the `tacq` command line on a local Hugging Face model directory."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,20 @@ import torch
 from tacq_ext import cli
 from tacq_ext.calib_data import Example, make_batches, read_examples
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def datasets_dir() -> Path:
+    """$TACQ_DATASETS, else shared/datasets in the nearest ancestor that has
+    one (../shared from the main checkout, the same folder from a worktree)."""
+    if os.environ.get("TACQ_DATASETS"):
+        return Path(os.environ["TACQ_DATASETS"])
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "shared" / "datasets").is_dir():
+            return parent / "shared" / "datasets"
+    return Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+SHARED = datasets_dir()
 
 
 class CharTokenizer:
@@ -47,6 +61,50 @@ def test_spider_reader(tmp_path):
     assert ex.answer == " SELECT count(*) FROM items" and "shop" in ex.prompt
 
 
+def write_spider(tmp_path, db_id="shop"):
+    (tmp_path / "dev.json").write_text(json.dumps([{"db_id": db_id, "question": "How many items?",
+                                                     "query": "SELECT count(*) FROM items"}]))
+    (tmp_path / "tables.json").write_text(json.dumps([{
+        "db_id": "shop",
+        "table_names_original": ["items", "orders"],
+        "table_names": ["items", "orders"],
+        "column_names_original": [[-1, "*"], [0, "id"], [0, "name"], [1, "item_id"]],
+        "column_names": [[-1, "*"], [0, "id"], [0, "name"], [1, "item id"]],
+        "column_types": ["text", "number", "text", "number"],
+        "primary_keys": [1], "foreign_keys": [[3, 1]]}]))
+    return tmp_path / "dev.json"
+
+
+def test_spider_reader_with_tables_json(tmp_path):
+    (ex,) = read_examples(write_spider(tmp_path))
+    assert ex.prompt == ("Database: shop\nSchema:\nitems(id number, name text)\norders(item_id number)\n"
+                         "Question: How many items?\nSQL:")
+    assert ex.answer == " SELECT count(*) FROM items"
+    with pytest.raises(ValueError, match="database 'zoo' is not described in .*tables.json"):
+        read_examples(write_spider(tmp_path, db_id="zoo"))
+
+
+def write_mmlu(folder, subject, rows):
+    folder.mkdir(exist_ok=True)
+    (folder / f"{subject}_test.csv").write_text("".join(",".join(r) + "\n" for r in rows))
+
+
+def test_mmlu_file_and_directory(tmp_path):
+    write_mmlu(tmp_path / "test", "virology", [("Q1?", "a", "b", "c", "d", "B")])
+    write_mmlu(tmp_path / "test", "anatomy", [("Q2?", "e", "f", "g", "h", "D"), ("Q3?", "i", "j", "k", "l", "A")])
+    examples = read_examples(tmp_path / "test")
+    assert [e.answer for e in examples] == [" D", " A", " B"]  # subjects in name order
+    assert examples[0].prompt == ("The following are multiple choice questions (with answers) about anatomy.\n\n"
+                                  "Q2?\nA. e\nB. f\nC. g\nD. h\nAnswer:")
+    assert examples[2].prompt.startswith("The following are multiple choice questions (with answers) about virology.")
+    assert read_examples(tmp_path / "test" / "virology_test.csv") == examples[2:]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="at least one"):
+        read_examples(tmp_path / "empty")
+    with pytest.raises(ValueError, match="only the mmlu format reads directories"):
+        read_examples(tmp_path / "test", "gsm8k")
+
+
 def test_bad_files(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a"}\n')
@@ -63,13 +121,16 @@ def test_bad_files(tmp_path):
         read_examples(tmp_path / "missing.jsonl")
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/datasets not present")
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} not present (set TACQ_DATASETS)")
 def test_real_gsm8k_and_mmlu_layouts():
     gsm = read_examples(SHARED / "gsm8k" / "test_sample.jsonl")
     assert len(gsm) == 100 and gsm[0].answer.strip().endswith("#### 18")
     mmlu = read_examples(SHARED / "mmlu" / "test" / "high_school_mathematics_test.csv")
     assert len(mmlu) == 270 and all(e.answer in (" A", " B", " C", " D") for e in mmlu)
-    assert "\nD. " in mmlu[0].prompt
+    assert "\nD. " in mmlu[0].prompt and "about high school mathematics." in mmlu[0].prompt
+    every_subject = read_examples(SHARED / "mmlu" / "test")
+    assert len(every_subject) == 100 + 270 and every_subject[100:] == mmlu
+    assert "about college computer science." in every_subject[0].prompt
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +161,55 @@ def test_cli_quantize_info_eval(tmp_path, hf_model_dir, capsys):
     assert cli.main(["quantize", "--model", str(hf_model_dir), "--calib", str(data), "--bits", "3",
                      "--ratio", "0.01", "--method", "tacq", "--out", str(out), "--quiet"]) == 0
     assert (out / "model.safetensors").is_file() and (out / "tacq_config.json").is_file()
+    capsys.readouterr()
     assert cli.main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "method tacq, 3 bits" in text and "model.layers.1.mlp.down_proj" in text
+    config = json.loads((out / "tacq_config.json").read_text())
+    down = config["layers"]["model.layers.1.mlp.down_proj"]
+    row = next(line for line in text.splitlines() if line.startswith("model.layers.1.mlp.down_proj"))
+    assert row.split()[1:] == ["64x96", "3", "-1", str(down["nnz"]), f"{down['avg_bits']:.3f}",
+                               f"{down['avg_bits'] * 64 * 96 / 8 / 1024:.1f}"]
+    assert config["weights_sha256"] in text
     assert cli.main(["eval", "--model", str(hf_model_dir), "--quantized", str(out), "--data", str(data),
                      "--max-samples", "3"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["examples"] == 3 and 0.0 <= result["exact_match"] <= 1.0 and result["answer_loss"] > 0
+
+
+def test_cli_device_dtype_and_meta_skeleton(tmp_path, hf_model_dir, capsys, monkeypatch):
+    import tacq_ext
+
+    data = tmp_path / "calib.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"{a}*3=", "answer": str(3 * a)}) + "\n" for a in range(6)))
+    out = tmp_path / "q"
+    assert cli.main(["quantize", "--model", str(hf_model_dir), "--calib", str(data), "--bits", "2", "--ratio",
+                     "0.01", "--method", "gptq", "--out", str(out), "--quiet", "--device", "cpu",
+                     "--dtype", "bfloat16"]) == 0
+    capsys.readouterr()
+    from safetensors import safe_open
+    with safe_open(str(out / "model.safetensors"), "pt") as f:  # quantized in bf16
+        assert f.get_tensor("model.embed_tokens.weight").dtype == torch.bfloat16
+    skeletons = []
+    real_load = tacq_ext.load_quantized
+
+    def spy(path, model, device=None):
+        skeletons.append({t.device.type for t in model.parameters()})
+        loaded = real_load(path, model, device)
+        skeletons.append({t.dtype for n, t in loaded.named_parameters()})
+        return loaded
+
+    monkeypatch.setattr(tacq_ext, "load_quantized", spy)
+    # no --model: config and tokenizer come from the checkpoint directory
+    assert cli.main(["eval", "--quantized", str(out), "--data", str(data), "--max-samples", "2",
+                     "--dtype", "float32"]) == 0
+    assert skeletons == [{"meta"}, {torch.float32}]
+    assert json.loads(capsys.readouterr().out)["examples"] == 2
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--quantized", str(out), "--data", str(data), "--dtype", "float64"])
+    capsys.readouterr()
+    assert cli.main(["eval", "--quantized", str(out), "--data", str(data), "--device", "nowhere"]) == 2
+    assert "--device 'nowhere' is not a device" in capsys.readouterr().err
 
 
 def test_cli_reports_bad_input(tmp_path, hf_model_dir, capsys):

@@ -60,13 +60,14 @@ def test_no_weight_gradients_are_allocated():
 class SharedMLP(nn.Module):
     """A layer used twice per forward, plus a head."""
 
-    def __init__(self):
+    def __init__(self, width=8, outputs=3, activation=torch.relu):
         super().__init__()
-        self.shared = nn.Linear(8, 8)
-        self.head = nn.Linear(8, 3)
+        self.shared = nn.Linear(width, width)
+        self.head = nn.Linear(width, outputs)
+        self.activation = activation
 
     def forward(self, x):
-        return self.head(torch.relu(self.shared(torch.relu(self.shared(x)))))
+        return self.head(self.activation(self.shared(self.activation(self.shared(x)))))
 
 
 def test_custom_loss_and_module_called_twice():
@@ -85,6 +86,26 @@ def test_custom_loss_and_module_called_twice():
     ref = brute_force(model, samples, lambda s: loss_fn(model, s), targets)
     for name in ref:
         torch.testing.assert_close(ours[name], ref[name], rtol=1e-4, atol=1e-6)
+
+
+def test_two_dimensional_inputs_are_rows_of_samples():
+    """Fed [B, K]: no sequence axis, each row is one sample; `shared` runs twice."""
+    torch.manual_seed(0)
+    model = SharedMLP(width=6, outputs=2, activation=torch.tanh)
+    g = torch.Generator().manual_seed(2)
+    data = [(torch.randn(7, 6, generator=g), torch.randn(7, 2, generator=g)) for _ in range(2)]
+
+    def loss_fn(m, batch):
+        x, y = batch
+        return ((m(x) - y) ** 2).sum()
+
+    targets = find_targets(model)
+    for squared in (False, True):
+        ours = accumulate_gradient_stats(model, data, targets, loss_fn=loss_fn, squared=squared, progress=False)
+        samples = [(x[i:i + 1], y[i:i + 1]) for x, y in data for i in range(7)]
+        ref = brute_force(model, samples, lambda s: loss_fn(model, s), targets, squared)
+        for name in ref:
+            torch.testing.assert_close(ours[name], ref[name], rtol=1e-4, atol=1e-6)
 
 
 def test_all_labels_masked_is_an_error():

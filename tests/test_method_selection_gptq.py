@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tacq_ext import ops, reference
+from tacq_ext import QuantizedLinear, ops, reference
 from tacq_ext.gptq import gptq_quantize
 from tacq_ext.selection import global_topk_masks
 
@@ -109,3 +109,38 @@ def test_kept_weights_absorb_updates_and_cut_the_error():
         D = (W - Q).double()
         return torch.trace(D @ H.double() @ D.T).item()
     assert loss(result.weight) < loss(gptq_quantize(W, H, 2, -1, None).weight)
+
+
+@pytest.mark.parametrize("group_size", [-1, 32])
+def test_degenerate_rows_stay_finite(group_size):
+    """Rows of equal, zero, tiny or huge weights and rows kept almost or
+    entirely in fp16 must quantize to finite codes, scales and weights."""
+    W, H = layer_problem(5, N=9)
+    W[0] = 0.0
+    W[1] = 3.0
+    W[2] = -2.0
+    W[3] = 1e-30
+    W[4] = 1e-9 * torch.randn(W.shape[1])
+    W[5] = 1e6
+    keep = torch.zeros(W.shape, dtype=torch.bool)
+    keep[6] = True            # all kept
+    keep[7, 1:] = True        # all kept but one
+    keep[8, ::2] = True       # half kept
+    H[:, 10] = H[10, :] = 0   # a dead input as well
+    for bits in (2, 3, 4):
+        result = gptq_quantize(W, H, bits, group_size, keep, block_size=16)
+        for name in ("scale", "zero", "weight"):
+            assert torch.isfinite(getattr(result, name)).all(), f"{name} not finite at {bits} bits"
+        assert (result.scale > 0).all() and torch.equal(result.scale, result.scale.half().float())
+        assert int(result.codes.max()) <= 2**bits - 1
+        deq = ops.dequantize(ops.pack(result.codes, bits), result.scale, result.zero, bits, group_size, W.shape[1])
+        assert torch.isfinite(deq).all()
+        # constant rows come back up to the fp16 scale (the dead input is zeroed); tiny rows round to ~0
+        live = torch.arange(W.shape[1]) != 10
+        for row in (0, 1, 2, 6):  # row 6: all kept, nothing quantized, nothing to compensate
+            torch.testing.assert_close(result.weight[row, live], W[row, live], rtol=1e-3, atol=0)
+        assert result.weight[3].abs().max() < 1e-6 and result.weight[4].abs().max() < 1e-6
+        layer = QuantizedLinear.from_quantized(result.codes, result.scale, result.zero, result.weight, keep,
+                                               bits, group_size)
+        for rows in (1, 40):  # fused gemv and dequantize + matmul
+            assert torch.isfinite(layer(torch.randn(rows, W.shape[1]))).all()

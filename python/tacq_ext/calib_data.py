@@ -1,5 +1,5 @@
 """Calibration and evaluation data: readers for the task layouts users have
-(prompt/answer jsonl, GSM8k jsonl, MMLU csv, Spider json) and the batches the
+(prompt/answer jsonl, GSM8k jsonl, MMLU csv files, Spider json + tables.json) and the batches the
 method consumes (HF style: input_ids, attention_mask, labels with -100 where
 no loss is taken: the prompt and the padding)."""
 
@@ -9,7 +9,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import torch
 
@@ -54,8 +54,17 @@ def read_gsm8k_jsonl(path) -> List[Example]:
     return out
 
 
-def read_mmlu_csv(path) -> List[Example]:
-    """MMLU: no header; question, A, B, C, D, answer letter (quoted fields may span lines)."""
+def _mmlu_subject(path: Path) -> str:
+    """'high_school_mathematics' from high_school_mathematics_test.csv."""
+    stem = path.stem
+    for split in ("_test", "_dev", "_val", "_train"):
+        if stem.endswith(split):
+            stem = stem[: -len(split)]
+    return stem.replace("_", " ")
+
+
+def _read_mmlu_file(path: Path) -> List[Example]:
+    header = f"The following are multiple choice questions (with answers) about {_mmlu_subject(path)}.\n\n"
     out = []
     with open(path, encoding="utf-8", newline="") as f:
         for i, row in enumerate(csv.reader(f), 1):
@@ -63,22 +72,68 @@ def read_mmlu_csv(path) -> List[Example]:
                 raise ValueError(f"{path} row {i}: expected question, A, B, C, D, answer letter")
             q, *choices, letter = row
             options = "\n".join(f"{l}. {c}" for l, c in zip("ABCD", choices))
-            out.append(Example(f"{q}\n{options}\nAnswer:", " " + letter.strip()))
+            out.append(Example(f"{header}{q}\n{options}\nAnswer:", " " + letter.strip()))
     return out
 
 
-def read_spider_json(path) -> List[Example]:
-    """Spider: a JSON list of {"db_id", "question", "query"}."""
+def read_mmlu_csv(path) -> List[Example]:
+    """MMLU: one <subject>_<split>.csv, or a directory of them (all subjects,
+    in name order). No header; question, A, B, C, D, answer letter (quoted
+    fields may span lines). The prompt names the subject."""
+    path = Path(path)
+    if not path.is_dir():
+        return _read_mmlu_file(path)
+    files = sorted(path.glob("*.csv"))
+    if not files:
+        raise ValueError(f"{path}: a directory of MMLU csv files must hold at least one *.csv")
+    return [ex for f in files for ex in _read_mmlu_file(f)]
+
+
+def _json_file(path: Path):
     try:
-        records = json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e.msg})") from None
+
+
+def _spider_schemas(tables_file: Path) -> Dict[str, str]:
+    """{db_id: schema text} from Spider's tables.json: one line per table,
+    `table(column type, ...)` with the original (SQL) names."""
+    databases = _json_file(tables_file)
+    if not isinstance(databases, list):
+        raise ValueError(f"{tables_file}: expected a JSON list of databases")
+    schemas = {}
+    for i, db in enumerate(databases, 1):
+        _require(db, ("db_id", "table_names_original", "column_names_original", "column_types"),
+                 f"{tables_file} database {i}")
+        columns: Dict[int, List[str]] = {}
+        for (table, column), kind in zip(db["column_names_original"], db["column_types"]):
+            if table >= 0:  # entry -1 is the '*' pseudo-column
+                columns.setdefault(table, []).append(f"{column} {kind}")
+        schemas[db["db_id"]] = "\n".join(f"{name}({', '.join(columns.get(t, []))})"
+                                         for t, name in enumerate(db["table_names_original"]))
+    return schemas
+
+
+def read_spider_json(path) -> List[Example]:
+    """Spider: a JSON list of {"db_id", "question", "query"}. When the
+    directory also holds tables.json (Spider's layout), each prompt carries
+    its database's schema."""
+    path = Path(path)
+    records = _json_file(path)
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of examples")
+    tables = path.parent / "tables.json"
+    schemas = _spider_schemas(tables) if tables.is_file() and tables != path else None
     out = []
     for i, r in enumerate(records, 1):
         _require(r, ("db_id", "question", "query"), f"{path} example {i}")
-        out.append(Example(f"Database: {r['db_id']}\nQuestion: {r['question']}\nSQL:", " " + r["query"]))
+        schema = ""
+        if schemas is not None:
+            if r["db_id"] not in schemas:
+                raise ValueError(f"{path} example {i}: database {r['db_id']!r} is not described in {tables}")
+            schema = f"Schema:\n{schemas[r['db_id']]}\n"
+        out.append(Example(f"Database: {r['db_id']}\n{schema}Question: {r['question']}\nSQL:", " " + r["query"]))
     return out
 
 
@@ -87,12 +142,13 @@ READERS = {"jsonl": read_prompt_answer_jsonl, "gsm8k": read_gsm8k_jsonl, "mmlu":
 
 
 def read_examples(path, fmt: str = "auto") -> List[Example]:
-    """fmt: jsonl | gsm8k | mmlu | spider | auto (by extension and fields)."""
+    """fmt: jsonl | gsm8k | mmlu | spider | auto (a directory is MMLU; else by
+    extension and fields)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{path} not found")
     if fmt == "auto":
-        if path.suffix == ".csv":
+        if path.is_dir() or path.suffix == ".csv":
             fmt = "mmlu"
         elif path.suffix == ".json":
             fmt = "spider"
@@ -101,6 +157,8 @@ def read_examples(path, fmt: str = "auto") -> List[Example]:
             fmt = "gsm8k" if "question" in first else "jsonl"
     if fmt not in READERS:
         raise ValueError(f"unknown data format {fmt!r}; choose one of {sorted(READERS)} or auto")
+    if path.is_dir() and fmt != "mmlu":
+        raise ValueError(f"{path} is a directory; only the mmlu format reads directories (of per-subject csv files)")
     examples = READERS[fmt](path)
     if not examples:
         raise ValueError(f"{path} holds no examples")

@@ -2,8 +2,10 @@
 and inspect a quantized checkpoint. Subcommands register in COMMANDS.
 
     tacq quantize --model DIR --calib FILE --bits 2 --ratio 0.0035 --method tacq --out QDIR
-    tacq eval --model DIR [--quantized QDIR] --data FILE
+    tacq eval [--model DIR] [--quantized QDIR] --data FILE
     tacq info QDIR
+
+quantize and eval take --device (default cpu) and --dtype (default float32).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import math
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable, Dict, Tuple
 
@@ -30,16 +33,58 @@ def command(name: str, help: str):
     return register
 
 
-def _load_hf(model_dir: str):
-    """Model and tokenizer from a local directory; never touches the network."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
+
+def _add_runtime_options(p):
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1, ... (default cpu)")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
+                   help="dtype of the unquantized weights and activations (default float32)")
+
+
+def _runtime(args) -> Tuple[torch.device, torch.dtype]:
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        raise ValueError(f"--device {args.device!r} is not a device ({e})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
+    return device, DTYPES[args.dtype]
+
+
+def _model_dir(model_dir: str) -> Path:
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise SystemExit(f"tacq: {path} is not a Hugging Face model directory (no config.json)")
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, torch_dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    return model, tokenizer
+    return path
+
+
+def _load_hf(model_dir: str, device: torch.device, dtype: torch.dtype):
+    """Model and tokenizer from a local directory; never touches the network."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = _model_dir(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype).to(device).eval()
+    return model, AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def _load_quantized_hf(model_dir: str, quantized: str, device: torch.device, dtype: torch.dtype):
+    """A skeleton built on the meta device from the model directory's config
+    (no weights read, no memory used), filled from the quantized checkpoint."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from . import load_quantized
+
+    path = _model_dir(model_dir)
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model = load_quantized(quantized, skeleton, device=device).eval()
+    return model, AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def _on(device: torch.device, batch: dict) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def _add_quantize(p):
@@ -56,6 +101,7 @@ def _add_quantize(p):
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--out", required=True, help="output checkpoint directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_runtime_options(p)
 
 
 @command("quantize", "quantize a model with TACQ or a baseline")(_add_quantize)
@@ -65,9 +111,10 @@ def _run_quantize(args) -> int:
 
     cfg = TACQConfig(bits=args.bits, group_size=args.group_size, ratio=args.ratio, method=args.method,
                      reference=args.reference)
-    model, tokenizer = _load_hf(args.model)
+    device, dtype = _runtime(args)
+    model, tokenizer = _load_hf(args.model, device, dtype)
     examples = read_examples(args.calib, args.format)[: args.num_samples]
-    calib = make_batches(examples, tokenizer, args.batch_size, args.max_length)
+    calib = [_on(device, b) for b in make_batches(examples, tokenizer, args.batch_size, args.max_length)]
     start = time.perf_counter()
     report = quantize_model(model, calib, cfg, progress=not args.quiet)
     save_quantized(model, args.out, cfg=cfg, report=report,
@@ -80,26 +127,33 @@ def _run_quantize(args) -> int:
 
 
 def _add_eval(p):
-    p.add_argument("--model", required=True, help="local Hugging Face model directory (the skeleton)")
-    p.add_argument("--quantized", help="quantized checkpoint directory (default: evaluate --model as is)")
-    p.add_argument("--data", required=True, help="evaluation file, same formats as --calib")
+    p.add_argument("--model", help="local Hugging Face model directory: the model to evaluate, or with "
+                                   "--quantized the config and tokenizer of its skeleton (default: the "
+                                   "--quantized directory, where quantize saves both)")
+    p.add_argument("--quantized", help="quantized checkpoint directory, loaded into a meta-device skeleton "
+                                       "(default: evaluate --model as is)")
+    p.add_argument("--data", required=True, help="evaluation file or MMLU directory, same formats as --calib")
     p.add_argument("--format", default="auto")
     p.add_argument("--max-samples", type=int, default=50)
+    _add_runtime_options(p)
 
 
 @command("eval", "answer loss and greedy exact match of a (quantized) model")(_add_eval)
 def _run_eval(args) -> int:
-    from . import load_quantized
     from .calib_data import encode, make_batches, read_examples
     from .saliency import default_loss
 
-    model, tokenizer = _load_hf(args.model)
+    device, dtype = _runtime(args)
     if args.quantized:
-        model = load_quantized(args.quantized, model)
+        model, tokenizer = _load_quantized_hf(args.model or args.quantized, args.quantized, device, dtype)
+    elif args.model:
+        model, tokenizer = _load_hf(args.model, device, dtype)
+    else:
+        raise ValueError("eval needs --model, --quantized or both")
     examples = read_examples(args.data, args.format)[: args.max_samples]
     losses, exact = [], 0
     with torch.no_grad():
-        for ex, batch in zip(examples, make_batches(examples, tokenizer, batch_size=1)):
+        for ex, batch in zip(examples, map(partial(_on, device), make_batches(examples, tokenizer, batch_size=1))):
             losses.append(float(default_loss(model, batch)))
             answer = encode(tokenizer, ex.answer)
             prompt = batch["input_ids"][:, : batch["input_ids"].shape[1] - len(answer)]
@@ -126,15 +180,19 @@ def _run_info(args) -> int:
     print(f"method {config['method']}, {config['bits']} bits, group size {config['group_size']}, "
           f"ratio {config['ratio']}, format v{config['format_version']}, tacq_ext {config['library_version']}")
     print(f"calibration: {config.get('calibration') or '-'}")
-    print(f"{'layer':<44} {'shape':>12} {'kept':>8} {'avg bits':>9}")
-    params = kept = weighted = 0
+    print(f"{'layer':<44} {'shape':>12} {'bits':>4} {'group':>5} {'kept':>8} {'avg bits':>9} {'KiB':>9}")
+    params = kept = stored = 0
     for name, l in layers.items():
         n = l["out_features"] * l["in_features"]
-        params, kept, weighted = params + n, kept + l["nnz"], weighted + l["avg_bits"] * n
-        print(f"{name:<44} {l['out_features']:>5}x{l['in_features']:<6} {l['nnz']:>8} {l['avg_bits']:>9.3f}")
+        layer_bits = l["avg_bits"] * n
+        params, kept, stored = params + n, kept + l["nnz"], stored + layer_bits
+        print(f"{name:<44} {l['out_features']:>5}x{l['in_features']:<6} {l['bits']:>4} {l['group_size']:>5} "
+              f"{l['nnz']:>8} {l['avg_bits']:>9.3f} {layer_bits / 8 / 1024:>9.1f}")
     size = (Path(args.path) / WEIGHTS_FILE).stat().st_size
-    print(f"{'total':<44} {params:>12} {kept:>8} {weighted / max(params, 1):>9.3f}")
-    print(f"file size: {size / 2**20:.2f} MiB")
+    print(f"{'total':<44} {params:>12} {'':>4} {'':>5} {kept:>8} {stored / max(params, 1):>9.3f} "
+          f"{stored / 8 / 1024:>9.1f}")
+    print(f"file size: {size / 2**20:.2f} MiB (quantized layers {stored / 8 / 2**20:.2f} MiB, the rest unquantized "
+          f"tensors); sha256 {config.get('weights_sha256', '-')}")
     return 0
 
 

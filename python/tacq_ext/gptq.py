@@ -8,8 +8,9 @@ unprocessed entry until their column is reached, then keep that value.
 Quantizer parameters of a row (group_size -1) are fixed up front from the
 original row; those of a group when its first column is reached, from the
 group's current values. In both, kept weights count as the mean of the
-others (tacq.quantize's keep_mask). Scales are rounded to fp16 before use,
-since fp16 is what is stored.
+others (tacq.quantize's keep_mask). Scales are clamped into fp16's range and
+rounded to fp16 before use (qlinear.storable_scale), since fp16 is what is
+stored: rows of equal, zero or tiny weights never divide by a zero scale.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Optional
 import torch
 
 from . import ops
+from .qlinear import storable_scale
 
 
 @dataclass
@@ -44,7 +46,7 @@ def hessian_inverse_factor(H: torch.Tensor, damp: float) -> torch.Tensor:
 
 def _qparams(values: torch.Tensor, keep: Optional[torch.Tensor], bits: int):
     _, scale, zero = ops.quantize(values.contiguous(), bits, -1, None if keep is None else keep.contiguous())
-    return scale[:, 0].half().float(), zero[:, 0]
+    return storable_scale(scale[:, 0]), zero[:, 0]
 
 
 def gptq_quantize(

@@ -12,6 +12,15 @@ import torch.nn.functional as F
 from . import ops
 
 GEMV_MAX_ROWS = 16
+# positive range of a stored fp16 scale: the smallest subnormal to the largest finite value
+SCALE_MIN, SCALE_MAX = 2.0**-24, float(torch.finfo(torch.float16).max)
+
+
+def storable_scale(scale: torch.Tensor) -> torch.Tensor:
+    """fp32 scales as they will be stored: clamped into fp16's positive range
+    (a row of tiny or huge weights would otherwise round to a scale of 0 or
+    inf, and quantizing by it to NaN) and rounded to fp16."""
+    return scale.float().clamp(SCALE_MIN, SCALE_MAX).half().float()
 
 
 class QuantizedLinear(nn.Module):

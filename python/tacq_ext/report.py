@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List
 
@@ -37,6 +39,15 @@ class QuantizationReport:
     def avg_bits(self) -> float:
         total = self.parameters
         return sum(l.avg_bits * l.shape[0] * l.shape[1] for l in self.layers) / total if total else 0.0
+
+    @contextmanager
+    def stage(self, name: str):
+        """Adds the time spent inside the block to stage_seconds[name]."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + time.perf_counter() - t0
 
     def summary(self) -> dict:
         return {"method": self.method, "bits": self.bits, "group_size": self.group_size,

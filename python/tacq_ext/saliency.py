@@ -1,11 +1,11 @@
 """Per-sample gradient statistics of the target layers (DESIGN.md §1.1 step 2).
 
-One forward/backward per calibration batch. Forward hooks keep each target
-call's input and output; ``torch.autograd.grad`` with the outputs as inputs
-returns the loss gradient at each output without ever forming weight
-gradients; each module's calls are concatenated along the token axis (so a
-sample's gradient sums over all calls before the absolute value) and reduced
-by ``tacq.saliency_accumulate`` into one fp32 [N, K] accumulator per layer:
+One forward/backward per calibration batch, with no parameter requiring grad
+(no weight gradient is ever formed). Hooks pair each target call's input with
+its output gradient as the backward pass reaches it (_GradientTap); a module's
+calls are concatenated along the token axis (so a sample's gradient sums over
+all calls before the absolute value) and reduced by
+``tacq.saliency_accumulate`` into one fp32 [N, K] accumulator per layer:
 A = sum_s |G_s|, G_s = sum_t delta_{s,t} x_{s,t}^T. The squared variant
 (Fisher, for squeezellm_like) is sum_s G_s^2.
 """
@@ -47,46 +47,24 @@ def default_loss(model: nn.Module, batch: dict) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _weights_frozen(model: nn.Module, targets: Dict[str, nn.Linear]):
-    """No parameter requires grad except target weights, which must stay in the
-    graph so their outputs carry gradients; autograd.grad never computes them."""
+def _parameters_frozen(model: nn.Module):
+    """No parameter requires grad (flags restored after): the backward pass
+    computes activation gradients only, never a weight gradient."""
     saved = {p: p.requires_grad for p in model.parameters()}
     try:
         for p in model.parameters():
             p.requires_grad_(False)
-        for m in targets.values():
-            m.weight.requires_grad_(True)
         yield
     finally:
         for p, flag in saved.items():
             p.requires_grad_(flag)
 
 
-class _CallRecorder:
-    """Forward hooks recording (input, output) of every call of every target."""
-
-    def __init__(self, targets: Dict[str, nn.Linear]):
-        self.calls: Dict[str, List[tuple]] = {n: [] for n in targets}
-        self.handles = [m.register_forward_hook(self._hook(n)) for n, m in targets.items()]
-
-    def _hook(self, name):
-        def hook(module, inputs, output):
-            self.calls[name].append((inputs[0].detach(), output))
-        return hook
-
-    def clear(self):
-        for calls in self.calls.values():
-            calls.clear()
-
-    def remove(self):
-        for h in self.handles:
-            h.remove()
-
-
 def _as_samples(t: torch.Tensor) -> torch.Tensor:
-    """[B, ..., C] -> [B, tokens, C]; 1-D or 2-D inputs are one sample."""
-    if t.dim() <= 2:
-        return t.reshape(1, -1, t.shape[-1])
+    """[B, ..., C] -> [B, tokens, C]. The first axis is always the samples: a
+    2-D input [B, C] is B samples of one token each, a 1-D input one sample."""
+    if t.dim() == 1:
+        return t.reshape(1, 1, -1)
     return t.reshape(t.shape[0], -1, t.shape[-1])
 
 
@@ -96,9 +74,70 @@ def _per_sample_streams(pairs: List[tuple]):
     sums over all its calls before the absolute value is taken."""
     xs = [_as_samples(x) for x, _ in pairs]
     gs = [_as_samples(g).to(x.dtype) for x, (_, g) in zip(xs, pairs)]
-    if len({x.shape[0] for x in xs}) == 1:
-        return [(torch.cat(xs, dim=1).contiguous(), torch.cat(gs, dim=1).contiguous())]
+    if len(xs) > 1 and len({x.shape[0] for x in xs}) == 1:
+        return [(torch.cat(xs, dim=1), torch.cat(gs, dim=1).contiguous())]
     return [(x.contiguous(), g.contiguous()) for x, g in zip(xs, gs)]
+
+
+class _GradientTap:
+    """Forward hooks keep each target call's input and pass its output
+    through `output + anchor`, a zero scalar leaf that requires grad, so
+    autograd.grad(loss, anchors) walks back through every target output
+    although no parameter requires grad. A tensor hook on that sum receives
+    the output gradient during the backward pass and hands (input, gradient)
+    to `reduce` as soon as all calls of the module have theirs, then drops
+    both: like a training step, activations are freed as the backward
+    proceeds, and only one layer's output gradient lives at a time."""
+
+    def __init__(self, targets: Dict[str, nn.Linear], reduce: Callable[[str, List[tuple]], None]):
+        self.reduce = reduce
+        self.inputs: Dict[str, List[Optional[torch.Tensor]]] = {n: [] for n in targets}
+        self.pending: Dict[str, List[tuple]] = {n: [] for n in targets}
+        self.anchors: List[torch.Tensor] = []
+        self.handles = [m.register_forward_hook(self._forward_hook(n)) for n, m in targets.items()]
+
+    def _forward_hook(self, name: str):
+        def hook(module, inputs, output):
+            if not torch.is_grad_enabled():
+                return None
+            call = len(self.inputs[name])
+            self.inputs[name].append(inputs[0].detach())
+            anchor = torch.zeros((), dtype=output.dtype, device=output.device, requires_grad=True)
+            self.anchors.append(anchor)
+            routed = output + anchor
+            routed.register_hook(self._gradient_hook(name, call))
+            return routed
+        return hook
+
+    def _gradient_hook(self, name: str, call: int):
+        def hook(grad):
+            self.pending[name].append((self.inputs[name][call], grad.detach()))
+            self.inputs[name][call] = None
+            if len(self.pending[name]) == len(self.inputs[name]):
+                self._flush(name)
+        return hook
+
+    def _flush(self, name: str) -> None:
+        pairs, self.pending[name] = self.pending[name], []
+        if pairs:
+            self.reduce(name, pairs)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Runs the backward pass; calls whose output got no gradient add nothing."""
+        if not self.anchors:
+            raise ValueError("loss_fn ran none of the target layers")
+        try:
+            torch.autograd.grad(loss, self.anchors, allow_unused=True)
+            for name in self.pending:
+                self._flush(name)
+        finally:
+            self.anchors = []
+            for name in self.inputs:
+                self.inputs[name], self.pending[name] = [], []
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
 def accumulate_gradient_stats(
@@ -113,33 +152,24 @@ def accumulate_gradient_stats(
     loss_fn = loss_fn or default_loss
     acc = {n: torch.zeros(m.out_features, m.in_features, dtype=torch.float32, device=m.weight.device)
            for n, m in targets.items()}
-    recorder = _CallRecorder(targets)
+
+    def reduce(name: str, pairs: List[tuple]) -> None:
+        for xs, gs in _per_sample_streams(pairs):
+            if squared:
+                for g_s, x_s in zip(gs.float(), xs.float()):
+                    acc[name] += (g_s.T @ x_s) ** 2
+            else:
+                ops.saliency_accumulate(acc[name], gs, xs)
+
+    tap = _GradientTap(targets, reduce)
     batches = 0
     try:
-        with _weights_frozen(model, targets):
+        with _parameters_frozen(model):
             for batch in tqdm(calib, desc="saliency", disable=not progress):
-                recorder.clear()
-                loss = loss_fn(model, batch)
-                names = [n for n, calls in recorder.calls.items() for _ in calls]
-                outputs = [out for calls in recorder.calls.values() for _, out in calls]
-                if not outputs:
-                    raise ValueError("loss_fn ran none of the target layers")
-                grads = torch.autograd.grad(loss, outputs, allow_unused=True)
-                by_layer: Dict[str, List[tuple]] = {}
-                for name, (x, _), g in zip(names, [c for cs in recorder.calls.values() for c in cs], grads):
-                    if g is not None:
-                        by_layer.setdefault(name, []).append((x, g))
-                for name, pairs in by_layer.items():
-                    for xs, gs in _per_sample_streams(pairs):
-                        if squared:
-                            for g_s, x_s in zip(gs.float(), xs.float()):
-                                acc[name] += (g_s.T @ x_s) ** 2
-                        else:
-                            ops.saliency_accumulate(acc[name], gs, xs)
-                del grads, outputs, loss
+                tap.backward(loss_fn(model, batch))
                 batches += 1
     finally:
-        recorder.remove()
+        tap.remove()
     if batches == 0:
         raise ValueError("calibration data is empty")
     return acc

@@ -1,18 +1,23 @@
 """Quantized checkpoints (DESIGN.md §3): a directory with model.safetensors
-(packed tensors and every unquantized tensor) and tacq_config.json. Loading
-reads safetensors only; nothing is ever unpickled."""
+(packed tensors, every unquantized tensor, and the non-persistent buffers the
+model needs, e.g. rotary tables) and tacq_config.json (with the weights file's
+size and sha256). Loading verifies both and every quantized tensor, reads
+safetensors only (nothing is ever unpickled) and can fill a skeleton that
+lives on the meta device."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .checkpoint_checks import (QUANTIZED_TENSORS, check_layer_spec, check_quantized_layer, check_weights_file,
+                                file_sha256)
 from .config import TACQConfig
 from .qlinear import QuantizedLinear
 from .targets import set_module
@@ -20,6 +25,12 @@ from .targets import set_module
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "tacq_config.json"
+
+
+def _non_persistent_buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Buffers the state dict leaves out (registered with persistent=False)."""
+    persistent = set(model.state_dict(keep_vars=True))
+    return {k: v for k, v in model.named_buffers() if k not in persistent}
 
 
 def save_quantized(model: nn.Module, out_dir, cfg: TACQConfig, report=None, calibration: str = "") -> Path:
@@ -40,7 +51,10 @@ def save_quantized(model: nn.Module, out_dir, cfg: TACQConfig, report=None, cali
             continue
         seen[key] = k
         unique[k] = v
-    save_file(unique, str(out / WEIGHTS_FILE), metadata={"format": "tacq", "format_version": str(FORMAT_VERSION)})
+    extra = {k: v.detach().contiguous() for k, v in _non_persistent_buffers(model).items()}
+    weights = out / WEIGHTS_FILE
+    save_file({**unique, **extra}, str(weights),
+              metadata={"format": "tacq", "format_version": str(FORMAT_VERSION)})
     config = {
         "format_version": FORMAT_VERSION,
         "library_version": __version__,
@@ -50,6 +64,9 @@ def save_quantized(model: nn.Module, out_dir, cfg: TACQConfig, report=None, cali
         "ratio": cfg.ratio,
         "reference": cfg.reference,
         "calibration": calibration,
+        "weights_bytes": weights.stat().st_size,
+        "weights_sha256": file_sha256(weights),
+        "non_persistent_buffers": sorted(extra),
         "layers": {name: {"in_features": m.in_features, "out_features": m.out_features, "bits": m.bits,
                           "group_size": m.group_size, "nnz": m.nnz, "bias": m.bias is not None,
                           "avg_bits": m.avg_bits()} for name, m in layers.items()},
@@ -65,30 +82,42 @@ def read_config(path) -> dict:
         raise FileNotFoundError(f"{file} not found: not a tacq checkpoint directory")
     try:
         config = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{file} is not valid JSON ({e})") from None
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{file}: format_version {config.get('format_version')!r} is not supported "
+    if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
+        found = config.get("format_version") if isinstance(config, dict) else None
+        raise ValueError(f"{file}: format_version {found!r} is not supported "
                          f"(this library reads version {FORMAT_VERSION})")
     if not isinstance(config.get("layers"), dict):
         raise ValueError(f"{file}: missing 'layers'")
+    for name, spec in config["layers"].items():
+        check_layer_spec(name, spec)
+    if not isinstance(config.get("non_persistent_buffers", []), list):
+        raise ValueError(f"{file}: 'non_persistent_buffers' must be a list of names")
     return config
 
 
-def load_quantized(path, model: nn.Module, device: Optional[torch.device] = None) -> nn.Module:
-    """Turns `model` (an unquantized skeleton of the same architecture, possibly
-    on the meta device) into the quantized model stored at `path`. Every
-    tensor of the state dict comes from the checkpoint; non-persistent buffers
-    (e.g. rotary tables) are the skeleton's own."""
-    path = Path(path)
-    config = read_config(path)
+def _read_weights(path: Path, config: dict, device) -> Dict[str, torch.Tensor]:
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found")
+    check_weights_file(weights, config.get("weights_bytes"), config.get("weights_sha256"))
     try:
-        state = load_file(str(weights), device="cpu" if device is None else str(device))
+        return load_file(str(weights), device=str(device))
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{weights} is corrupted or truncated: {e}") from None
+
+
+def _default_device(model: nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        if not t.is_meta:
+            return t.device
+    return torch.device("cpu")
+
+
+def _swap_in_quantized_layers(model: nn.Module, config: dict, state: Dict[str, torch.Tensor]) -> None:
+    """Checks every quantized layer's tensors, then replaces the skeleton's
+    nn.Linear by an empty QuantizedLinear the state dict will fill."""
     modules = dict(model.named_modules())
     for name, spec in config["layers"].items():
         old = modules.get(name)
@@ -97,22 +126,15 @@ def load_quantized(path, model: nn.Module, device: Optional[torch.device] = None
         if (old.in_features, old.out_features) != (spec["in_features"], spec["out_features"]):
             raise ValueError(f"checkpoint layer {name!r} is {spec['out_features']}x{spec['in_features']}, "
                              f"the skeleton's is {old.out_features}x{old.in_features}")
+        if spec["bias"] != (old.bias is not None):
+            raise ValueError(f"checkpoint layer {name!r} {'has' if spec['bias'] else 'has no'} bias, "
+                             f"the skeleton's {'has none' if spec['bias'] else 'has one'}")
+        check_quantized_layer(name, spec, {k: state[f"{name}.{k}"] for k in QUANTIZED_TENSORS + ("bias",)
+                                           if f"{name}.{k}" in state})
+        bias_dtype = old.bias.dtype if old.bias is not None else torch.float32
         set_module(model, name, QuantizedLinear(spec["in_features"], spec["out_features"], spec["bits"],
-                                                spec["group_size"], spec["nnz"], spec["bias"], device="meta"))
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state and not _is_tied_alias(model, k, state)]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        raise ValueError(f"checkpoint does not match the model skeleton: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
-    for k, v in state.items():
-        if tuple(expected[k].shape) != tuple(v.shape):
-            raise ValueError(f"checkpoint tensor {k!r} has shape {tuple(v.shape)}, skeleton expects "
-                             f"{tuple(expected[k].shape)}")
-    model.load_state_dict(state, strict=False, assign=True)
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
-    return model
+                                                spec["group_size"], spec["nnz"], spec["bias"], device="meta",
+                                                dtype=bias_dtype))
 
 
 def _is_tied_alias(model: nn.Module, key: str, state: dict) -> bool:
@@ -122,3 +144,59 @@ def _is_tied_alias(model: nn.Module, key: str, state: dict) -> bool:
         return False
     target = params[key]
     return any(other in state and p is target for other, p in params.items() if other != key)
+
+
+def _in_skeleton_dtype(key: str, value: torch.Tensor, expected: torch.Tensor, exact: bool = False) -> torch.Tensor:
+    """Floating tensors take the skeleton's dtype (so a bf16 skeleton gets
+    bf16 weights) unless `exact` (the quantized format's own tensors);
+    everything else must match the skeleton exactly."""
+    if tuple(expected.shape) != tuple(value.shape):
+        raise ValueError(f"checkpoint tensor {key!r} has shape {tuple(value.shape)}, skeleton expects "
+                         f"{tuple(expected.shape)}")
+    if not exact and value.is_floating_point() and expected.is_floating_point():
+        return value.to(expected.dtype)
+    if value.dtype != expected.dtype:
+        raise ValueError(f"checkpoint tensor {key!r} has dtype {value.dtype}, skeleton expects {expected.dtype}")
+    return value
+
+
+def _load_non_persistent_buffers(model: nn.Module, names, state: Dict[str, torch.Tensor]) -> None:
+    skeleton = _non_persistent_buffers(model)
+    for key in names:
+        if key not in state:
+            raise ValueError(f"checkpoint lists non-persistent buffer {key!r} but the weights file lacks it")
+        if key not in skeleton:
+            raise ValueError(f"checkpoint holds non-persistent buffer {key!r}, which the skeleton does not have")
+        owner, _, leaf = key.rpartition(".")
+        module = model.get_submodule(owner) if owner else model
+        module.register_buffer(leaf, _in_skeleton_dtype(key, state.pop(key), skeleton[key]), persistent=False)
+
+
+def load_quantized(path, model: nn.Module, device: Optional[torch.device] = None) -> nn.Module:
+    """Turns `model` (an unquantized skeleton of the same architecture, on
+    any device including meta) into the quantized model stored at `path`,
+    on `device` (default: the skeleton's device, or cpu for a meta skeleton).
+    Every tensor comes from the checkpoint, non-persistent buffers included;
+    unquantized floating tensors take the skeleton's dtype."""
+    path = Path(path)
+    config = read_config(path)
+    device = torch.device(device) if device is not None else _default_device(model)
+    state = _read_weights(path, config, device)
+    _swap_in_quantized_layers(model, config, state)
+    _load_non_persistent_buffers(model, config.get("non_persistent_buffers", []), state)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not _is_tied_alias(model, k, state)]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not match the model skeleton: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    quantized = {f"{name}.{k}" for name in config["layers"] for k in QUANTIZED_TENSORS}
+    state = {k: _in_skeleton_dtype(k, v, expected[k], exact=k in quantized) for k, v in state.items()}
+    model.load_state_dict(state, strict=False, assign=True)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    still_meta = [k for k, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if still_meta:
+        raise ValueError(f"the checkpoint does not provide {still_meta[:5]}: they are still on the meta "
+                         "device of the skeleton")
+    return model

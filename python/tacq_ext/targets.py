@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch.nn as nn
 
@@ -43,21 +43,18 @@ def find_targets(model: nn.Module, target_filter: Optional[TargetFilter] = None)
     return found
 
 
-def group_by_block(model: nn.Module, targets: Dict[str, nn.Linear]) -> List[List[str]]:
-    """Targets grouped into the units GPTQ processes together: one decoder
-    block each for HF causal LMs, otherwise one target each."""
+def targets_by_block(model: nn.Module, targets: Dict[str, nn.Linear]) -> Tuple[List[List[str]], List[str]]:
+    """(names of the targets inside each decoder block, in block order; names
+    of the targets outside every block). Without decoder blocks: ([], all)."""
     blocks = decoder_blocks(model)
     if blocks is None:
-        return [[name] for name in targets]
-    groups: List[List[str]] = []
+        return [], list(targets)
+    per_block = []
     for block in blocks:
         ids = {id(m) for m in block.modules()}
-        names = [n for n, m in targets.items() if id(m) in ids]
-        if names:
-            groups.append(names)
-    grouped = {n for g in groups for n in g}
-    groups += [[n] for n in targets if n not in grouped]
-    return groups
+        per_block.append([n for n, m in targets.items() if id(m) in ids])
+    inside = {n for names in per_block for n in names}
+    return per_block, [n for n in targets if n not in inside]
 
 
 def set_module(model: nn.Module, name: str, module: nn.Module) -> None:

@@ -1,0 +1,233 @@
+"""Layer-wise passes whose inputs come from the already quantized prefix of the
+model (DESIGN.md §1.1 step 5), in the usual GPTQ sequential pattern.
+
+For a model whose decoder blocks form a chain (block i+1 takes block i's
+output), one forward pass records block 0's input and every block's other
+arguments (masks, positions, rotary tables) per calibration batch. Then, block
+by block: run the block on the cached inputs with hooks that accumulate its
+target layers' Hessians, let the caller quantize those layers, and run the
+block again (now quantized) to produce the next block's inputs. Each block runs
+twice in all and only one block's Hessians are held at a time.
+
+Where the structure is unknown (no decoder blocks, blocks that are not called
+as a chain, or targets outside the blocks), each group of targets gets one
+forward pass of the whole model per batch, through loss_fn, stopped as soon as
+every layer of the group has seen its input.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from .gptq import HessianAccumulator
+from .saliency import LossFn
+from .targets import decoder_blocks, targets_by_block
+
+# {target name: Hessian} of one group -> {target name: weight the rest of the
+# pass must see}; empty when the caller swapped the quantized layers in itself.
+QuantizeGroup = Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]
+
+_CACHE_ARGUMENTS = ("past_key_value", "past_key_values", "layer_past")
+
+
+class _StopForward(Exception):
+    """Raised by a hook once every layer a pass needs has seen its input."""
+
+
+def run_model(model: nn.Module, batch, loss_fn: Optional[LossFn]) -> None:
+    """One forward pass over a batch: through loss_fn, or model(**batch) without labels."""
+    if loss_fn is not None:
+        loss_fn(model, batch)
+    elif isinstance(batch, dict):
+        model(**{k: v for k, v in batch.items() if k != "labels"})
+    else:
+        raise ValueError("batches that are not dicts need a loss_fn")
+
+
+def _token_mask(batch) -> Optional[torch.Tensor]:
+    return batch.get("attention_mask") if isinstance(batch, dict) else None
+
+
+class _HessianHooks:
+    """Forward hooks adding each module's inputs to its Hessian; positions the
+    current batch's attention_mask marks as padding are left out."""
+
+    def __init__(self, modules: Dict[str, nn.Module], stop_when_all_seen: bool = False):
+        self.acc = {n: HessianAccumulator(m.in_features, m.weight.device) for n, m in modules.items()}
+        self.mask: Optional[torch.Tensor] = None
+        self.seen: set = set()
+        self.stop_when_all_seen = stop_when_all_seen
+        self.handles = [m.register_forward_hook(self._hook(n)) for n, m in modules.items()]
+
+    def _hook(self, name):
+        def hook(module, inputs, output):
+            x = inputs[0].detach()
+            if self.mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(self.mask.shape):
+                x = x[self.mask.bool()]
+            self.acc[name].add(x)
+            self.seen.add(name)
+            if self.stop_when_all_seen and len(self.seen) == len(self.acc):
+                raise _StopForward
+        return hook
+
+    def start_batch(self, batch) -> None:
+        self.mask, self.seen = _token_mask(batch), set()
+
+    def remove(self) -> Dict[str, torch.Tensor]:
+        """Removes the hooks and returns {name: fp32 Hessian}."""
+        for h in self.handles:
+            h.remove()
+        for name, a in self.acc.items():
+            if a.count == 0:
+                raise ValueError(f"target layer {name!r} never ran on the calibration data")
+        return {n: a.H.float() for n, a in self.acc.items()}
+
+
+def collect_hessians(model: nn.Module, calib: list, modules: Dict[str, nn.Module],
+                     loss_fn: Optional[LossFn] = None, desc: str = "hessians",
+                     progress: bool = True) -> Dict[str, torch.Tensor]:
+    """H = 2/n sum x x^T of each module's inputs over the calibration tokens,
+    from forward passes of the whole model stopped once every module has run."""
+    hooks = _HessianHooks(modules, stop_when_all_seen=True)
+    try:
+        with torch.no_grad():
+            for batch in tqdm(calib, desc=desc, disable=not progress, leave=False):
+                hooks.start_batch(batch)
+                try:
+                    run_model(model, batch, loss_fn)
+                except _StopForward:
+                    pass
+    finally:
+        hessians = hooks.remove()
+    return hessians
+
+
+@contextmanager
+def weights_replaced(modules: Dict[str, nn.Module], weights: Dict[str, torch.Tensor]):
+    """Temporarily runs modules[name] with weights[name] instead of its weight."""
+    saved = {}
+    try:
+        for name, w in weights.items():
+            param = modules[name].weight
+            saved[name] = param.data
+            param.data = w.to(dtype=param.dtype, device=param.device)
+        yield
+    finally:
+        for name, data in saved.items():
+            modules[name].weight.data = data
+
+
+@dataclass
+class _BlockCall:
+    """A block's arguments other than the hidden states, for one batch."""
+    args: tuple
+    kwargs: dict
+
+
+def _hidden_and_rest(args: tuple, kwargs: dict):
+    if args:
+        return args[0], _BlockCall(tuple(args[1:]), dict(kwargs))
+    rest = dict(kwargs)
+    return rest.pop("hidden_states", None), _BlockCall((), rest)
+
+
+def _without_cache(call: _BlockCall) -> _BlockCall:
+    """Block calls are replayed several times: no key/value cache may grow."""
+    kwargs = {k: (None if k in _CACHE_ARGUMENTS else v) for k, v in call.kwargs.items()}
+    if "use_cache" in kwargs:
+        kwargs["use_cache"] = False
+    return _BlockCall(call.args, kwargs)
+
+
+def _block_output(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calib: list, loss_fn: Optional[LossFn],
+                          desc: str, progress: bool):
+    """(block 0's hidden input per batch, [per block: [per batch: _BlockCall]]),
+    or None when the blocks are not called exactly once each, in order, each
+    on the previous one's output."""
+    hidden: List[torch.Tensor] = []
+    calls: List[List[_BlockCall]] = [[] for _ in blocks]
+    state = {"order": [], "last_out": None, "chain": True}
+
+    def pre_hook(i):
+        def hook(module, args, kwargs):
+            h, rest = _hidden_and_rest(args, kwargs)
+            if h is None or (i > 0 and h is not state["last_out"]):
+                state["chain"] = False
+            elif i == 0:
+                hidden.append(h)
+            state["order"].append(i)
+            calls[i].append(_without_cache(rest))
+        return hook
+
+    def post_hook(module, args, kwargs, out):
+        state["last_out"] = _block_output(out)
+
+    handles = []
+    for i, block in enumerate(blocks):
+        handles.append(block.register_forward_pre_hook(pre_hook(i), with_kwargs=True))
+        handles.append(block.register_forward_hook(post_hook, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            for batch in tqdm(calib, desc=desc, disable=not progress, leave=False):
+                state["order"], state["last_out"] = [], None
+                run_model(model, batch, loss_fn)
+                if state["order"] != list(range(len(blocks))) or not state["chain"]:
+                    return None
+    finally:
+        for h in handles:
+            h.remove()
+    return hidden, calls
+
+
+def quantize_sequentially(model: nn.Module, calib: list, targets: Dict[str, nn.Module],
+                          quantize_group: QuantizeGroup, loss_fn: Optional[LossFn] = None,
+                          desc: str = "gptq", progress: bool = True) -> None:
+    """Calls quantize_group once per group of targets (a decoder block, or one
+    target where the structure is unknown), in model order, with Hessians of
+    inputs that flow through the groups already quantized."""
+    blocks = decoder_blocks(model)
+    per_block, rest = targets_by_block(model, targets)
+    captured = (_capture_block_inputs(model, blocks, calib, loss_fn, f"{desc}: block inputs", progress)
+                if any(per_block) else None)
+    if captured is None:
+        per_block, rest = [], list(targets)
+    # weights earlier groups asked for; only the whole-model passes need them kept
+    replaced: Dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        if per_block:
+            hidden, calls = captured
+            masks = [_token_mask(b) for b in calib]
+            last = max(i for i, names in enumerate(per_block) if names)
+            for i in tqdm(range(last + 1), desc=desc, disable=not progress):
+                block, names = blocks[i], per_block[i]
+                overrides = {}
+                if names:
+                    hooks = _HessianHooks({n: targets[n] for n in names})
+                    try:
+                        for h, call, mask in zip(hidden, calls[i], masks):
+                            hooks.mask = mask
+                            block(h, *call.args, **call.kwargs)
+                    finally:
+                        hessians = hooks.remove()
+                    overrides = quantize_group(hessians)
+                    if rest:
+                        replaced.update(overrides)
+                if i < last:
+                    with weights_replaced(targets, overrides):
+                        hidden = [_block_output(block(h, *call.args, **call.kwargs))
+                                  for h, call in zip(hidden, calls[i])]
+            del hidden
+        for name in tqdm(rest, desc=desc if not per_block else f"{desc} (other layers)", disable=not progress):
+            with weights_replaced(targets, replaced):
+                hessians = collect_hessians(model, calib, {name: targets[name]}, loss_fn, "layer inputs", progress)
+            replaced.update(quantize_group(hessians))

@@ -1,0 +1,239 @@
+"""Quantized checkpoints: loading into a skeleton on the meta device, and
+integrity (sha256, truncation, foreign files, every quantized tensor checked,
+nothing unpickled)."""
+
+import json
+import math
+import pickle
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import LlamaForCausalLM
+
+import tacq_ext
+from tacq_ext import TACQConfig
+from tacq_ext.checkpoint_checks import file_sha256
+
+from method_fixtures import copy_model, lm_batch, tiny_llama
+
+LAYER = "model.layers.1.mlp.down_proj"
+
+
+def quantize_and_save(model, out, method="tacq", ratio=0.05, bits=3):
+    cfg = TACQConfig(bits=bits, ratio=ratio, method=method, reference="rtn")
+    report = tacq_ext.quantize_model(model, [lm_batch(30), lm_batch(31)], cfg, progress=False)
+    tacq_ext.save_quantized(model, out, cfg=cfg, report=report)
+    return model
+
+
+def meta_skeleton(config):
+    with torch.device("meta"):
+        return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """(checkpoint directory, the in-memory quantized model)."""
+    out = tmp_path_factory.mktemp("ckpt") / "q"
+    return out, quantize_and_save(tiny_llama(), out)
+
+
+@pytest.fixture
+def ckpt(saved, tmp_path):
+    """A private copy of the checkpoint, free to damage."""
+    return shutil.copytree(saved[0], tmp_path / "q")
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_meta_skeleton_gives_identical_logits(tmp_path, tied):
+    base = tiny_llama()
+    if tied:
+        base.config.tie_word_embeddings = True
+        base = copy_model(base)
+        base.tie_weights()
+    model = quantize_and_save(base, tmp_path / "q", method="rtn" if tied else "tacq")
+    ids = lm_batch(32)["input_ids"]
+    skeleton = meta_skeleton(model.config)
+    assert skeleton.model.rotary_emb.inv_freq.is_meta
+    loaded = tacq_ext.load_quantized(tmp_path / "q", skeleton)
+    for name, t in list(loaded.named_parameters()) + list(loaded.named_buffers()):
+        assert not t.is_meta and t.device.type == "cpu", name
+    assert torch.equal(loaded.model.rotary_emb.inv_freq, model.model.rotary_emb.inv_freq)
+    if tied:
+        assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+    config = json.loads((tmp_path / "q" / "tacq_config.json").read_text())
+    assert "model.rotary_emb.inv_freq" in config["non_persistent_buffers"]
+
+
+def test_skeleton_dtype_decides_unquantized_tensors(saved):
+    path, model = saved
+    skeleton = meta_skeleton(model.config).to(torch.bfloat16)
+    loaded = tacq_ext.load_quantized(path, skeleton)
+    q = loaded.get_submodule(LAYER)
+    assert loaded.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert q.scale.dtype == torch.float16 and q.values.dtype == torch.float16 and q.packed.dtype == torch.int32
+    ids = lm_batch(33)["input_ids"]
+    with torch.no_grad():
+        ours = loaded(input_ids=ids).logits.float()
+        ref = model(input_ids=ids).logits
+    assert (ours - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_skeleton_without_a_buffer_the_checkpoint_lacks_is_an_error(saved):
+    path, model = saved
+    skeleton = meta_skeleton(model.config)
+    skeleton.model.register_buffer("extra", torch.empty(3, device="meta"), persistent=False)
+    with pytest.raises(ValueError, match=r"does not provide \['model.extra'\].*meta"):
+        tacq_ext.load_quantized(path, skeleton)
+
+
+# ------------------------------------------------------------------ the weights file
+
+
+def rewrite_config(ckpt, **changes):
+    file = ckpt / "tacq_config.json"
+    config = json.loads(file.read_text())
+    config.update(changes)
+    file.write_text(json.dumps(config))
+
+
+def refresh_digest(ckpt):
+    """As a careless hand edit would: the config made to match the file again."""
+    weights = ckpt / "model.safetensors"
+    rewrite_config(ckpt, weights_bytes=weights.stat().st_size, weights_sha256=file_sha256(weights))
+
+
+def load(ckpt, model):
+    return tacq_ext.load_quantized(ckpt, meta_skeleton(model.config))
+
+
+def test_truncated_file(ckpt, saved):
+    data = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(data[: len(data) - 100])
+    with pytest.raises(ValueError, match=r"model.safetensors is truncated or corrupted: \d+ bytes"):
+        load(ckpt, saved[1])
+
+
+def test_flipped_byte(ckpt, saved):
+    data = bytearray((ckpt / "model.safetensors").read_bytes())
+    data[-7] ^= 0x10
+    (ckpt / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="is corrupted or belongs to another checkpoint: its sha256"):
+        load(ckpt, saved[1])
+
+
+def test_weights_of_another_checkpoint(ckpt, saved, tmp_path):
+    quantize_and_save(tiny_llama(seed=1), tmp_path / "other")
+    shutil.copy(tmp_path / "other" / "model.safetensors", ckpt / "model.safetensors")
+    with pytest.raises(ValueError, match="another checkpoint|truncated or corrupted"):
+        load(ckpt, saved[1])
+
+
+def test_missing_digest(ckpt, saved):
+    rewrite_config(ckpt, weights_sha256=None)
+    with pytest.raises(ValueError, match="cannot verify the weights file"):
+        load(ckpt, saved[1])
+
+
+@pytest.mark.parametrize("content", ["garbage", "pickle"])
+def test_not_safetensors_even_with_a_matching_digest(ckpt, saved, content, monkeypatch):
+    file = ckpt / "model.safetensors"
+    if content == "pickle":
+        torch.save({"x": torch.ones(2)}, file)
+    else:
+        file.write_bytes(b"\xff" * 64)
+    refresh_digest(ckpt)
+    monkeypatch.setattr(pickle, "load", _no_unpickling)
+    monkeypatch.setattr(pickle, "loads", _no_unpickling)
+    monkeypatch.setattr(torch, "load", _no_unpickling)
+    with pytest.raises(ValueError, match="model.safetensors is corrupted or truncated"):
+        load(ckpt, saved[1])
+
+
+def _no_unpickling(*args, **kwargs):
+    raise AssertionError("a checkpoint was unpickled")
+
+
+def test_loading_never_unpickles(saved, monkeypatch):
+    monkeypatch.setattr(pickle, "load", _no_unpickling)
+    monkeypatch.setattr(pickle, "loads", _no_unpickling)
+    monkeypatch.setattr(torch, "load", _no_unpickling)
+    load(saved[0], saved[1])
+
+
+def test_bad_layer_entry_in_config(ckpt, saved):
+    config = json.loads((ckpt / "tacq_config.json").read_text())
+    config["layers"][LAYER]["bits"] = 5
+    (ckpt / "tacq_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=f"layer '{LAYER}' has bits 5"):
+        load(ckpt, saved[1])
+
+
+# ------------------------------------------------------------------ quantized tensors
+
+
+def _row_with_two_kept(row_ptr):
+    counts = row_ptr[1:] - row_ptr[:-1]
+    return int((counts >= 2).nonzero()[0])
+
+
+def _decreasing_row_ptr(row_ptr):
+    r = int((row_ptr[1:-2] > 0).nonzero()[0]) + 1  # an inner pointer above 0, not the last
+    row_ptr[r + 1] = row_ptr[r] - 1
+
+
+def _unsorted_cols(state):
+    r = _row_with_two_kept(state[f"{LAYER}.row_ptr"])
+    a = int(state[f"{LAYER}.row_ptr"][r])
+    cols = state[f"{LAYER}.col_idx"]
+    cols[a], cols[a + 1] = cols[a + 1].clone(), cols[a].clone()
+
+
+def _set(key, index, value):
+    def change(state):
+        state[f"{LAYER}.{key}"][index] = value
+    return change
+
+
+def _replace(key, fn):
+    def change(state):
+        state[f"{LAYER}.{key}"] = fn(state[f"{LAYER}.{key}"]).contiguous()
+    return change
+
+
+TAMPERING = {
+    "packed dtype": (_replace("packed", lambda t: t.long()), "packed", "dtype must be torch.int32"),
+    "packed shape": (_replace("packed", lambda t: t[:, :-1]), "packed", "shape must be"),
+    "scale shape": (_replace("scale", lambda t: t[:-1]), "scale", "shape must be"),
+    "scale dtype": (_replace("scale", lambda t: t.float()), "scale", "dtype must be torch.float16"),
+    "scale inf": (_set("scale", (0, 0), math.inf), "scale", "finite and > 0"),
+    "scale nan": (_set("scale", (3, 0), math.nan), "scale", "finite and > 0"),
+    "scale zero": (_set("scale", (1, 0), 0.0), "scale", "finite and > 0"),
+    "zero range": (_set("zero", (0, 0), 8.0), "zero", r"integer in \[0, 7\]"),
+    "zero fraction": (_set("zero", (0, 0), 1.5), "zero", "integer in"),
+    "row_ptr start": (_set("row_ptr", 0, 1), "row_ptr", "start at 0 and end at nnz"),
+    "row_ptr end": (_set("row_ptr", -1, 1), "row_ptr", "start at 0 and end at nnz"),
+    "row_ptr decreasing": (lambda s: _decreasing_row_ptr(s[f"{LAYER}.row_ptr"]), "row_ptr", "non-decreasing"),
+    "col_idx range": (_set("col_idx", 0, 96), "col_idx", r"column index 96 at position 0 is outside \[0, 96\)"),
+    "col_idx negative": (_set("col_idx", 1, -3), "col_idx", "outside"),
+    "col_idx unsorted": (_unsorted_cols, "col_idx", "not strictly increasing"),
+    "values nan": (_set("values", 0, math.nan), "values", "finite"),
+    "values missing": (lambda s: s.pop(f"{LAYER}.values"), "values", "missing from the weights file"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERING))
+def test_tampered_quantized_tensor(ckpt, saved, case):
+    change, tensor, message = TAMPERING[case]
+    weights = ckpt / "model.safetensors"
+    state = load_file(str(weights))
+    assert int(state[f"{LAYER}.row_ptr"][-1]) >= 4, "the fixture layer needs kept weights"
+    change(state)
+    save_file(state, str(weights))
+    refresh_digest(ckpt)
+    with pytest.raises(ValueError, match=f"checkpoint layer '{LAYER}', tensor '{tensor}': .*{message}"):
+        load(ckpt, saved[1])
