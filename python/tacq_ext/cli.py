@@ -4,6 +4,7 @@ and inspect a quantized checkpoint. Subcommands register in COMMANDS.
     tacq quantize --model DIR --calib FILE --bits 2 --ratio 0.0035 --method tacq --out QDIR
     tacq eval --model DIR [--quantized QDIR] --data FILE
     tacq info QDIR
+    tacq demo [--full] [--out DIR]
 """
 
 from __future__ import annotations
@@ -136,6 +137,9 @@ def _run_info(args) -> int:
     print(f"{'total':<44} {params:>12} {kept:>8} {weighted / max(params, 1):>9.3f}")
     print(f"file size: {size / 2**20:.2f} MiB")
     return 0
+
+
+from .demo import command as _demo_command  # noqa: E402,F401  (registers `tacq demo`)
 
 
 def main(argv=None) -> int:
