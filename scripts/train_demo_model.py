@@ -23,20 +23,21 @@ from tacq_ext.demo.batches import collate, encode_example
 from tacq_ext.demo.evaluate import task_accuracy
 from tacq_ext.demo.model import ACCURACY_FILE, demo_config
 from tacq_ext.demo.tasks import TASKS, Example, load_split, split_of
-from tacq_ext.demo.tasks.facts import statements
+from tacq_ext.demo.tasks import facts
 from tacq_ext.demo.tokenizer import CharTokenizer
 
 # What each training batch is drawn from, and how often.
-MIXTURE = {"arith": 0.35, "sql": 0.3, "facts": 0.27, "facts statements": 0.08}
+MIXTURE = {"arith": 0.35, "sql": 0.2, "facts": 0.22, "facts open book": 0.1, "facts statements": 0.13}
 
 
 def training_stream(task: str, seed: int):
     """Endless training instances (training split only) of one source."""
     if task == "facts statements":
-        rng, texts = random.Random(seed), statements()
+        rng, texts = random.Random(seed), facts.statements()
         while True:
             yield Example("", rng.choice(texts)), True
-    for ex in TASKS[task].stream(seed):
+    instances = facts.open_book_stream(seed) if task == "facts open book" else TASKS[task].stream(seed)
+    for ex in instances:
         if split_of(ex.prompt) == "train":
             yield ex, False
 
@@ -44,7 +45,7 @@ def training_stream(task: str, seed: int):
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=1600)
+    p.add_argument("--steps", type=int, default=1800)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--hidden", type=int, default=192)

@@ -45,13 +45,14 @@ def statements() -> List[str]:
     return [s.format(attr=a, entity=e, value=v) for (e, a), v in knowledge_base().items() for s in STATEMENTS]
 
 
-def _question(rng: random.Random, kb) -> Example:
+def _question(rng: random.Random, kb, open_book: bool = False) -> Example:
     (entity, attr), value = rng.choice(list(kb.items()))
+    context = rng.choice(STATEMENTS).format(attr=attr, entity=entity, value=value) + "\n" if open_book else ""
     options = rng.sample([v for v in ATTRIBUTES[attr] if v != value], 3) + [value]
     rng.shuffle(options)
     letter = LETTERS[options.index(value)]
     lines = "".join(f"{l}. {o}\n" for l, o in zip(LETTERS, options))
-    prompt = f"{rng.choice(QUESTIONS).format(attr=attr, entity=entity)}\n{lines}Answer: "
+    prompt = f"{context}{rng.choice(QUESTIONS).format(attr=attr, entity=entity)}\n{lines}Answer: "
     return Example(prompt, letter, {"letter": letter})
 
 
@@ -61,5 +62,10 @@ def stream(seed: int) -> Iterator[Example]:
         yield _question(rng, kb)
 
 
-def letter_of(logits_by_letter: Dict[str, float]) -> str:
-    return max(LETTERS, key=lambda l: logits_by_letter[l])
+def open_book_stream(seed: int) -> Iterator[Example]:
+    """Training only: questions preceded by the statement that answers them,
+    which teach matching the known value to its letter; the evaluated
+    questions are always closed-book."""
+    rng, kb = random.Random(seed), knowledge_base()
+    while True:
+        yield _question(rng, kb, open_book=True)
