@@ -27,7 +27,7 @@ from tacq_ext.demo.tasks import facts
 from tacq_ext.demo.tokenizer import CharTokenizer
 
 # What each training batch is drawn from, and how often.
-MIXTURE = {"arith": 0.35, "sql": 0.2, "facts": 0.22, "facts open book": 0.1, "facts statements": 0.13}
+MIXTURE = {"arith": 0.35, "sql": 0.2, "facts": 0.25, "facts open book": 0.07, "facts statements": 0.13}
 
 
 def training_stream(task: str, seed: int):

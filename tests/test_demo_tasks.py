@@ -44,9 +44,10 @@ def test_facts_questions_ask_about_learned_facts():
     for ex in load_split("facts", "test", 50):
         entity = next(e for e, _ in kb if re.search(rf"\b{e}\b", ex.prompt))
         attr = next(a for a in ATTRIBUTES if re.search(rf"\b{a}\b", ex.prompt.split("\n")[0]))
-        options = dict(re.findall(r"^([A-D])\. (\w+)$", ex.prompt, flags=re.M))
+        options = {letter: value for value, letter in re.findall(r"^(\w+) \(([A-D])\)$", ex.prompt, flags=re.M)}
         assert sorted(options) == list(LETTERS) and len(set(options.values())) == 4
         assert options[ex.meta["letter"]] == kb[(entity, attr)]
+        assert ex.answer == f"{kb[(entity, attr)]} ({ex.meta['letter']})"
         assert f"The {attr} of {entity} is {kb[(entity, attr)]}." in trained
 
 

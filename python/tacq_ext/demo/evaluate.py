@@ -35,12 +35,21 @@ def greedy_generate(model, tokenizer: CharTokenizer, prompts: List[str], max_new
 
 
 @torch.no_grad()
-def choose_letters(model, tokenizer: CharTokenizer, prompts: List[str]) -> List[str]:
-    """For each prompt, the letter A-D whose token has the highest logit next."""
+def choose_letters(model, tokenizer: CharTokenizer, prompts: List[str], max_new_tokens: int) -> List[str]:
+    """For each prompt, greedy decoding up to the first `(` (the chosen
+    value's option), then the letter A-D with the highest logit next; "" if
+    no `(` comes within max_new_tokens."""
     ids, mask = _left_padded(tokenizer, prompts)
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, -1]
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                         pad_token_id=PAD, eos_token_id=EOS, output_logits=True, return_dict_in_generate=True)
+    generated = out.sequences[:, ids.shape[1]:].tolist()
     letter_ids = torch.tensor(tokenizer.encode(LETTERS))
-    return [LETTERS[i] for i in logits[:, letter_ids].argmax(dim=1).tolist()]
+    open_paren = tokenizer.encode("(")[0]
+    letters = []
+    for row, tokens in enumerate(generated):
+        step = tokens.index(open_paren) + 1 if open_paren in tokens else len(out.logits)
+        letters.append(LETTERS[int(out.logits[step][row, letter_ids].argmax())] if step < len(out.logits) else "")
+    return letters
 
 
 def task_accuracy(model, tokenizer: CharTokenizer, task: Task, examples: List[Example], batch_size: int = 16,
@@ -56,7 +65,7 @@ def task_accuracy(model, tokenizer: CharTokenizer, task: Task, examples: List[Ex
         batch = examples[start: start + batch_size]
         prompts = [ex.prompt for ex in batch]
         if task.kind == "choice":
-            correct += sum(l == ex.meta["letter"] for l, ex in zip(choose_letters(model, tokenizer, prompts), batch))
+            correct += sum(l == ex.meta["letter"] for l, ex in zip(choose_letters(model, tokenizer, prompts, task.max_new_tokens), batch))
         else:
             completions = greedy_generate(model, tokenizer, prompts, task.max_new_tokens)
             correct += sum(scorer(ex, c) for ex, c in zip(batch, completions))

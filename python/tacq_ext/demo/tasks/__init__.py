@@ -13,7 +13,8 @@ from .example import SPLITS, Example, split_of, take_split
 class Task:
     """name; stream(seed) -> endless instances; kind "generate" (greedy
     decoding up to max_new_tokens, then make_scorer()(example, completion))
-    or "choice" (the letter with the highest logit after the prompt)."""
+    or "choice" (greedy decoding up to the option's `(`, then the letter with
+    the highest logit)."""
 
     name: str
     stream: Callable[[int], Iterator[Example]]
@@ -25,7 +26,7 @@ class Task:
 TASKS = {
     "arith": Task("arith", arith.stream, "generate", 48, lambda: arith.score),
     "sql": Task("sql", sql.stream, "generate", 110, sql.SqlScorer),
-    "facts": Task("facts", facts.stream, "choice"),
+    "facts": Task("facts", facts.stream, "choice", 12),
 }
 TEST_SEED = 2025  # the seed of every split's stream; splits differ by prompt hash
 

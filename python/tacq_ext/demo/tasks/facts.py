@@ -1,6 +1,13 @@
 """facts (the MMLU analogue): four-way multiple choice about a synthetic
 knowledge base, scored by comparing the model's logits for the letters A-D.
 
+Each option line is `<value> (<letter>)` and the answer names the value and
+then its letter, `red (B)`: the model decodes greedily up to the `(` and the
+letter with the highest logit there is its choice. (A model of a few million
+parameters does not learn to emit a letter without the value first, the
+ability large models only show at scale; with the value written first,
+finding its letter is a copy from the option line.)
+
 The knowledge base is small (24 entities x 3 attributes, 6 values each) and
 learnable: training sees its statements and many question instances about
 every fact. Test and calibration questions are other instances (distractor
@@ -51,9 +58,9 @@ def _question(rng: random.Random, kb, open_book: bool = False) -> Example:
     options = rng.sample([v for v in ATTRIBUTES[attr] if v != value], 3) + [value]
     rng.shuffle(options)
     letter = LETTERS[options.index(value)]
-    lines = "".join(f"{l}. {o}\n" for l, o in zip(LETTERS, options))
+    lines = "".join(f"{o} ({l})\n" for l, o in zip(LETTERS, options))
     prompt = f"{context}{rng.choice(QUESTIONS).format(attr=attr, entity=entity)}\n{lines}Answer: "
-    return Example(prompt, letter, {"letter": letter})
+    return Example(prompt, f"{value} ({letter})", {"letter": letter})
 
 
 def stream(seed: int) -> Iterator[Example]:
