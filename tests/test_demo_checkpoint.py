@@ -35,3 +35,24 @@ def test_checkpoint_reaches_recorded_accuracy(shipped, name):
     # one example of slack for summation-order differences across thread counts
     assert accuracy >= record["accuracy"][name] - 1.5 / len(examples)
     assert accuracy >= 0.85
+
+
+def test_facts_letter_is_read_after_the_decoded_paren(shipped):
+    """choose_letters against an independent teacher-forced forward pass over
+    the prompt and the decoded value up to its `(`."""
+    import torch
+
+    from tacq_ext.demo.evaluate import choose_letters, greedy_generate
+    from tacq_ext.demo.tokenizer import BOS
+
+    model, tokenizer = shipped
+    prompts = [ex.prompt for ex in load_split("facts", "test", 6)]
+    chosen = choose_letters(model, tokenizer, prompts, 12)
+    for prompt, letter in zip(prompts, chosen):
+        completion = greedy_generate(model, tokenizer, [prompt], 12)[0]
+        prefix = completion[: completion.index("(") + 1]
+        ids = torch.tensor([[BOS] + tokenizer.encode(prompt + prefix)])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, -1]
+        scores = {l: float(logits[tokenizer.encode(l)[0]]) for l in "ABCD"}
+        assert letter == max(scores, key=scores.get)
