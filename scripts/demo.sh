@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # From nothing to the main job: environment + build (scripts/setup_env.sh), then
-# the example that quantizes a random layer and compares it with fp32.
-# Extra arguments go to the example.
+# `tacq demo`: quantize the shipped demo Llama with TACQ and the baselines and
+# print the accuracy table (writes results.json and a plot to --out, default demo_out/).
+# Extra arguments go to `tacq demo` (e.g. --full, --limit 20, --bits 2).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/setup_env.sh"
-python "$root/examples/quantize_random_layer.py" "$@"
+tacq demo "$@"

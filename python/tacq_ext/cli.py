@@ -4,6 +4,7 @@ and inspect a quantized checkpoint. Subcommands register in COMMANDS.
     tacq quantize --model DIR --calib FILE --bits 2 --ratio 0.0035 --method tacq --out QDIR
     tacq eval [--model DIR] [--quantized QDIR] --data FILE
     tacq info QDIR
+    tacq demo [--full] [--out DIR]
 
 quantize and eval take --device (default cpu) and --dtype (default float32).
 """
@@ -194,6 +195,9 @@ def _run_info(args) -> int:
     print(f"file size: {size / 2**20:.2f} MiB (quantized layers {stored / 8 / 2**20:.2f} MiB, the rest unquantized "
           f"tensors); sha256 {config.get('weights_sha256', '-')}")
     return 0
+
+
+from .demo import command as _demo_command  # noqa: E402,F401  (registers `tacq demo`)
 
 
 def main(argv=None) -> int:

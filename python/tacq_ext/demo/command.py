@@ -1,0 +1,89 @@
+"""`tacq demo`: quantize the shipped demo Llama with TACQ and the baselines,
+evaluate every task through QuantizedLinear, print the table and write
+results.json + accuracy_vs_bits.png to --out."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..cli import command
+from ..config import METHODS
+from .grid import GridSettings, format_table, run_grid
+from .model import load_demo_model
+from .plot import plot_accuracy
+from .tasks import TASKS
+
+DEFAULT_BITS = (2, 3)
+FULL_BITS = (2, 3, 4)
+
+
+def _csv(kind, choices=None):
+    def parse(text):
+        items = [kind(x) for x in text.split(",") if x]
+        bad = [x for x in items if choices is not None and x not in choices]
+        if bad or not items:
+            raise ValueError(f"expected a comma-separated list from {choices}, got {text!r}")
+        return items
+    return parse
+
+
+def _add_demo(p):
+    p.add_argument("--out", default="demo_out", help="folder for results.json and accuracy_vs_bits.png")
+    p.add_argument("--full", action="store_true",
+                   help="the whole grid: every task as calibration source x all methods x 2/3/4 bits")
+    p.add_argument("--calib-task", default="arith", help=f"calibration task: {' | '.join(TASKS)} (default arith)")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (default all)")
+    p.add_argument("--bits", default=None, help="comma-separated bit widths (default 2,3; --full: 2,3,4)")
+    p.add_argument("--tasks", default=",".join(TASKS), help="tasks to evaluate (default all)")
+    p.add_argument("--limit", type=int, default=100, help="test examples per task (default 100)")
+    p.add_argument("--calib-size", type=int, default=64, help="calibration examples (default 64)")
+    p.add_argument("--ratio", type=float, default=0.0035, help="fraction of weights kept in fp16")
+    p.add_argument("--group-size", type=int, default=64, help="quantization group size (-1: one per row)")
+    p.add_argument("--model", default=None, help="demo model directory (default: the shipped checkpoint)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def settings_from(args) -> GridSettings:
+    def parsed(name, text, kind, choices):
+        try:
+            return _csv(kind, choices)(text)
+        except ValueError as e:
+            raise ValueError(f"--{name}: {e}") from None
+
+    bits = parsed("bits", args.bits, int, (2, 3, 4)) if args.bits else list(FULL_BITS if args.full else DEFAULT_BITS)
+    calib_tasks = list(TASKS) if args.full else parsed("calib-task", args.calib_task, str, tuple(TASKS))
+    return GridSettings(calib_tasks=calib_tasks, methods=parsed("methods", args.methods, str, METHODS), bits=bits,
+                        eval_tasks=parsed("tasks", args.tasks, str, tuple(TASKS)), limit=args.limit,
+                        calib_size=args.calib_size, ratio=args.ratio, group_size=args.group_size)
+
+
+@command("demo", "quantize the shipped demo Llama with TACQ and the baselines and tabulate task accuracy")(_add_demo)
+def run_demo(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = settings_from(args)
+    model, tokenizer = load_demo_model(args.model)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    rows = run_grid(model, tokenizer, settings, progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    table = format_table(rows, settings.eval_tasks)
+    print(table)
+    print(f"accuracy in % on {settings.limit} test examples per task; tok/s: greedy decoding at batch 1; "
+          f"{seconds:.0f}s in all")
+    (out / "table.txt").write_text(table + "\n")
+    (out / "results.json").write_text(json.dumps(
+        {"settings": asdict(settings), "seconds": seconds, "torch": torch.__version__,
+         "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+         "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
+    plot = plot_accuracy(rows, settings.eval_tasks, out / "accuracy_vs_bits.png")
+    print(f"wrote {out / 'results.json'}, {out / 'table.txt'} and {plot}")
+    return 0
