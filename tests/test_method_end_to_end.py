@@ -146,3 +146,40 @@ def test_progress_false_silences_every_bar(base_model, calib, capfd, method):
     err = capfd.readouterr().err
     for bar in ("reference GPTQ", "gptq blocks", "block inputs", "layers"):
         assert bar in err, bar
+
+
+@pytest.mark.parametrize("group_size", [-1, 32])
+def test_rtn_codes_match_the_stored_scales(group_size):
+    """Rows whose fp32 scale fp16 cannot hold (tiny or huge weights) are
+    quantized against the clamped, fp16-rounded scale that is stored, so the
+    stored layer reconstructs every weight to within half a stored step."""
+    torch.manual_seed(0)
+    W = torch.randn(4, 64)
+    W[0] *= 1e-10   # scale below fp16's smallest subnormal
+    W[1] *= 1e7     # scale above fp16's max
+    W[2] *= 1e-3    # ordinary row, scale not exactly an fp16 value
+    layer = nn.Linear(64, 4, bias=False)
+    layer.weight.data.copy_(W)
+    model = nn.Sequential(layer)
+    tacq_ext.quantize_model(model, [torch.randn(2, 64)], TACQConfig(bits=2, group_size=group_size, method="rtn"),
+                            loss_fn=lambda m, x: m(x).sum(), progress=False)
+    q = model[0]
+    glen = 64 if group_size == -1 else group_size
+    step = q.scale.float().repeat_interleave(glen, dim=1)
+    lo = q.scale.float() * (0 - q.zero.float())
+    hi = q.scale.float() * (3 - q.zero.float())
+    inside = (W >= lo.repeat_interleave(glen, dim=1)) & (W <= hi.repeat_interleave(glen, dim=1))
+    err = (q.dense_weight() - W).abs()
+    assert bool((err[inside] <= 0.5 * step[inside] * (1 + 1e-5)).all())
+    assert bool((err[0] <= 0.5 * 2.0**-24).all())
+
+
+@pytest.mark.parametrize("method", ["tacq", "squeezellm_like"])
+def test_activation_checkpointing_gives_the_same_model(base_model, calib, method):
+    cfg = TACQConfig(bits=2, ratio=0.01, method=method, reference="rtn")
+    plain, checkpointed = copy_model(base_model), copy_model(base_model)
+    tacq_ext.quantize_model(plain, calib, cfg, progress=False)
+    tacq_ext.quantize_model(checkpointed, calib, cfg, progress=False, activation_checkpointing=True)
+    buffers = dict(checkpointed.named_buffers())
+    for name, buffer in plain.named_buffers():
+        assert torch.equal(buffer, buffers[name]), name

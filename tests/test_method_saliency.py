@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tacq_ext.saliency import accumulate_gradient_stats, default_loss
+from tacq_ext.saliency import (_blocks_checkpointed, _GradientTap, _parameters_frozen, accumulate_gradient_stats,
+                               default_loss)
 from tacq_ext.targets import find_targets
 
 from method_fixtures import lm_batch, tiny_llama
@@ -120,3 +121,91 @@ def test_empty_calibration_is_an_error():
     model = tiny_llama()
     with pytest.raises(ValueError, match="calibration data is empty"):
         accumulate_gradient_stats(model, [], find_targets(model), progress=False)
+
+
+@pytest.mark.parametrize("squared", [False, True])
+def test_activation_checkpointing_gives_the_same_statistics(squared):
+    model = tiny_llama()
+    targets = find_targets(model)
+    batches = [lm_batch(5), lm_batch(6)]
+    plain = accumulate_gradient_stats(model, batches, targets, squared=squared, progress=False)
+    checkpointed = accumulate_gradient_stats(model, batches, targets, squared=squared, progress=False,
+                                             activation_checkpointing=True)
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-7)
+    assert model.config.use_cache is True
+    assert all("forward" not in block.__dict__ for block in model.model.layers), "block forwards must be restored"
+
+
+def test_activation_checkpointing_keeps_only_block_inputs():
+    """During the forward pass, checkpointed blocks leave autograd only their
+    inputs, and the tap keeps no input of a target inside a block (every
+    target of the tiny Llama is; LoopedBlocks below has one outside)."""
+    model = tiny_llama()
+    targets = find_targets(model)
+    batch = lm_batch(7, B=2, T=64, pad=0)
+    for enabled in (False, True):
+        tap = _GradientTap(targets, lambda name, pairs: None)
+        saved = []
+
+        def pack(t):
+            saved.append(t.numel() * t.element_size())
+            return t
+
+        with _parameters_frozen(model), _blocks_checkpointed(model, tap, enabled):
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                loss = default_loss(model, batch)
+            kept = {n for n, xs in tap.inputs.items() if any(x is not None for x in xs)}
+            tap.backward(loss)
+        tap.remove()
+        if enabled:
+            assert kept == set()
+            assert sum(saved) < 0.4 * plain_saved
+        else:
+            assert kept == set(targets)
+            plain_saved = sum(saved)
+
+
+class LoopedBlocks(nn.Module):
+    """Decoder-style blocks (model.layers) with each block run twice per
+    forward: two checkpointed regions per block."""
+
+    def __init__(self, width=16):
+        super().__init__()
+        self.model = nn.Module()
+        self.model.layers = nn.ModuleList(nn.Sequential(nn.Linear(width, width), nn.Tanh()) for _ in range(2))
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x):
+        for _ in range(2):
+            for block in self.model.layers:
+                x = block(x) * 0.5 + x
+        return self.head(x)
+
+
+def test_activation_checkpointing_pairs_recomputed_inputs_with_their_call():
+    torch.manual_seed(0)
+    model = LoopedBlocks()
+    g = torch.Generator().manual_seed(3)
+    data = [(torch.randn(4, 5, 16, generator=g), torch.randn(4, 5, 3, generator=g))]
+
+    def loss_fn(m, batch):
+        x, y = batch
+        return ((m(x) - y) ** 2).mean(dim=(1, 2)).sum()
+
+    targets = find_targets(model)
+    plain = accumulate_gradient_stats(model, data, targets, loss_fn=loss_fn, progress=False)
+    checkpointed = accumulate_gradient_stats(model, data, targets, loss_fn=loss_fn, progress=False,
+                                             activation_checkpointing=True)
+    samples = [(x[i:i + 1], y[i:i + 1]) for x, y in data for i in range(4)]
+    ref = brute_force(model, samples, lambda s: loss_fn(model, s), targets)
+    for name in ref:
+        torch.testing.assert_close(plain[name], ref[name], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(checkpointed[name], ref[name], rtol=1e-4, atol=1e-6)
+
+
+def test_activation_checkpointing_needs_decoder_blocks():
+    model = SharedMLP()
+    with pytest.raises(ValueError, match="activation_checkpointing needs a model with decoder blocks"):
+        accumulate_gradient_stats(model, [(torch.randn(2, 8), None)], find_targets(model),
+                                  loss_fn=lambda m, b: m(b[0]).sum(), progress=False, activation_checkpointing=True)

@@ -100,6 +100,9 @@ def _add_quantize(p):
     p.add_argument("--num-samples", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each decoder block in the gradient pass instead of keeping its activations "
+                        "(long sequences; about one more forward pass of time)")
     p.add_argument("--out", required=True, help="output checkpoint directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_runtime_options(p)
@@ -117,7 +120,8 @@ def _run_quantize(args) -> int:
     examples = read_examples(args.calib, args.format)[: args.num_samples]
     calib = [_on(device, b) for b in make_batches(examples, tokenizer, args.batch_size, args.max_length)]
     start = time.perf_counter()
-    report = quantize_model(model, calib, cfg, progress=not args.quiet)
+    report = quantize_model(model, calib, cfg, progress=not args.quiet,
+                            activation_checkpointing=args.activation_checkpointing)
     save_quantized(model, args.out, cfg=cfg, report=report,
                    calibration=f"{Path(args.calib).name}: {len(examples)} examples")
     tokenizer.save_pretrained(args.out)
@@ -214,5 +218,7 @@ def main(argv=None) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m tacq_ext.cli: use the imported module, where `demo` registered itself
+    from tacq_ext.cli import main as package_main
+
+    raise SystemExit(package_main())

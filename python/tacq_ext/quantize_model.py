@@ -30,8 +30,22 @@ def _materialize(calib: Iterable) -> list:
     return batches
 
 
+def rtn_quantize(W: torch.Tensor, bits: int, group_size: int):
+    """Round-to-nearest of W against its scales as stored (clamped into
+    fp16's range and rounded to fp16): the codes are recomputed with those
+    scales, so dequantizing what is stored gives back exactly what was
+    chosen, also for rows whose fp32 scale fp16 cannot hold.
+    -> (uint8 codes [N, K], fp32 scale [N, G], fp32 zero [N, G])."""
+    W = W.detach().float().contiguous()
+    _, scale, zero = ops.quantize(W, bits, group_size)
+    scale = storable_scale(scale)
+    glen = W.shape[1] // scale.shape[1]
+    codes = torch.round(W / scale.repeat_interleave(glen, dim=1)) + zero.repeat_interleave(glen, dim=1)
+    return codes.clamp_(0, 2**bits - 1).to(torch.uint8), scale, zero
+
+
 def _rtn_weight(m: nn.Linear, cfg: TACQConfig) -> torch.Tensor:
-    codes, scale, zero = ops.quantize(m.weight.detach().float(), cfg.bits, cfg.group_size)
+    codes, scale, zero = rtn_quantize(m.weight, cfg.bits, cfg.group_size)
     return ops.dequantize(ops.pack(codes, cfg.bits), scale, zero, cfg.bits, cfg.group_size, m.in_features)
 
 
@@ -54,10 +68,11 @@ def _reference_pass(model, calib, targets, cfg, loss_fn, progress,
     quantize_sequentially(model, calib, targets, quantize_group, loss_fn, "reference GPTQ", progress)
 
 
-def _tacq_scores(model, calib, targets, cfg, loss_fn, progress, stage) -> Dict[str, torch.Tensor]:
+def _tacq_scores(model, calib, targets, cfg, loss_fn, progress, stage, checkpointing) -> Dict[str, torch.Tensor]:
     """S = |A * (W - Q(W)) * W|; each layer's score overwrites its accumulator A."""
     with stage("saliency"):
-        scores = accumulate_gradient_stats(model, calib, targets, loss_fn, progress=progress)
+        scores = accumulate_gradient_stats(model, calib, targets, loss_fn, progress=progress,
+                                           activation_checkpointing=checkpointing)
 
     def score(name, H, Q):
         W = targets[name].weight.detach().float()
@@ -73,11 +88,14 @@ def _tacq_scores(model, calib, targets, cfg, loss_fn, progress, stage) -> Dict[s
 
 
 def compute_saliency(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: Optional[LossFn] = None,
-                     progress: bool = True, target_filter: Optional[TargetFilter] = None
-                     ) -> Dict[str, torch.Tensor]:
-    """TACQ scores S = |A * (W - Q(W)) * W| per target layer (fp32 [N, K])."""
+                     progress: bool = True, target_filter: Optional[TargetFilter] = None,
+                     activation_checkpointing: bool = False) -> Dict[str, torch.Tensor]:
+    """TACQ scores S = |A * (W - Q(W)) * W| per target layer (fp32 [N, K]).
+    activation_checkpointing: recompute each decoder block during the
+    gradient pass instead of keeping its activations (long sequences)."""
     targets = find_targets(model, target_filter)
-    return _tacq_scores(model, _materialize(calib), targets, cfg, loss_fn, progress, lambda name: nullcontext())
+    return _tacq_scores(model, _materialize(calib), targets, cfg, loss_fn, progress, lambda name: nullcontext(),
+                        activation_checkpointing)
 
 
 def _spqr_scores(model, calib, targets, cfg, loss_fn, progress) -> Dict[str, torch.Tensor]:
@@ -93,14 +111,15 @@ def _spqr_scores(model, calib, targets, cfg, loss_fn, progress) -> Dict[str, tor
     return scores
 
 
-def _method_scores(model, calib, targets, cfg, loss_fn, progress, stage) -> Dict[str, torch.Tensor]:
+def _method_scores(model, calib, targets, cfg, loss_fn, progress, stage, checkpointing) -> Dict[str, torch.Tensor]:
     if cfg.method == "tacq":
-        return _tacq_scores(model, calib, targets, cfg, loss_fn, progress, stage)
+        return _tacq_scores(model, calib, targets, cfg, loss_fn, progress, stage, checkpointing)
     if cfg.method == "spqr_like":
         with stage("reference"):
             return _spqr_scores(model, calib, targets, cfg, loss_fn, progress)
     with stage("saliency"):  # squeezellm_like: Fisher sum_s G_s^2
-        return accumulate_gradient_stats(model, calib, targets, loss_fn, squared=True, progress=progress)
+        return accumulate_gradient_stats(model, calib, targets, loss_fn, squared=True, progress=progress,
+                                         activation_checkpointing=checkpointing)
 
 
 def _check_scores(scores: Dict[str, torch.Tensor], targets: Dict[str, nn.Linear]) -> None:
@@ -115,11 +134,14 @@ def _check_scores(scores: Dict[str, torch.Tensor], targets: Dict[str, nn.Linear]
 
 def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: Optional[LossFn] = None,
                    scores: Optional[Dict[str, torch.Tensor]] = None, progress: bool = True,
-                   target_filter: Optional[TargetFilter] = None) -> QuantizationReport:
+                   target_filter: Optional[TargetFilter] = None,
+                   activation_checkpointing: bool = False) -> QuantizationReport:
     """Quantizes every target layer of `model` in place (replacing it by a
     QuantizedLinear) with cfg.method, and returns what it did. `scores` (from
     compute_saliency, or any non-negative per-layer ranking) skips the
-    gradient pass, so the budget or method can change without recomputing."""
+    gradient pass, so the budget or method can change without recomputing.
+    activation_checkpointing: the gradient pass (tacq, squeezellm_like)
+    recomputes each decoder block instead of keeping its activations."""
     targets = find_targets(model, target_filter)
     calib = _materialize(calib)
     report = QuantizationReport(cfg.method, cfg.bits, cfg.group_size, cfg.ratio)
@@ -129,7 +151,8 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
     masks: Dict[str, Optional[torch.Tensor]] = {n: None for n in targets}
     if cfg.keeps_weights:
         if scores is None:
-            scores = _method_scores(model, calib, targets, cfg, loss_fn, progress, report.stage)
+            scores = _method_scores(model, calib, targets, cfg, loss_fn, progress, report.stage,
+                                    activation_checkpointing)
         _check_scores(scores, targets)
         with report.stage("selection"):
             total = sum(m.weight.numel() for m in targets.values())
@@ -138,9 +161,9 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
     if cfg.method == "rtn":
         with report.stage("rtn"):
             for name, m in tqdm(targets.items(), desc="rtn", disable=not progress):
-                codes, scale, zero = ops.quantize(m.weight.detach().float(), cfg.bits, cfg.group_size)
+                codes, scale, zero = rtn_quantize(m.weight, cfg.bits, cfg.group_size)
                 _replace(model, name, m, QuantizedLinear.from_quantized(
-                    codes, storable_scale(scale), zero, None, None, cfg.bits, cfg.group_size, m.bias), report)
+                    codes, scale, zero, None, None, cfg.bits, cfg.group_size, m.bias), report)
     else:
         def quantize_group(hessians: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
             for name in tqdm(list(hessians), desc="layers", disable=not progress, leave=False):

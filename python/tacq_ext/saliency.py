@@ -13,14 +13,17 @@ A = sum_s |G_s|, G_s = sum_t delta_{s,t} x_{s,t}^T. The squared variant
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from . import ops
+from .targets import decoder_blocks
 
 LossFn = Callable[[nn.Module, object], torch.Tensor]
 
@@ -84,60 +87,133 @@ class _GradientTap:
     through `output + anchor`, a zero scalar leaf that requires grad, so
     autograd.grad(loss, anchors) walks back through every target output
     although no parameter requires grad. A tensor hook on that sum receives
-    the output gradient during the backward pass and hands (input, gradient)
-    to `reduce` as soon as all calls of the module have theirs, then drops
-    both: like a training step, activations are freed as the backward
-    proceeds, and only one layer's output gradient lives at a time."""
+    the output gradient during the backward pass; as soon as every call of a
+    module has both its input and its gradient, (input, gradient) pairs go to
+    `reduce` and are dropped: like a training step, activations are freed as
+    the backward proceeds, and only one layer's output gradient lives at a time.
+
+    Calls inside a region run by `checkpointed` (activation checkpointing)
+    keep no input during the forward pass: autograd runs the region again
+    during the backward pass, and the input comes from that recomputation
+    (the k-th recomputed call of a module in a region is its k-th call there)."""
 
     def __init__(self, targets: Dict[str, nn.Linear], reduce: Callable[[str, List[tuple]], None]):
         self.reduce = reduce
         self.inputs: Dict[str, List[Optional[torch.Tensor]]] = {n: [] for n in targets}
-        self.pending: Dict[str, List[tuple]] = {n: [] for n in targets}
+        self.grads: Dict[str, List[Optional[torch.Tensor]]] = {n: [] for n in targets}
         self.anchors: List[torch.Tensor] = []
+        self.region: Optional[tuple] = None  # (region id, recomputing) while a checkpointed region runs
+        self.regions = 0
+        self.region_calls: Dict[tuple, List[int]] = {}  # (name, region id) -> its calls there, in order
         self.handles = [m.register_forward_hook(self._forward_hook(n)) for n, m in targets.items()]
 
     def _forward_hook(self, name: str):
         def hook(module, inputs, output):
             if not torch.is_grad_enabled():
                 return None
-            call = len(self.inputs[name])
-            self.inputs[name].append(inputs[0].detach())
             anchor = torch.zeros((), dtype=output.dtype, device=output.device, requires_grad=True)
-            self.anchors.append(anchor)
             routed = output + anchor
+            if self.region is not None and self.region[1]:  # recomputing: same graph, no new gradient hook
+                calls = self.region_calls.get((name, self.region[0]))
+                if calls:
+                    self.inputs[name][calls.pop(0)] = inputs[0].detach()
+                    self._flush_if_complete(name)
+                return routed
+            call = len(self.inputs[name])
+            if self.region is not None:
+                self.region_calls.setdefault((name, self.region[0]), []).append(call)
+            self.inputs[name].append(None if self.region is not None else inputs[0].detach())
+            self.grads[name].append(None)
+            self.anchors.append(anchor)
             routed.register_hook(self._gradient_hook(name, call))
             return routed
         return hook
 
     def _gradient_hook(self, name: str, call: int):
         def hook(grad):
-            self.pending[name].append((self.inputs[name][call], grad.detach()))
-            self.inputs[name][call] = None
-            if len(self.pending[name]) == len(self.inputs[name]):
-                self._flush(name)
+            self.grads[name][call] = grad.detach()
+            self._flush_if_complete(name)
         return hook
 
+    @contextlib.contextmanager
+    def _in_region(self, region: int, recomputing: bool):
+        saved, self.region = self.region, (region, recomputing)
+        try:
+            yield
+        finally:
+            self.region = saved
+
+    def checkpointed(self, forward: Callable, *args, **kwargs):
+        """forward(*args, **kwargs) under non-reentrant activation
+        checkpointing, without early stop (a recomputation runs all of it)."""
+        self.regions += 1
+        region = self.regions
+        return checkpoint(forward, *args, use_reentrant=False, early_stop=False,
+                          context_fn=lambda: (self._in_region(region, False), self._in_region(region, True)),
+                          **kwargs)
+
+    def _flush_if_complete(self, name: str) -> None:
+        if all(g is not None for g in self.grads[name]) and all(x is not None for x in self.inputs[name]):
+            self._flush(name)
+
     def _flush(self, name: str) -> None:
-        pairs, self.pending[name] = self.pending[name], []
+        """Reduces the calls that have both input and gradient; a call with no
+        gradient (its output did not reach the loss) adds nothing."""
+        pairs = [(x, g) for x, g in zip(self.inputs[name], self.grads[name]) if g is not None]
+        if any(x is None for x, _ in pairs):
+            raise RuntimeError(f"activation checkpointing: the block holding {name!r} was not recomputed during "
+                               "the backward pass, so its input is unknown")
+        self.inputs[name] = [None] * len(self.inputs[name])
+        self.grads[name] = [None] * len(self.grads[name])
         if pairs:
             self.reduce(name, pairs)
 
     def backward(self, loss: torch.Tensor) -> None:
-        """Runs the backward pass; calls whose output got no gradient add nothing."""
+        """Runs the backward pass and reduces every target's calls."""
         if not self.anchors:
             raise ValueError("loss_fn ran none of the target layers")
         try:
             torch.autograd.grad(loss, self.anchors, allow_unused=True)
-            for name in self.pending:
+            for name in self.grads:
                 self._flush(name)
         finally:
-            self.anchors = []
+            self.anchors, self.region_calls = [], {}
             for name in self.inputs:
-                self.inputs[name], self.pending[name] = [], []
+                self.inputs[name], self.grads[name] = [], []
 
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+
+
+@contextlib.contextmanager
+def _blocks_checkpointed(model: nn.Module, tap: _GradientTap, enabled: bool):
+    """With `enabled`, every decoder block runs through tap.checkpointed, and
+    the model's KV cache is off meanwhile (config.use_cache), as a recomputed
+    block would append to it twice."""
+    if not enabled:
+        yield
+        return
+    blocks = decoder_blocks(model)
+    if blocks is None:
+        raise ValueError("activation_checkpointing needs a model with decoder blocks (model.model.layers)")
+    config = getattr(model, "config", None)
+    use_cache = getattr(config, "use_cache", None)
+    instance_forwards = [block.__dict__.get("forward") for block in blocks]
+    try:
+        if use_cache is not None:
+            config.use_cache = False
+        for block in blocks:
+            block.forward = functools.partial(tap.checkpointed, block.forward)
+        yield
+    finally:
+        for block, forward in zip(blocks, instance_forwards):
+            if forward is None:
+                del block.forward
+            else:
+                block.forward = forward
+        if use_cache is not None:
+            config.use_cache = use_cache
 
 
 def accumulate_gradient_stats(
@@ -147,8 +223,13 @@ def accumulate_gradient_stats(
     loss_fn: Optional[LossFn] = None,
     squared: bool = False,
     progress: bool = True,
+    activation_checkpointing: bool = False,
 ) -> Dict[str, torch.Tensor]:
-    """{target name: fp32 [N, K]} of sum_s |G_s| (or sum_s G_s^2 if squared)."""
+    """{target name: fp32 [N, K]} of sum_s |G_s| (or sum_s G_s^2 if squared).
+    activation_checkpointing: keep only each decoder block's input during the
+    forward pass and recompute the block during the backward pass (about one
+    more forward pass of time, for long sequences whose activations do not
+    fit); the statistics are the same."""
     loss_fn = loss_fn or default_loss
     acc = {n: torch.zeros(m.out_features, m.in_features, dtype=torch.float32, device=m.weight.device)
            for n, m in targets.items()}
@@ -161,10 +242,9 @@ def accumulate_gradient_stats(
             else:
                 ops.saliency_accumulate(acc[name], gs, xs)
 
-    tap = _GradientTap(targets, reduce)
-    batches = 0
+    tap, batches = _GradientTap(targets, reduce), 0
     try:
-        with _parameters_frozen(model):
+        with _parameters_frozen(model), _blocks_checkpointed(model, tap, activation_checkpointing):
             for batch in tqdm(calib, desc="saliency", disable=not progress):
                 tap.backward(loss_fn(model, batch))
                 batches += 1
