@@ -23,7 +23,7 @@ from tacq_ext.demo.batches import collate, encode_example
 from tacq_ext.demo.evaluate import task_accuracy
 from tacq_ext.demo.model import ACCURACY_FILE, demo_config
 from tacq_ext.demo.tasks import TASKS, Example, load_split, split_of
-from tacq_ext.demo.tasks import facts
+from tacq_ext.demo.tasks import facts, sql
 from tacq_ext.demo.tokenizer import CharTokenizer
 
 # What each training batch is drawn from, and how often.
@@ -36,23 +36,34 @@ def training_stream(task: str, seed: int):
         rng, texts = random.Random(seed), facts.statements()
         while True:
             yield Example("", rng.choice(texts)), True
-    instances = facts.open_book_stream(seed) if task == "facts open book" else TASKS[task].stream(seed)
+    instances = (facts.open_book_stream(seed) if task == "facts open book" else
+                 sql.stream(seed, made_up_slots=True) if task == "sql" else TASKS[task].stream(seed))
     for ex in instances:
         if split_of(ex.prompt) == "train":
             yield ex, False
 
 
+def dev_accuracy(model, tokenizer, n: int) -> str:
+    """Accuracy on the calibration split (never the test split), to watch training."""
+    model.eval()
+    return " ".join(f"{name} {task_accuracy(model, tokenizer, task, load_split(name, 'calib', n), progress=False):.2f}"
+                    for name, task in TASKS.items())
+
+
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=1800)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--hidden", type=int, default=192)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--intermediate", type=int, default=512)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-size", type=int, default=100, help="test examples per task for fp_accuracy.json")
+    p.add_argument("--dev-every", type=int, default=1000,
+                   help="print accuracy on --dev-size calibration-split examples per task every this many steps (0: never)")
+    p.add_argument("--dev-size", type=int, default=32)
     p.add_argument("--out", required=True, help="checkpoint directory")
     return p.parse_args()
 
@@ -89,6 +100,9 @@ def main():
         if step % 100 == 0 or step == args.steps:
             losses = " ".join(f"{name} {value:.3f}" for name, value in running.items())
             print(f"step {step} loss: {losses} ({time.time() - start:.0f}s)", flush=True)
+        if args.dev_every and step % args.dev_every == 0 and step < args.steps:
+            print(f"step {step} calib accuracy: {dev_accuracy(model, tokenizer, args.dev_size)}", flush=True)
+            model.train()
     model.eval()
     out = Path(args.out)
     model.save_pretrained(out, safe_serialization=True)

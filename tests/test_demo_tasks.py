@@ -30,12 +30,29 @@ def test_arith_worked_steps_are_correct():
         value = int(re.search(r"has (\d+)", ex.prompt).group(1))
         for step in steps[:-1]:
             a, op, b, result = re.fullmatch(r"(\d+)([+-])(\d+)=(-?\d+)", step).groups()
-            assert int(a) == value
+            assert int(a) == value and 2 <= int(b) <= 9
             value = int(a) + int(b) if op == "+" else int(a) - int(b)
             assert value == int(result)
+        assert 2 <= len(steps) - 1 <= 3 and 0 < value <= 57
         assert steps[-1] == f"#### {value}"
         assert TASKS["arith"].make_scorer()(ex, ex.answer)
         assert not TASKS["arith"].make_scorer()(ex, ex.answer.replace(f"#### {value}", f"#### {value + 1}"))
+
+
+def test_sql_made_up_slots_only_in_training_and_every_gold_query_runs():
+    from tacq_ext.demo.tasks import sql
+    from tacq_ext.demo.tasks.sql_database import CITIES, COUNTRIES, build_database
+
+    db = build_database()
+    names = r"c\.name = '(\w+)'|country = '(\w+)'"
+    real = {c for c, _ in CITIES} | set(COUNTRIES)
+    for ex in load_split("sql", "test", 200):
+        assert set(v for pair in re.findall(names, ex.answer) for v in pair if v) <= real
+        assert sql.execute(db, ex.answer) is not None
+    training = take_split(lambda: sql.stream(7, made_up_slots=True), "train", 400)
+    made_up = [ex for ex in training if set(v for pair in re.findall(names, ex.answer) for v in pair if v) - real]
+    assert 0.15 < len(made_up) / len(training) < 0.6
+    assert all(sql.execute(db, ex.answer) is not None for ex in training)
 
 
 def test_facts_questions_ask_about_learned_facts():

@@ -25,7 +25,7 @@ class Task:
 
 TASKS = {
     "arith": Task("arith", arith.stream, "generate", 48, lambda: arith.score),
-    "sql": Task("sql", sql.stream, "generate", 110, sql.SqlScorer),
+    "sql": Task("sql", sql.stream, "generate", 150, sql.SqlScorer),
     "facts": Task("facts", facts.stream, "choice", 12),
 }
 TEST_SEED = 2025  # the seed of every split's stream; splits differ by prompt hash

@@ -8,7 +8,7 @@ parameters does not learn to emit a letter without the value first, the
 ability large models only show at scale; with the value written first,
 finding its letter is a copy from the option line.)
 
-The knowledge base is small (24 entities x 3 attributes, 6 values each) and
+The knowledge base is small (16 entities x 3 attributes, 6 values each) and
 learnable: training sees its statements and many question instances about
 every fact. Test and calibration questions are other instances (distractor
 set, option order, phrasing) about the same facts, so what they test is the
@@ -16,7 +16,6 @@ knowledge learned in training, as MMLU tests pretraining knowledge."""
 
 from __future__ import annotations
 
-import itertools
 import random
 from typing import Dict, Iterator, List, Tuple
 
@@ -35,10 +34,9 @@ _KB_SEED = 77
 
 
 def entities() -> List[str]:
-    rng = random.Random(_KB_SEED)
-    names = [a + b for a, b in itertools.product(("Bo", "Ka", "Mi", "Ru", "Te", "Zu"), ("lor", "vin", "dex", "mar"))]
-    rng.shuffle(names)
-    return names
+    """16 made-up names that share no first or last two letters."""
+    return ["Bolor", "Kavin", "Midex", "Rumat", "Tesky", "Zuphen", "Garil", "Huxo", "Jaspo", "Lunet", "Nobra",
+            "Pelik", "Quovy", "Sardu", "Wenca", "Yffel"]
 
 
 def knowledge_base() -> Dict[Tuple[str, str], str]:

@@ -17,10 +17,31 @@ _CITY_NAMES = tuple(c for c, _ in CITIES)
 _JOIN_CITY = "FROM person p JOIN city c ON p.city_id = c.id"
 
 
-def _templates(rng: random.Random):
-    city, country, species = rng.choice(_CITY_NAMES), rng.choice(COUNTRIES), rng.choice(SPECIES)
-    age, k = rng.randint(18, 70), rng.randint(2, 5)
+# Training-only slot values: made-up names and a wider range of numbers, so
+# the model has to copy slots from the question rather than memorize the
+# few thousand question instances the real schema values allow.
+_SYLLABLES = ("ka", "lo", "mer", "vi", "to", "sa", "bri", "gan", "ru", "del", "fen", "ost", "pa", "quin")
+
+
+def _made_up_name(rng: random.Random) -> str:
+    return "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+
+
+def _slots(rng: random.Random, made_up: bool):
+    """(city, country, species, age, k, low, high): the database's values, or
+    with `made_up` half the time other names and numbers."""
+    if made_up and rng.random() < 0.5:
+        city, country = _made_up_name(rng), _made_up_name(rng) + "ia"
+        species = rng.choice(SPECIES + ("horse", "goat", "frog", "duck", "mouse"))
+        return (city, country, species, rng.randint(10, 99), rng.randint(2, 9),
+                *sorted(rng.sample(range(10, 100), 2)))
     low, high = sorted(rng.sample(range(18, 71), 2))
+    return (rng.choice(_CITY_NAMES), rng.choice(COUNTRIES), rng.choice(SPECIES), rng.randint(18, 70),
+            rng.randint(2, 5), low, high)
+
+
+def _templates(rng: random.Random, made_up: bool = False):
+    city, country, species, age, k, low, high = _slots(rng, made_up)
     return [
         (f"names of people older than {age}", f"SELECT name FROM person WHERE age > {age}"),
         (f"names of people younger than {age}", f"SELECT name FROM person WHERE age < {age}"),
@@ -54,10 +75,12 @@ def _templates(rng: random.Random):
     ]
 
 
-def stream(seed: int) -> Iterator[Example]:
+def stream(seed: int, made_up_slots: bool = False) -> Iterator[Example]:
+    """Questions about the database; with made_up_slots (training only),
+    half of them name made-up cities, countries and species instead."""
     rng = random.Random(seed)
     while True:
-        question, gold = rng.choice(_templates(rng))
+        question, gold = rng.choice(_templates(rng, made_up_slots))
         yield Example(f"Q: {question}?\nSQL: ", gold, {"sql": gold, "ordered": "ORDER BY" in gold})
 
 
