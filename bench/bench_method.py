@@ -86,7 +86,8 @@ def measure(args) -> dict:
     targets = find_targets(model)
 
     def saliency():
-        accumulate_gradient_stats(model, [batch], targets, progress=False)
+        accumulate_gradient_stats(model, [batch], targets, progress=False,
+                                  activation_checkpointing=args.measure == "saliency-checkpointed")
 
     def train():
         model.zero_grad(set_to_none=args.measure == "train")
@@ -95,7 +96,7 @@ def measure(args) -> dict:
     if args.measure == "train-grads-ready":
         for p in model.parameters():
             p.grad = torch.zeros_like(p)
-    fn = saliency if args.measure == "saliency" else train
+    fn = saliency if args.measure.startswith("saliency") else train
     peak = peak_above_now(fn)  # cold: nothing of an earlier pass is cached
     times = [float("nan")]
     for _ in range(args.repeats):
@@ -108,6 +109,7 @@ def measure(args) -> dict:
             "accumulator_bytes": sum(m.weight.numel() * 4 for m in targets.values())}
 
 
+KINDS = ("saliency", "saliency-checkpointed", "train", "train-grads-ready")
 FIXED_MMAP_THRESHOLD = {"MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
 
 
@@ -134,7 +136,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice); on a shared, "
                         "oversubscribed machine 1 avoids OpenMP threads waiting on each other in GPTQ's column loop")
     parser.add_argument("--skip-quantize", action="store_true", help="only saliency vs training step")
-    parser.add_argument("--measure", choices=["saliency", "train", "train-grads-ready"], help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=KINDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -144,22 +146,21 @@ def main(argv=None) -> int:
         print(json.dumps(measure(args)))
         return 0
 
-    default = {kind: run_child(args, kind, 0 if kind == "train-grads-ready" else args.repeats, {})
-               for kind in ("saliency", "train", "train-grads-ready")}
-    fixed = {kind: run_child(args, kind, 0, FIXED_MMAP_THRESHOLD) for kind in ("saliency", "train", "train-grads-ready")}
+    default = {kind: run_child(args, kind, 0 if kind == "train-grads-ready" else args.repeats, {}) for kind in KINDS}
+    fixed = {kind: run_child(args, kind, 0, FIXED_MMAP_THRESHOLD) for kind in KINDS}
     sal, train = default["saliency"], default["train"]
-    rows = [
-        "| measure | saliency | training step | ratio | goal |",
-        "|---|---|---|---|---|",
-        f"| time per batch | {sal['seconds']:.2f} s | {train['seconds']:.2f} s | "
-        f"{sal['seconds'] / train['seconds']:.2f}x | <= 2.5x |",
-    ]
+    rows = ["| measure | saliency | training step | ratio | goal |", "|---|---|---|---|---|"]
+    for kind, how in (("saliency", ""), ("saliency-checkpointed", ", saliency with activation checkpointing")):
+        rows.append(f"| time per batch{how} | {default[kind]['seconds']:.2f} s | {train['seconds']:.2f} s | "
+                    f"{default[kind]['seconds'] / train['seconds']:.2f}x | <= 2.5x |")
     for label, runs in (("glibc mmap threshold fixed at 64 KiB", fixed), ("glibc's default malloc", default)):
-        s_peak, ready_peak = runs["saliency"]["peak_bytes"], runs["train-grads-ready"]["peak_bytes"]
-        rows.append(f"| peak memory above the model, {label} | {mib(s_peak)} (fp32 accumulators "
-                    f"{mib(sal['accumulator_bytes'])}) | {mib(ready_peak)} without its weight gradients "
-                    f"({mib(runs['train']['peak_bytes'])} when the step allocates its "
-                    f"{mib(train['weight_grad_bytes'])} of them) | {s_peak / ready_peak:.2f}x | <= 1.3x |")
+        ready_peak = runs["train-grads-ready"]["peak_bytes"]
+        for kind, how in (("saliency", ""), ("saliency-checkpointed", "; saliency with activation checkpointing")):
+            s_peak = runs[kind]["peak_bytes"]
+            rows.append(f"| peak memory above the model, {label}{how} | {mib(s_peak)} (fp32 accumulators "
+                        f"{mib(sal['accumulator_bytes'])}) | {mib(ready_peak)} without its weight gradients "
+                        f"({mib(runs['train']['peak_bytes'])} when the step allocates its "
+                        f"{mib(train['weight_grad_bytes'])} of them) | {s_peak / ready_peak:.2f}x | <= 1.3x |")
     setting = (f"Llama-shaped, {sal['parameters'] / 1e6:.1f}M parameters ({args.layers if not args.quick else 2} "
                f"blocks), {sal['targets']} target layers; batch {args.batch_size} x {args.tokens} tokens; "
                f"calibration {args.samples} x {args.tokens}; threads {torch.get_num_threads()}")
