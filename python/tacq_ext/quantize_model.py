@@ -39,9 +39,9 @@ def rtn_quantize(W: torch.Tensor, bits: int, group_size: int):
     W = W.detach().float().contiguous()
     _, scale, zero = ops.quantize(W, bits, group_size)
     scale = storable_scale(scale)
-    glen = W.shape[1] // scale.shape[1]
-    codes = torch.round(W / scale.repeat_interleave(glen, dim=1)) + zero.repeat_interleave(glen, dim=1)
-    return codes.clamp_(0, 2**bits - 1).to(torch.uint8), scale, zero
+    groups = W.view(W.shape[0], scale.shape[1], -1)  # [N, G, group length]
+    codes = torch.round(groups / scale[..., None]) + zero[..., None]
+    return codes.clamp_(0, 2**bits - 1).to(torch.uint8).view_as(W), scale, zero
 
 
 def _rtn_weight(m: nn.Linear, cfg: TACQConfig) -> torch.Tensor:
