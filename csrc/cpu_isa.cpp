@@ -36,8 +36,7 @@ CpuIsa cpu_isa() {
 
 bool cpu_has_avx512_bf16() {
 #if defined(__x86_64__) || defined(__i386__)
-  static const bool hardware =
-      __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vbmi");
+  static const bool hardware = __builtin_cpu_supports("avx512bf16");
   return hardware && cpu_isa() == CpuIsa::kAvx512;
 #else
   return false;

@@ -31,10 +31,16 @@ def assert_close(y, ref, dtype):
     torch.testing.assert_close(y.cpu().float() / scale, ref / scale, rtol=rtol, atol=atol)
 
 
+# Beyond the edge cases, the shapes reach each way the AVX-512 lane kernels
+# (64-byte chunks of 256 2-bit / 128 4-bit codes, tiles of 4 rows) apply
+# group scales: groups of whole chunks (-1, 128/256, 512), several groups per
+# chunk (32, 64, and 320 = 5 x 64 with a part-filled last chunk), and groups
+# that straddle chunks (96).
 @pytest.mark.parametrize("bits", [2, 3, 4])
 @pytest.mark.parametrize("N,K,group_size", [(1, 1, -1), (5, 31, -1), (3, 33, 33), (8, 64, 32),
                                             (6, 100, -1), (4, 256, 128), (16, 4096, -1), (9, 4096, 128),
-                                            (2, 9000, -1)])  # K spans several L1 segments of x
+                                            (2, 9000, -1),  # K spans several L1 segments of x
+                                            (5, 288, 96), (7, 1024, 512), (4, 320, 64)])
 @pytest.mark.parametrize("M", [1, 3, 4, 5, 16])
 def test_matches_reference_fp32(cpu_isa, bits, N, K, group_size, M):
     packed, scale, zero, g = layer(N, K, bits, group_size, seed=N * K + bits)
@@ -43,6 +49,20 @@ def test_matches_reference_fp32(cpu_isa, bits, N, K, group_size, M):
     y = ops.mixed_gemv(x, packed, scale, zero, bits, group_size, *csr)
     assert y.shape == (M, N) and y.dtype == torch.float32
     assert_close(y, expected(x, packed, scale, zero, bits, group_size, csr), torch.float32)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("N,K,group_size", [(1, 32, -1), (4, 300, -1), (9, 4096, 128), (6, 1024, 512),
+                                            (5, 288, 96), (7, 320, 64), (3, 14336, -1)])
+@pytest.mark.parametrize("M", [1, 5, 16])
+def test_matches_reference_bf16(cpu_isa, bits, N, K, group_size, M):
+    """bf16 x: the vdpbf16ps kernel where the CPU has AVX-512 BF16."""
+    packed, scale, zero, g = layer(N, K, bits, group_size, seed=N * K + bits + 7)
+    csr = random_csr(N, K, 0.05, g)
+    x = torch.randn(M, K, generator=g).bfloat16()
+    y = ops.mixed_gemv(x, packed, scale, zero, bits, group_size, *csr)
+    assert y.shape == (M, N) and y.dtype == torch.bfloat16
+    assert_close(y, expected(x.float(), packed, scale, zero, bits, group_size, csr), torch.bfloat16)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -116,6 +136,14 @@ def _bad_csr(kind):
         row_ptr[-1] = 4
     elif kind == "start":
         row_ptr[0] = 1
+    elif kind in ("late_out_of_range", "unsorted_across_vector"):  # row 1 holds 20 entries
+        row_ptr = torch.tensor([0, 2, 22, 22, 23], dtype=torch.int32)
+        col_idx = torch.tensor([1, 5] + list(range(20, 40)) + [63], dtype=torch.int32)
+        values = torch.ones(23, dtype=torch.float16)
+        if kind == "late_out_of_range":
+            col_idx[20] = 64
+        else:  # entries 15 and 16 of the row: the last of one 16-entry vector, the first of the next
+            col_idx[18] = 40
     return row_ptr, col_idx, values
 
 
@@ -127,11 +155,16 @@ def _bad_csr(kind):
     ("end", r"row_ptr\[N\] must equal nnz"),
     ("decreasing", "row_ptr must be non-decreasing"),
     ("start", r"row_ptr\[0\] must be 0"),
+    ("late_out_of_range", r"col_idx\[20\] = 64 .* out of range"),
+    ("unsorted_across_vector", r"strictly increasing within a row, row 1 has 40 then 37"),
 ])
-def test_bad_csr(kind, match):
-    packed, scale, zero, _ = layer(4, 64, 2, -1)
+@pytest.mark.parametrize("bits", [2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bad_csr(cpu_isa, kind, match, bits, dtype):
+    """Every kernel checks the columns it reads (the op does not scan them first)."""
+    packed, scale, zero, _ = layer(4, 64, bits, -1)
     with pytest.raises(RuntimeError, match=match):
-        ops.mixed_gemv(torch.ones(1, 64), packed, scale, zero, 2, -1, *_bad_csr(kind))
+        ops.mixed_gemv(torch.ones(1, 64, dtype=dtype), packed, scale, zero, bits, -1, *_bad_csr(kind))
 
 
 @pytest.mark.parametrize("make, match", [

@@ -114,7 +114,7 @@ void check_scale_zero(const char* op, const at::Tensor& scale, const at::Tensor&
 
 void check_csr(const char* op, const at::Tensor& row_ptr, const at::Tensor& col_idx,
                const at::Tensor& values, const at::Tensor& packed, int64_t N, int64_t K,
-               bool check_content) {
+               bool check_rows) {
   check_same_device(op, "row_ptr", row_ptr, packed, "packed");
   check_same_device(op, "col_idx", col_idx, packed, "packed");
   check_same_device(op, "values", values, packed, "packed");
@@ -131,16 +131,20 @@ void check_csr(const char* op, const at::Tensor& row_ptr, const at::Tensor& col_
   const int64_t nnz = col_idx.size(0);
   check_size(op, "values", values, 0, nnz, "nnz (length of col_idx)");
   TORCH_CHECK(nnz <= INT32_MAX, "tacq.", op, ": nnz must fit int32, got ", nnz);
-  if (!check_content) return;
+  if (!check_rows) return;
 
   const int32_t* rp = row_ptr.data_ptr<int32_t>();
-  const int32_t* ci = col_idx.data_ptr<int32_t>();
   TORCH_CHECK(rp[0] == 0, "tacq.", op, ": row_ptr[0] must be 0, got ", rp[0]);
   TORCH_CHECK(rp[N] == nnz, "tacq.", op, ": row_ptr[N] must equal nnz = ", nnz, ", got ", rp[N]);
-  // Row pointers first (all of them), so the column scan below stays in bounds.
   for (int64_t n = 0; n < N; ++n)
     TORCH_CHECK(rp[n] <= rp[n + 1], "tacq.", op, ": row_ptr must be non-decreasing, row_ptr[", n,
                 "] = ", rp[n], " > row_ptr[", n + 1, "] = ", rp[n + 1]);
+}
+
+void check_csr_columns(const char* op, const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                       int64_t N, int64_t K) {
+  const int32_t* rp = row_ptr.data_ptr<int32_t>();
+  const int32_t* ci = col_idx.data_ptr<int32_t>();
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t i = rp[n]; i < rp[n + 1]; ++i) {
       TORCH_CHECK(ci[i] >= 0 && ci[i] < K, "tacq.", op, ": col_idx[", i, "] = ", ci[i],
@@ -234,7 +238,7 @@ PackedShape check_mixed_gemv_args(const char* op, const at::Tensor& x, const at:
   check_same_device(op, "x", x, packed, "packed");
   shape.G = check_group_size(op, group_size, K, &shape.group_len);
   check_scale_zero(op, scale, zero, packed, shape.N, shape.G);
-  check_csr(op, row_ptr, col_idx, values, packed, shape.N, K, /*check_content=*/x.is_cpu());
+  check_csr(op, row_ptr, col_idx, values, packed, shape.N, K, /*check_rows=*/x.is_cpu());
   return shape;
 }
 

@@ -42,12 +42,17 @@ void check_scale_zero(const char* op, const at::Tensor& scale, const at::Tensor&
                       const at::Tensor& packed, int64_t N, int64_t G);
 
 // CSR residual: row_ptr int32 [N+1], col_idx int32 [nnz], values fp16 [nnz],
-// contiguous, on packed's device. When `check_content` (the tensors are on the
-// CPU) also checks row_ptr[0] == 0, non-decreasing, row_ptr[N] == nnz, and
-// column indices in [0, K) strictly increasing within each row.
+// contiguous, on packed's device. When `check_rows` (the tensors are on the
+// CPU) also checks row_ptr[0] == 0, non-decreasing, row_ptr[N] == nnz: O(N).
 void check_csr(const char* op, const at::Tensor& row_ptr, const at::Tensor& col_idx,
                const at::Tensor& values, const at::Tensor& packed, int64_t N, int64_t K,
-               bool check_content);
+               bool check_rows);
+
+// CSR columns (CPU, rows already checked): in [0, K) and strictly increasing
+// within each row; the error names the first bad entry. O(nnz): the CPU
+// kernels check columns as they read them and call this only to report.
+void check_csr_columns(const char* op, const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                       int64_t N, int64_t K);
 
 // codes: uint8 [N, K] with K >= 1 and every code < 2^bits. Reads the maximum
 // code (a device sync for CUDA tensors: pack runs at load time, not per token).

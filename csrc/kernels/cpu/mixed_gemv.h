@@ -5,7 +5,9 @@
 //            + sum_{i in row n of R} values[i] * x[m, col_idx[i]]
 // so the inner loop only unpacks codes and multiply-adds; the residual of a row
 // is applied right after its dense part, in the same pass over the rows.
-// One variant per ISA (mixed_gemv_{generic,avx2,avx512}.cpp), chosen by the caller.
+// One variant per ISA (mixed_gemv_{generic,avx2,avx512,avx512bf16}.cpp), chosen
+// by the caller; the AVX-512 ones for 2 and 4 bits read x in lane order
+// (mixed_gemv_lanes.h).
 #pragma once
 
 #include <cstdint>
@@ -20,35 +22,71 @@ struct GemvProblem {
   const float* zero;        // [N, G]
   const float* x;           // [M, Kp] fp32, zero-padded past K, 64-byte aligned rows
   const float* xsum;        // [M, G] sum of x over each group
-  const uint16_t* x_bf16;   // [M, Kp] bf16 bit patterns in bf16_lane_code() order, or
-                            // nullptr; only the bf16 kernel reads it
-  const int32_t* row_ptr;   // [N+1]
-  const int32_t* col_idx;   // [nnz], in [0, K)
+  const void* x_lanes;      // [M, Kc] x in the lane order of a lane kernel (LaneOrder
+                            // below, fp32 or bf16), or nullptr; only lane kernels read it
+  const int32_t* row_ptr;   // [N+1], checked: 0 = row_ptr[0] <= ... <= row_ptr[N] = nnz
+  const int32_t* col_idx;   // [nnz], NOT checked: kernels skip rows whose columns are
+                            // out of [0, K) or not strictly increasing, and report it
   const uint16_t* values;   // [nnz] fp16 bit patterns
-  int64_t M, N, K, Kp;      // Kp = ceil(K/32)*32
+  int64_t M, N, K, Kp, Kc;  // Kp = ceil(K/32)*32; Kc = row length of x_lanes
   int64_t group_len;        // K for whole rows, else a multiple of 32
   int bits;
   float* y;                 // [M, N] fp32 out
 };
 
-// The bf16 kernel (mixed_gemv_avx512bf16.cpp) pairs lane l of a 32-code block
-// with code bf16_lane_code(bits, l) of the block, so x is staged in that order.
-// 2-bit: identity. 4-bit: the block's two 64-bit halves sit in alternate
-// qwords of the register, lanes 4q..4q+3 reading qword q.
-static inline int bf16_lane_code(int bits, int lane) {
-  if (bits != 4) return lane;
-  const int a = lane / 8, b = (lane / 4) & 1, r = lane & 3;
-  return 16 * b + 4 * a + r;
+// Lane order. A lane kernel loads 64 bytes of a packed row (a chunk of
+// 512/bits codes) into one vector of `lane_bits`-bit lanes; lane L holds codes
+// [L*cpl, (L+1)*cpl) of the chunk, cpl = lane_bits/bits codes per lane (2- and
+// 4-bit codes never straddle a lane). Step i of the chunk shifts code i of
+// every lane into place at once, so x is staged with x[chunk start + L*cpl + i]
+// at position chunk start + i*lanes + L.
+struct LaneOrder {
+  int bits, lane_bits;
+  int64_t chunk_codes() const { return 512 / bits; }
+  int64_t lanes() const { return 512 / lane_bits; }
+  int64_t codes_per_lane() const { return lane_bits / bits; }
+  int64_t staged_length(int64_t Kp) const { return (Kp + chunk_codes() - 1) / chunk_codes() * chunk_codes(); }
+};
+
+// Output rows [row_begin, row_end). Returns false if some row's residual was
+// skipped because its columns are invalid (see col_idx above).
+using GemvRowsFn = bool (*)(const GemvProblem& p, int64_t row_begin, int64_t row_end);
+
+// A kernel and the x it reads: lane_bits 0 = natural fp32 x only.
+struct GemvKernel {
+  GemvRowsFn rows;
+  int lane_bits;
+};
+namespace generic { bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t); }
+namespace avx2 { bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t); }
+// fp32 lanes for bits 2 and 4; bits 3 reads natural x.
+namespace avx512 {
+bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t);
+constexpr int kLaneBits = 32;
+}
+// bf16 lanes (vdpbf16ps), bits 2 and 4 only; needs AVX-512 BF16.
+namespace avx512bf16 {
+bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t);
+constexpr int kLaneBits = 16;
 }
 
-// bits for which the bf16 kernel exists.
-static inline bool bf16_kernel_supports(int bits) { return bits == 2 || bits == 4; }
-
-// Output rows [row_begin, row_end).
-using GemvRowsFn = void (*)(const GemvProblem& p, int64_t row_begin, int64_t row_end);
-namespace generic { void mixed_gemv_rows(const GemvProblem&, int64_t, int64_t); }
-namespace avx2 { void mixed_gemv_rows(const GemvProblem&, int64_t, int64_t); }
-namespace avx512 { void mixed_gemv_rows(const GemvProblem&, int64_t, int64_t); }
-namespace avx512bf16 { void mixed_gemv_rows(const GemvProblem&, int64_t, int64_t); }
+// Adds row n's residual, sum_i values[i] * x[m0 + j, col_idx[i]], to out[j]
+// for j < rows. Returns false, adding nothing, if a column is outside [0, K)
+// or the row's columns are not strictly increasing.
+template <typename HalfToFloat>
+inline bool add_residual_row(const GemvProblem& p, int64_t n, int64_t m0, int64_t rows, float* out,
+                             HalfToFloat half_to_float) {
+  const int32_t begin = p.row_ptr[n], end = p.row_ptr[n + 1];
+  int32_t previous = -1;
+  for (int32_t i = begin; i < end; ++i) {
+    if (p.col_idx[i] <= previous || p.col_idx[i] >= p.K) return false;
+    previous = p.col_idx[i];
+  }
+  for (int32_t i = begin; i < end; ++i) {
+    const float v = half_to_float(p.values[i]);
+    for (int64_t j = 0; j < rows; ++j) out[j] += v * p.x[(m0 + j) * p.Kp + p.col_idx[i]];
+  }
+  return true;
+}
 
 }  // namespace tacq::cpu

@@ -21,11 +21,12 @@ static float half_bits_to_float(uint16_t h) {
 }
 
 template <int kBits>
-static void gemv_rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
+static bool gemv_rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
   constexpr uint32_t kMask = (1u << kBits) - 1u;
   const int64_t blocks = p.Kp / 32, words_per_row = blocks * kBits;
   const int64_t G = p.K / p.group_len;
   const int64_t blocks_per_group = p.group_len == p.K ? blocks : p.group_len / 32;
+  bool residual_ok = true;
   for (int64_t n = row_begin; n < row_end; ++n) {
     const uint32_t* row = p.packed + n * words_per_row;
     float dot[kGemvMaxRows] = {0.f};
@@ -53,19 +54,17 @@ static void gemv_rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_
         dot[m] += s * (sum - z * p.xsum[m * G + g]);
       }
     }
-    for (int32_t i = p.row_ptr[n]; i < p.row_ptr[n + 1]; ++i) {
-      const float v = half_bits_to_float(p.values[i]);
-      for (int64_t m = 0; m < p.M; ++m) dot[m] += v * p.x[m * p.Kp + p.col_idx[i]];
-    }
+    residual_ok &= add_residual_row(p, n, 0, p.M, dot, half_bits_to_float);
     for (int64_t m = 0; m < p.M; ++m) p.y[m * p.N + n] = dot[m];
   }
+  return residual_ok;
 }
 
-void mixed_gemv_rows(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
+bool mixed_gemv_rows(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
   switch (p.bits) {
     case 2: return gemv_rows_bits<2>(p, row_begin, row_end);
     case 3: return gemv_rows_bits<3>(p, row_begin, row_end);
     case 4: return gemv_rows_bits<4>(p, row_begin, row_end);
   }
-  // bits is validated by the caller (tacq::check_bits).
+  return true;  // bits is validated by the caller (tacq::check_bits)
 }

@@ -1,10 +1,13 @@
-// CPU entry point of tacq.mixed_gemv: checks (CSR content included), x staged
-// once as zero-padded fp32 rows plus its per-group sums, threads over output
-// rows, ISA dispatch, and the TORCH_LIBRARY_IMPL registration.
+// CPU entry point of tacq.mixed_gemv: checks (CSR columns are checked by the
+// kernels as they read them), x staged once as zero-padded fp32 rows plus its
+// per-group sums (and in lane order for the AVX-512 lane kernels), threads over
+// output rows, ISA dispatch, and the TORCH_LIBRARY_IMPL registration.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include <atomic>
 
 #include "../../kernels/cpu/mixed_gemv.h"
 #include "tacq/cpu_isa.h"
@@ -13,22 +16,28 @@
 namespace tacq {
 namespace {
 
-cpu::GemvRowsFn gemv_kernel_for(CpuIsa isa) {
+// The kernel for this call: the AVX-512 lane kernels read x in lane order
+// (bf16 lanes for bf16 x where the CPU multiplies bf16), the others natural x.
+cpu::GemvKernel gemv_kernel_for(CpuIsa isa, int64_t bits, at::ScalarType x_dtype) {
   switch (isa) {
-    case CpuIsa::kAvx512: return &cpu::avx512::mixed_gemv_rows;
-    case CpuIsa::kAvx2: return &cpu::avx2::mixed_gemv_rows;
-    case CpuIsa::kGeneric: return &cpu::generic::mixed_gemv_rows;
+    case CpuIsa::kAvx512:
+      if (bits == 3) return {&cpu::avx512::mixed_gemv_rows, 0};
+      if (x_dtype == at::kBFloat16 && cpu_has_avx512_bf16())
+        return {&cpu::avx512bf16::mixed_gemv_rows, cpu::avx512bf16::kLaneBits};
+      return {&cpu::avx512::mixed_gemv_rows, cpu::avx512::kLaneBits};
+    case CpuIsa::kAvx2: return {&cpu::avx2::mixed_gemv_rows, 0};
+    case CpuIsa::kGeneric: return {&cpu::generic::mixed_gemv_rows, 0};
   }
   TORCH_CHECK(false, "tacq.mixed_gemv: no kernel for CPU ISA ", static_cast<int>(isa));
 }
 
-// x [M,K] -> xs fp32 [M,Kp] zero-padded, xsum [M,G] (sum of xs over each
-// group), and, if x_bf16 is defined, x as bf16 [M,Kp] in bf16_lane_code order.
+// x [M,K] (any strides) -> xs fp32 [M,Kp] zero-padded and xsum [M,G] (sum of
+// xs over each group).
 template <typename T>
-void stage_activations(const at::Tensor& x, int64_t K, int64_t Kp, int64_t group_len, int bits,
-                       at::Tensor& xs, at::Tensor& xsum, at::Tensor& x_bf16) {
+void stage_activations(const at::Tensor& x, int64_t K, int64_t Kp, int64_t group_len, at::Tensor& xs,
+                       at::Tensor& xsum) {
   const int64_t M = x.size(0), G = K / group_len;
-  const auto src = x.accessor<T, 2>();  // any strides
+  const auto src = x.accessor<T, 2>();
   float* dst = xs.data_ptr<float>();
   float* sums = xsum.data_ptr<float>();
   for (int64_t m = 0; m < M; ++m) {
@@ -40,11 +49,24 @@ void stage_activations(const at::Tensor& x, int64_t K, int64_t Kp, int64_t group
       for (int64_t k = g * group_len; k < (g + 1) * group_len; ++k) sum += row[k];
       sums[m * G + g] = sum;
     }
-    if (!x_bf16.defined()) continue;
-    at::BFloat16* out = x_bf16.data_ptr<at::BFloat16>() + m * Kp;
-    for (int64_t block = 0; block < Kp; block += 32)
-      for (int lane = 0; lane < 32; ++lane)
-        out[block + lane] = static_cast<at::BFloat16>(row[block + cpu::bf16_lane_code(bits, lane)]);
+  }
+}
+
+// xs [M,Kp] -> x_lanes [M,Kc] in `order`, as fp32 or bf16 (exact for the bf16
+// x it is used with), zero-padded.
+template <typename T>
+void stage_lanes(const at::Tensor& xs, const cpu::LaneOrder& order, at::Tensor& x_lanes) {
+  const int64_t M = xs.size(0), Kp = xs.size(1), Kc = x_lanes.size(1);
+  const int64_t chunk = order.chunk_codes(), lanes = order.lanes(), codes_per_lane = order.codes_per_lane();
+  for (int64_t m = 0; m < M; ++m) {
+    const float* src = xs.data_ptr<float>() + m * Kp;
+    T* dst = x_lanes.data_ptr<T>() + m * Kc;
+    for (int64_t c0 = 0; c0 < Kc; c0 += chunk)
+      for (int64_t lane = 0; lane < lanes; ++lane)
+        for (int64_t i = 0; i < codes_per_lane; ++i) {
+          const int64_t k = c0 + lane * codes_per_lane + i;
+          dst[c0 + i * lanes + lane] = static_cast<T>(k < Kp ? src[k] : 0.f);
+        }
   }
 }
 
@@ -58,30 +80,42 @@ at::Tensor mixed_gemv_cpu(const at::Tensor& x, const at::Tensor& packed, const a
   const int64_t M = x.size(0), K = x.size(1);
 
   const int64_t Kp = (K + 31) / 32 * 32;
-  // bf16 activations on a CPU with AVX-512 BF16: the kernel multiplies bf16
-  // pairs directly, with x staged in its lane order (exact: bf16 -> fp32 sums).
-  const bool use_bf16 = x.scalar_type() == at::kBFloat16 && cpu_has_avx512_bf16() &&
-                        cpu::bf16_kernel_supports(static_cast<int>(bits));
   at::Tensor xs = at::empty({M, Kp}, x.options().dtype(at::kFloat));
   at::Tensor xsum = at::empty({M, G}, x.options().dtype(at::kFloat));
-  at::Tensor x_bf16 = use_bf16 ? at::empty({M, Kp}, x.options().dtype(at::kBFloat16)) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "tacq_stage_x", [&] {
-    stage_activations<scalar_t>(x, K, Kp, group_len, static_cast<int>(bits), xs, xsum, x_bf16);
+    stage_activations<scalar_t>(x, K, Kp, group_len, xs, xsum);
   });
+  const cpu::GemvKernel kernel = gemv_kernel_for(cpu_isa(), bits, x.scalar_type());
+  at::Tensor x_lanes;
+  int64_t Kc = 0;
+  if (kernel.lane_bits != 0) {
+    const cpu::LaneOrder order{static_cast<int>(bits), kernel.lane_bits};
+    Kc = order.staged_length(Kp);
+    const bool bf16 = kernel.lane_bits == 16;
+    x_lanes = at::empty({M, Kc}, x.options().dtype(bf16 ? at::kBFloat16 : at::kFloat));
+    if (bf16) stage_lanes<at::BFloat16>(xs, order, x_lanes);
+    else stage_lanes<float>(xs, order, x_lanes);
+  }
   const at::Tensor scale32 = scale.to(at::kFloat).contiguous(), zero32 = zero.to(at::kFloat).contiguous();
   at::Tensor y = at::empty({M, N}, x.options().dtype(at::kFloat));
   const cpu::GemvProblem problem{
       reinterpret_cast<const uint32_t*>(packed.data_ptr<int32_t>()), scale32.data_ptr<float>(),
       zero32.data_ptr<float>(), xs.data_ptr<float>(), xsum.data_ptr<float>(),
-      use_bf16 ? reinterpret_cast<const uint16_t*>(x_bf16.data_ptr<at::BFloat16>()) : nullptr,
-      row_ptr.data_ptr<int32_t>(), col_idx.data_ptr<int32_t>(),
-      reinterpret_cast<const uint16_t*>(values.data_ptr<at::Half>()), M, N, K, Kp, group_len,
-      static_cast<int>(bits), y.data_ptr<float>()};
-  const cpu::GemvRowsFn kernel = use_bf16 ? &cpu::avx512bf16::mixed_gemv_rows : gemv_kernel_for(cpu_isa());
+      x_lanes.defined() ? x_lanes.data_ptr() : nullptr, row_ptr.data_ptr<int32_t>(),
+      col_idx.data_ptr<int32_t>(), reinterpret_cast<const uint16_t*>(values.data_ptr<at::Half>()),
+      M, N, K, Kp, Kc, group_len, static_cast<int>(bits), y.data_ptr<float>()};
   // ~64 KiB of packed codes per task keeps scheduling overhead negligible.
   const int64_t row_bytes = Kp / 32 * bits * 4;
   const int64_t grain = std::max<int64_t>(1, (64 << 10) / row_bytes);
-  at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) { kernel(problem, begin, end); });
+  std::atomic<bool> residual_ok{true};
+  at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
+    if (!kernel.rows(problem, begin, end)) residual_ok = false;
+  });
+  // The kernels check residual columns as they read them; the full check
+  // names the offending entry.
+  if (!residual_ok) check_csr_columns("mixed_gemv", row_ptr, col_idx, N, K);
+  TORCH_CHECK(residual_ok, "tacq.mixed_gemv: internal error: a kernel rejected residual columns ",
+              "that pass check_csr_columns");
   return x.scalar_type() == at::kFloat ? y : y.to(x.scalar_type());
 }
 

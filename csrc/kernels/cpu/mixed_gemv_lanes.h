@@ -1,0 +1,233 @@
+// AVX-512 lane kernel of tacq.mixed_gemv for 2- and 4-bit codes (layout and
+// algebra in mixed_gemv.h), included inside namespace tacq::cpu::<isa> by
+// mixed_gemv_avx512.cpp (fp32 lanes, vfmadd) and mixed_gemv_avx512bf16.cpp
+// (bf16 lanes, vdpbf16ps), each of which first defines `struct Lanes`:
+//   Lanes::Elem, kLaneBits, kMantissaBits, kOneBits (1.0 in every lane),
+//   shift<s>(v) (s > 0 left, s < 0 right, per lane), madd(acc, q, xv).
+// No includes (the including file brings <immintrin.h>, <utility>, <vector>).
+//
+// Data layout. A packed row is read 64 bytes (one chunk, C = 512/bits codes)
+// at a time into one vector; lane L holds codes [L*cpl, (L+1)*cpl), cpl =
+// kLaneBits/bits. x is staged in the matching LaneOrder (mixed_gemv.h).
+//
+// Mapping: a register tile of kR = 4 output rows (1 for the last N % 4; the
+// caller splits rows across threads) by kM <= 4 activation rows, one
+// accumulator each. Step i of a chunk moves code i of all lanes to mantissa
+// bits [kMantissaBits - bits, kMantissaBits) with one immediate shift, and one
+// vpternlogd masks it and ORs in the bits of 1.0, giving 1 + code/2^bits
+// exactly: 2 integer instructions and one multiply-add per vector of weights,
+// each decode shared by kM activation rows and each x load by kR rows. With
+// acc = sum (1 + code/2^bits) x over a group,
+//   sum code*x = 2^bits * (acc - xsum),
+// so a group adds 2^bits*scale*acc to y, and the zero-point term
+// sum_g scale*(2^bits + zero)*xsum is subtracted once per row. fp32 accumulator
+// lane p covers codes [p*C/16, (p+1)*C/16) of a chunk, so when groups are not
+// whole chunks, a chunk is scaled by a per-lane vector of group scales.
+// The row's CSR residual (16 entries per step, gathered) follows its dense part.
+
+template <int kBits>
+struct ChunkShape {
+  static constexpr int kCodesPerLane = Lanes::kLaneBits / kBits;  // steps per chunk
+  static constexpr int kLanes = 512 / Lanes::kLaneBits;           // x elements per step
+  static constexpr int kCodes = 512 / kBits;                      // codes per chunk
+  static constexpr int kWords = 16;                               // packed words per chunk
+};
+
+// Weights 1 + code/2^bits for code `kStep` of every lane of `words`.
+template <int kBits, int kStep>
+inline __m512i decode_step(__m512i words) {
+  constexpr int kCodeBit = Lanes::kMantissaBits - kBits;
+  constexpr int32_t kLaneMask = ((1 << kBits) - 1) << kCodeBit;
+  const __m512i mask = _mm512_set1_epi32(Lanes::kLaneBits == 32 ? kLaneMask : kLaneMask * 0x10001);
+  const __m512i shifted = Lanes::template shift<kCodeBit - kStep * kBits>(words);
+  return _mm512_ternarylogic_epi32(shifted, mask, _mm512_set1_epi32(Lanes::kOneBits), 0xEA);  // (v & mask) | one
+}
+
+// How group scales apply to chunks, fixed per call (group_scaling below).
+struct GroupScaling {
+  enum Mode { kWholeChunks, kChunkHoldsGroups, kAnyGroups } mode;
+  int64_t chunks_per_group;    // kWholeChunks: every chunk lies in one group
+  int64_t groups_per_chunk;    // kChunkHoldsGroups: whole groups per chunk ...
+  __m512i group_of_lane;       // ... accumulator lane p is in group c*groups_per_chunk + this
+  const int32_t* lane_group;   // kAnyGroups: [chunks][16] group of lane p of chunk c
+};
+
+// Per-accumulator-lane 2^bits * scale of chunk c (one row's scale).
+inline __m512 lane_scales(const GroupScaling& gs, const float* scale, int64_t G, int64_t c, __m512 step) {
+  switch (gs.mode) {
+    case GroupScaling::kWholeChunks:
+      return _mm512_mul_ps(step, _mm512_set1_ps(scale[c / gs.chunks_per_group]));
+    case GroupScaling::kChunkHoldsGroups: {
+      const int64_t g0 = c * gs.groups_per_chunk;  // a padded last chunk may hold fewer groups
+      const int64_t live = G - g0 < gs.groups_per_chunk ? G - g0 : gs.groups_per_chunk;
+      const __m512 s = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << live) - 1u), scale + g0);
+      return _mm512_mul_ps(step, _mm512_permutexvar_ps(gs.group_of_lane, s));
+    }
+    case GroupScaling::kAnyGroups:
+      return _mm512_mul_ps(step, _mm512_i32gather_ps(_mm512_loadu_si512(gs.lane_group + c * 16), scale, 4));
+  }
+  return step;  // not reached
+}
+
+// sum_g scale[g] * (2^bits + zero[g]) * xsum[g], 16 groups per step.
+inline float zero_point_term(const float* scale, const float* zero, const float* xsum, int64_t G,
+                             float step) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t g = 0; g < G; g += 16) {
+    const __mmask16 live = G - g >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                       : static_cast<__mmask16>((1u << (G - g)) - 1u);
+    const __m512 s = _mm512_maskz_loadu_ps(live, scale + g);
+    const __m512 sz = _mm512_mul_ps(s, _mm512_add_ps(_mm512_set1_ps(step), _mm512_maskz_loadu_ps(live, zero + g)));
+    acc = _mm512_fmadd_ps(sz, _mm512_maskz_loadu_ps(live, xsum + g), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+// add_residual_row (mixed_gemv.h) 16 entries at a time: columns checked with
+// two vector compares, x gathered only at valid columns.
+template <int kM>
+inline bool add_residual_row_avx512(const GemvProblem& p, int64_t n, int64_t m0, float* out) {
+  const int32_t begin = p.row_ptr[n], end = p.row_ptr[n + 1];
+  const __m512i K = _mm512_set1_epi32(static_cast<int32_t>(p.K));
+  __m512i previous = _mm512_set1_epi32(-1);  // lane 15: the last column seen
+  __m512 acc[kM];
+  for (int j = 0; j < kM; ++j) acc[j] = _mm512_setzero_ps();
+  for (int32_t i = begin; i < end; i += 16) {
+    const __mmask16 live = end - i >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                         : static_cast<__mmask16>((1u << (end - i)) - 1u);
+    const __m512i cols = _mm512_maskz_loadu_epi32(live, p.col_idx + i);
+    const __m512i before = _mm512_alignr_epi32(cols, previous, 15);  // column of entry i-1 per lane
+    const __mmask16 bad = _mm512_mask_cmple_epi32_mask(live, cols, before) |
+                          _mm512_mask_cmpge_epi32_mask(live, cols, K);
+    if (bad) return false;
+    previous = cols;
+    const __m512 v = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(live, p.values + i));
+    for (int j = 0; j < kM; ++j) {
+      const __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, cols, p.x + (m0 + j) * p.Kp, 4);
+      acc[j] = _mm512_fmadd_ps(v, xv, acc[j]);
+    }
+  }
+  for (int j = 0; j < kM; ++j) out[j] += _mm512_reduce_add_ps(acc[j]);
+  return true;
+}
+
+// y[m0 .. m0+kM) of output rows n0 .. n0+kR: dense part + residual.
+template <int kBits, int kR, int kM>
+bool lane_tile(const GemvProblem& p, const GroupScaling& gs, int64_t n0, int64_t m0) {
+  using Shape = ChunkShape<kBits>;
+  using Elem = typename Lanes::Elem;
+  const int64_t row_words = p.Kp / 32 * kBits, G = p.K / p.group_len;
+  const int64_t chunks = (row_words + Shape::kWords - 1) / Shape::kWords;
+  const uint32_t* rows[kR];
+  for (int r = 0; r < kR; ++r) rows[r] = p.packed + (n0 + r) * row_words;
+  const Elem* x[kM];
+  for (int j = 0; j < kM; ++j) x[j] = static_cast<const Elem*>(p.x_lanes) + (m0 + j) * p.Kc;
+  const int tail_words = static_cast<int>(row_words - (chunks - 1) * Shape::kWords);
+  const __mmask16 tail_mask = static_cast<__mmask16>((1u << tail_words) - 1u);
+  const __m512 step_scale = _mm512_set1_ps(static_cast<float>(1 << kBits));
+
+  __m512 y[kR][kM], acc[kR][kM];
+  for (int r = 0; r < kR; ++r)
+    for (int j = 0; j < kM; ++j) y[r][j] = acc[r][j] = _mm512_setzero_ps();
+  auto flush = [&](int64_t c) {  // y += lane scales * acc; acc reset
+    for (int r = 0; r < kR; ++r) {
+      const __m512 s = lane_scales(gs, p.scale + (n0 + r) * G, G, c, step_scale);
+      for (int j = 0; j < kM; ++j) {
+        y[r][j] = _mm512_fmadd_ps(s, acc[r][j], y[r][j]);
+        acc[r][j] = _mm512_setzero_ps();
+      }
+    }
+  };
+  for (int64_t c = 0; c < chunks; ++c) {
+    __m512i words[kR];
+    // The same chunk of the next tile's rows: the hardware prefetcher alone
+    // leaves the 4 interleaved row streams of a tile latency-bound.
+    for (int r = 0; r < kR; ++r)
+      _mm_prefetch(reinterpret_cast<const char*>(rows[r] + kR * row_words + c * Shape::kWords), _MM_HINT_T0);
+    for (int r = 0; r < kR; ++r)
+      words[r] = c + 1 < chunks ? _mm512_loadu_si512(rows[r] + c * Shape::kWords)
+                                : _mm512_maskz_loadu_epi32(tail_mask, rows[r] + c * Shape::kWords);
+    const int64_t x_offset = c * Shape::kCodes;
+    // All steps unrolled, accumulators in registers (hence always_inline).
+    [&]<int... kStep>(std::integer_sequence<int, kStep...>) __attribute__((always_inline)) {
+      (
+          [&]() __attribute__((always_inline)) {
+            __m512i xv[kM];
+            for (int j = 0; j < kM; ++j) xv[j] = _mm512_load_si512(x[j] + x_offset + kStep * Shape::kLanes);
+            for (int r = 0; r < kR; ++r) {
+              const __m512i q = decode_step<kBits, kStep>(words[r]);
+              for (int j = 0; j < kM; ++j) acc[r][j] = Lanes::madd(acc[r][j], q, xv[j]);
+            }
+          }(),
+          ...);
+    }(std::make_integer_sequence<int, Shape::kCodesPerLane>{});
+    const bool group_ends = gs.mode != GroupScaling::kWholeChunks || (c + 1) % gs.chunks_per_group == 0 ||
+                            c + 1 == chunks;
+    if (group_ends) flush(c);
+  }
+  bool residual_ok = true;
+  for (int r = 0; r < kR; ++r) {
+    const int64_t n = n0 + r;
+    float out[kM];
+    for (int j = 0; j < kM; ++j)
+      out[j] = _mm512_reduce_add_ps(y[r][j]) -
+               zero_point_term(p.scale + n * G, p.zero + n * G, p.xsum + (m0 + j) * G, G,
+                               static_cast<float>(1 << kBits));
+    residual_ok &= add_residual_row_avx512<kM>(p, n, m0, out);
+    for (int j = 0; j < kM; ++j) p.y[(m0 + j) * p.N + n] = out[j];
+  }
+  return residual_ok;
+}
+
+// How the group scales of a call apply to chunks; `lane_group` ([chunks][16])
+// is filled only in kAnyGroups mode and may be null to just ask the mode.
+template <int kBits>
+GroupScaling group_scaling(const GemvProblem& p, int32_t* lane_group, int64_t chunks) {
+  constexpr int64_t kCodes = ChunkShape<kBits>::kCodes, kLaneCodes = kCodes / 16;
+  const int64_t G = p.K / p.group_len;
+  GroupScaling gs{GroupScaling::kAnyGroups, 0, 0, _mm512_setzero_si512(), lane_group};
+  if (G == 1 || p.group_len % kCodes == 0) {
+    gs.mode = GroupScaling::kWholeChunks;
+    gs.chunks_per_group = G == 1 ? chunks : p.group_len / kCodes;
+  } else if (kCodes % p.group_len == 0) {
+    gs.mode = GroupScaling::kChunkHoldsGroups;
+    gs.groups_per_chunk = kCodes / p.group_len;
+    alignas(64) int32_t group_of_lane[16];
+    for (int lane = 0; lane < 16; ++lane) group_of_lane[lane] = static_cast<int32_t>(lane * kLaneCodes / p.group_len);
+    gs.group_of_lane = _mm512_load_si512(group_of_lane);
+  } else if (lane_group != nullptr) {
+    for (int64_t c = 0; c < chunks; ++c)
+      for (int64_t lane = 0; lane < 16; ++lane) {
+        const int64_t g = (c * kCodes + lane * kLaneCodes) / p.group_len;  // codes past K: last group
+        lane_group[c * 16 + lane] = static_cast<int32_t>(g < G ? g : G - 1);
+      }
+  }
+  return gs;
+}
+
+template <int kBits, int kR>
+bool lane_tiles(const GemvProblem& p, const GroupScaling& gs, int64_t n0) {
+  bool ok = true;
+  int64_t m0 = 0;
+  for (; m0 + 4 <= p.M; m0 += 4) ok &= lane_tile<kBits, kR, 4>(p, gs, n0, m0);
+  switch (p.M - m0) {
+    case 3: ok &= lane_tile<kBits, kR, 3>(p, gs, n0, m0); break;
+    case 2: ok &= lane_tile<kBits, kR, 2>(p, gs, n0, m0); break;
+    case 1: ok &= lane_tile<kBits, kR, 1>(p, gs, n0, m0); break;
+    default: break;  // M was a multiple of 4
+  }
+  return ok;
+}
+
+template <int kBits>
+bool lane_rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
+  const int64_t chunks = (p.Kp / 32 * kBits + 15) / 16;
+  std::vector<int32_t> lane_group;
+  if (group_scaling<kBits>(p, nullptr, chunks).mode == GroupScaling::kAnyGroups) lane_group.resize(chunks * 16);
+  const GroupScaling gs = group_scaling<kBits>(p, lane_group.data(), chunks);
+  bool ok = true;
+  int64_t n = row_begin;
+  for (; n + 4 <= row_end; n += 4) ok &= lane_tiles<kBits, 4>(p, gs, n);
+  for (; n < row_end; ++n) ok &= lane_tiles<kBits, 1>(p, gs, n);
+  return ok;
+}
