@@ -32,42 +32,49 @@ cpu::GemvKernel gemv_kernel_for(CpuIsa isa, int64_t bits, at::ScalarType x_dtype
 }
 
 // x [M,K] (any strides) -> xs fp32 [M,Kp] zero-padded and xsum [M,G] (sum of
-// xs over each group).
+// xs over each group), one thread per activation row.
 template <typename T>
 void stage_activations(const at::Tensor& x, int64_t K, int64_t Kp, int64_t group_len, at::Tensor& xs,
                        at::Tensor& xsum) {
   const int64_t M = x.size(0), G = K / group_len;
   const auto src = x.accessor<T, 2>();
-  float* dst = xs.data_ptr<float>();
-  float* sums = xsum.data_ptr<float>();
-  for (int64_t m = 0; m < M; ++m) {
-    float* row = dst + m * Kp;
-    for (int64_t k = 0; k < K; ++k) row[k] = static_cast<float>(src[m][k]);
-    for (int64_t k = K; k < Kp; ++k) row[k] = 0.f;
-    for (int64_t g = 0; g < G; ++g) {
-      float sum = 0.f;
-      for (int64_t k = g * group_len; k < (g + 1) * group_len; ++k) sum += row[k];
-      sums[m * G + g] = sum;
+  at::parallel_for(0, M, 1, [&](int64_t m_begin, int64_t m_end) {
+    for (int64_t m = m_begin; m < m_end; ++m) {
+      float* row = xs.data_ptr<float>() + m * Kp;
+      for (int64_t k = 0; k < K; ++k) row[k] = static_cast<float>(src[m][k]);
+      for (int64_t k = K; k < Kp; ++k) row[k] = 0.f;
+      for (int64_t g = 0; g < G; ++g) {
+        float partial[8] = {0.f};  // independent adds: no serial dependency chain
+        int64_t k = g * group_len;
+        for (; k + 8 <= (g + 1) * group_len; k += 8)
+          for (int i = 0; i < 8; ++i) partial[i] += row[k + i];
+        for (; k < (g + 1) * group_len; ++k) partial[0] += row[k];
+        float sum = 0.f;
+        for (float v : partial) sum += v;
+        xsum.data_ptr<float>()[m * G + g] = sum;
+      }
     }
-  }
+  });
 }
 
 // xs [M,Kp] -> x_lanes [M,Kc] in `order`, as fp32 or bf16 (exact for the bf16
-// x it is used with), zero-padded.
+// x it is used with), zero-padded; one thread per activation row.
 template <typename T>
 void stage_lanes(const at::Tensor& xs, const cpu::LaneOrder& order, at::Tensor& x_lanes) {
   const int64_t M = xs.size(0), Kp = xs.size(1), Kc = x_lanes.size(1);
   const int64_t chunk = order.chunk_codes(), lanes = order.lanes(), codes_per_lane = order.codes_per_lane();
-  for (int64_t m = 0; m < M; ++m) {
-    const float* src = xs.data_ptr<float>() + m * Kp;
-    T* dst = x_lanes.data_ptr<T>() + m * Kc;
-    for (int64_t c0 = 0; c0 < Kc; c0 += chunk)
-      for (int64_t lane = 0; lane < lanes; ++lane)
-        for (int64_t i = 0; i < codes_per_lane; ++i) {
-          const int64_t k = c0 + lane * codes_per_lane + i;
-          dst[c0 + i * lanes + lane] = static_cast<T>(k < Kp ? src[k] : 0.f);
-        }
-  }
+  at::parallel_for(0, M, 1, [&](int64_t m_begin, int64_t m_end) {
+    for (int64_t m = m_begin; m < m_end; ++m) {
+      const float* src = xs.data_ptr<float>() + m * Kp;
+      T* dst = x_lanes.data_ptr<T>() + m * Kc;
+      for (int64_t c0 = 0; c0 < Kc; c0 += chunk)
+        for (int64_t lane = 0; lane < lanes; ++lane)
+          for (int64_t i = 0; i < codes_per_lane; ++i) {
+            const int64_t k = c0 + lane * codes_per_lane + i;
+            dst[c0 + i * lanes + lane] = static_cast<T>(k < Kp ? src[k] : 0.f);
+          }
+    }
+  });
 }
 
 at::Tensor mixed_gemv_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
