@@ -183,7 +183,8 @@ def format_table(rows: List[Row], bandwidth: float) -> str:
 
 
 def write_results(name: str, rows: List[Row], device: str, bandwidth: float, command: str) -> Path:
-    """Writes bench/results/<name>.md (table + machine) and <name>.json."""
+    """Writes bench/results/<name>.md (table + machine), <name>.json and the
+    speedup plot <name>.png."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     info = machine_info(device)
     table = format_table(rows, bandwidth)
@@ -195,7 +196,40 @@ def write_results(name: str, rows: List[Row], device: str, bandwidth: float, com
     payload = {"machine": info, "bandwidth_Bps": bandwidth, "command": command,
                "rows": [asdict(r) for r in rows]}
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps(payload, indent=1))
+    plot_speedups(rows, RESULTS_DIR / f"{name}.png", f"{name} ({info['commit']}, {info.get('gpu', info['cpu'])})")
     return path
+
+
+def plot_speedups(rows: List[Row], path: Path, title: str) -> None:
+    """Bar chart of each row's speedup over each baseline (log scale, 1x marked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    baselines = sorted({b for r in rows for b in r.baselines_s})
+    per_row = max(len(r.baselines_s) for r in rows)
+    height = 0.8 / per_row
+    labels = [" ".join(str(v) for v in (r.op, r.shape, f"{r.bits}b" if r.bits else "", f"M{r.batch}" if r.batch else "",
+                                          r.note.split(";")[0])) for r in rows]
+    fig, ax = plt.subplots(figsize=(10, 0.32 * len(rows) + 1.5))
+    for name in baselines:
+        ys, xs = [], []
+        for j, r in enumerate(rows):
+            if name in r.baselines_s:
+                ys.append(j + sorted(r.baselines_s).index(name) * height)
+                xs.append(r.speedups()[name])
+        ax.barh(ys, xs, height, label=f"vs {name}")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yticks([j + (len(r.baselines_s) - 1) * height / 2 for j, r in enumerate(rows)], labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("speedup (baseline time / our time, same run)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _git_commit() -> str:
