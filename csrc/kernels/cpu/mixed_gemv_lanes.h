@@ -179,13 +179,13 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, int64_t n0, int64_t
   return residual_ok;
 }
 
-// How the group scales of a call apply to chunks; `lane_group` ([chunks][16])
-// is filled only in kAnyGroups mode and may be null to just ask the mode.
+// How the group scales of a call apply to chunks; in kAnyGroups mode
+// `lane_group` is filled with the [chunks][16] table the result points to.
 template <int kBits>
-GroupScaling group_scaling(const GemvProblem& p, int32_t* lane_group, int64_t chunks) {
+GroupScaling group_scaling(const GemvProblem& p, int64_t chunks, std::vector<int32_t>& lane_group) {
   constexpr int64_t kCodes = ChunkShape<kBits>::kCodes, kLaneCodes = kCodes / 16;
   const int64_t G = p.K / p.group_len;
-  GroupScaling gs{GroupScaling::kAnyGroups, 0, 0, _mm512_setzero_si512(), lane_group};
+  GroupScaling gs{GroupScaling::kAnyGroups, 0, 0, _mm512_setzero_si512(), nullptr};
   if (G == 1 || p.group_len % kCodes == 0) {
     gs.mode = GroupScaling::kWholeChunks;
     gs.chunks_per_group = G == 1 ? chunks : p.group_len / kCodes;
@@ -195,12 +195,14 @@ GroupScaling group_scaling(const GemvProblem& p, int32_t* lane_group, int64_t ch
     alignas(64) int32_t group_of_lane[16];
     for (int lane = 0; lane < 16; ++lane) group_of_lane[lane] = static_cast<int32_t>(lane * kLaneCodes / p.group_len);
     gs.group_of_lane = _mm512_load_si512(group_of_lane);
-  } else if (lane_group != nullptr) {
+  } else {
+    lane_group.resize(chunks * 16);
     for (int64_t c = 0; c < chunks; ++c)
       for (int64_t lane = 0; lane < 16; ++lane) {
         const int64_t g = (c * kCodes + lane * kLaneCodes) / p.group_len;  // codes past K: last group
         lane_group[c * 16 + lane] = static_cast<int32_t>(g < G ? g : G - 1);
       }
+    gs.lane_group = lane_group.data();
   }
   return gs;
 }
@@ -223,8 +225,7 @@ template <int kBits>
 bool lane_rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
   const int64_t chunks = (p.Kp / 32 * kBits + 15) / 16;
   std::vector<int32_t> lane_group;
-  if (group_scaling<kBits>(p, nullptr, chunks).mode == GroupScaling::kAnyGroups) lane_group.resize(chunks * 16);
-  const GroupScaling gs = group_scaling<kBits>(p, lane_group.data(), chunks);
+  const GroupScaling gs = group_scaling<kBits>(p, chunks, lane_group);
   bool ok = true;
   int64_t n = row_begin;
   for (; n + 4 <= row_end; n += 4) ok &= lane_tiles<kBits, 4>(p, gs, n);
