@@ -15,10 +15,12 @@ int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 }  // namespace
 
 SaliencyBlocking SaliencyBlocking::for_shape(int64_t B, int64_t T, int64_t N, int64_t K, int64_t min_blocks) {
-  // The packed activation panel (T x block_cols fp32) should stay in a 1 MiB
-  // L2 next to the packed gradient rows (T x block_rows): ~512 KiB and ~256 KiB.
+  // The packed activation panel (T x block_cols fp32, ~512 KiB) is swept once
+  // per 6-row strip, so it must stay in a 1 MiB L2. The packed gradient rows
+  // (T x block_rows, ~1 MiB) are read once, one strip at a time, so they may be
+  // larger: more rows per block = fewer repacks of the activations.
   const int64_t cols = std::clamp<int64_t>((int64_t{1} << 17) / T / 64 * 64, 64, 512);
-  const int64_t rows = std::clamp<int64_t>((int64_t{1} << 16) / T / 6 * 6, 48, 252);
+  const int64_t rows = std::clamp<int64_t>((int64_t{1} << 18) / T / 6 * 6, 48, 1020);
   SaliencyBlocking p{B, T, N, K, std::min(rows, round_up(N, 6)), std::min(cols, round_up(K, 64))};
   while (p.row_blocks() * p.col_blocks() < min_blocks && p.block_rows > 6)
     p.block_rows = round_up(p.block_rows / 2, 6);

@@ -4,7 +4,7 @@
 // Inputs are made fp32 and contiguous (half-precision inputs are copied once).
 // AVX-512: the fused kernel (kernels/cpu/saliency_avx512.cpp) keeps each
 // sample's gradient tile in registers; acc is cut into independent blocks run
-// in parallel, each with a workspace of its own (two packed panels, < 1 MiB).
+// in parallel, each with a workspace of its own (two packed panels, ~1.5 MiB).
 // Other CPUs: acc is cut into row tiles of at most kTileElems floats; for each
 // tile and sample one BLAS GEMM writes the sample's gradient tile into a
 // reusable buffer and a parallel epilogue adds its absolute value into acc
