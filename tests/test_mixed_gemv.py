@@ -33,14 +33,17 @@ def assert_close(y, ref, dtype):
 
 # Beyond the edge cases, the shapes reach each way the AVX-512 lane kernels
 # (64-byte chunks of 256 2-bit / 128 4-bit codes, tiles of 4 rows) apply
-# group scales: groups of whole chunks (-1, 128/256, 512), several groups per
-# chunk (32, 64, and 320 = 5 x 64 with a part-filled last chunk), and groups
-# that straddle chunks (96).
+# group scales (chunks of the AVX-512 lane kernels: 128 codes for 4 bits, 256
+# for 2, 512 for 3): groups of whole chunks (-1, 128/256, 512, and K = 1056 with
+# a last chunk of one 32-code block), several groups per chunk (32, 64, and
+# 320 = 5 x 64 with a part-filled last chunk), and groups that straddle chunks
+# (96, 160).
 @pytest.mark.parametrize("bits", [2, 3, 4])
 @pytest.mark.parametrize("N,K,group_size", [(1, 1, -1), (5, 31, -1), (3, 33, 33), (8, 64, 32),
                                             (6, 100, -1), (4, 256, 128), (16, 4096, -1), (9, 4096, 128),
                                             (2, 9000, -1),  # K spans several L1 segments of x
-                                            (5, 288, 96), (7, 1024, 512), (4, 320, 64)])
+                                            (5, 288, 96), (7, 1024, 512), (4, 320, 64), (3, 1600, 160),
+                                            (5, 1056, 1056)])
 @pytest.mark.parametrize("M", [1, 3, 4, 5, 16])
 def test_matches_reference_fp32(cpu_isa, bits, N, K, group_size, M):
     packed, scale, zero, g = layer(N, K, bits, group_size, seed=N * K + bits)
@@ -51,9 +54,10 @@ def test_matches_reference_fp32(cpu_isa, bits, N, K, group_size, M):
     assert_close(y, expected(x, packed, scale, zero, bits, group_size, csr), torch.float32)
 
 
-@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("bits", [2, 3, 4])
 @pytest.mark.parametrize("N,K,group_size", [(1, 32, -1), (4, 300, -1), (9, 4096, 128), (6, 1024, 512),
-                                            (5, 288, 96), (7, 320, 64), (3, 14336, -1)])
+                                            (5, 288, 96), (7, 320, 64), (3, 14336, -1), (5, 1600, 160),
+                                            (6, 1056, 1056)])
 @pytest.mark.parametrize("M", [1, 5, 16])
 def test_matches_reference_bf16(cpu_isa, bits, N, K, group_size, M):
     """bf16 x: the vdpbf16ps kernel where the CPU has AVX-512 BF16."""
@@ -192,7 +196,7 @@ def test_bad_input(make, match):
 @pytest.mark.parametrize("N,K,group_size", [(7, 100, -1), (5, 4096, 128), (3, 64, 32), (9, 33, -1)])
 @pytest.mark.parametrize("M", [1, 2, 3, 5, 16])
 def test_bf16_activations_exact_products(cpu_isa, bits, N, K, group_size, M):
-    """bf16 x takes the AVX-512 BF16 kernel where the CPU has it (bits 2 and 4):
+    """bf16 x takes the AVX-512 BF16 kernel where the CPU has it:
     the result must be the fp32-accumulated product rounded once to bf16."""
     packed, scale, zero, g = layer(N, K, bits, group_size, seed=M + K)
     csr = random_csr(N, K, 0.05, g)

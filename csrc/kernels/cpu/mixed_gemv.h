@@ -6,8 +6,7 @@
 // so the inner loop only unpacks codes and multiply-adds; the residual of a row
 // is applied right after its dense part, in the same pass over the rows.
 // One variant per ISA (mixed_gemv_{generic,avx2,avx512,avx512bf16}.cpp), chosen
-// by the caller; the AVX-512 ones for 2 and 4 bits read x in lane order
-// (mixed_gemv_lanes.h).
+// by the caller; the AVX-512 ones read x in lane order (mixed_gemv_lanes.h).
 #pragma once
 
 #include <cstdint>
@@ -34,17 +33,20 @@ struct GemvProblem {
   float* y;                 // [M, N] fp32 out
 };
 
-// Lane order. A lane kernel loads 64 bytes of a packed row (a chunk of
-// 512/bits codes) into one vector of `lane_bits`-bit lanes; lane L holds codes
-// [L*cpl, (L+1)*cpl) of the chunk, cpl = lane_bits/bits codes per lane (2- and
-// 4-bit codes never straddle a lane). Step i of the chunk shifts code i of
-// every lane into place at once, so x is staged with x[chunk start + L*cpl + i]
-// at position chunk start + i*lanes + L.
+// Lane order. A lane kernel loads a chunk of a packed row (64 bytes; 192 bytes
+// for 3 bits) into vectors of `lane_bits`-bit lanes so that lane L holds the
+// cpl consecutive codes [L*cpl, (L+1)*cpl) of the chunk: for 2 and 4 bits one
+// vector, cpl = lane_bits/bits (codes never straddle a lane); for 3 bits three
+// vectors ("units") deinterleaved so that lane L of unit j is lane-sized piece
+// 3L + j of the chunk, cpl = 3*lane_bits/3 = lane_bits. Step i of the chunk
+// shifts code i of every lane into place at once, so x is staged with
+// x[chunk start + L*cpl + i] at position chunk start + i*lanes + L.
 struct LaneOrder {
   int bits, lane_bits;
-  int64_t chunk_codes() const { return 512 / bits; }
+  int units() const { return bits == 3 ? 3 : 1; }
   int64_t lanes() const { return 512 / lane_bits; }
-  int64_t codes_per_lane() const { return lane_bits / bits; }
+  int64_t codes_per_lane() const { return units() * lane_bits / bits; }
+  int64_t chunk_codes() const { return lanes() * codes_per_lane(); }
   int64_t staged_length(int64_t Kp) const { return (Kp + chunk_codes() - 1) / chunk_codes() * chunk_codes(); }
 };
 
@@ -59,12 +61,12 @@ struct GemvKernel {
 };
 namespace generic { bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t); }
 namespace avx2 { bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t); }
-// fp32 lanes for bits 2 and 4; bits 3 reads natural x.
+// fp32 lanes (vfmadd231ps).
 namespace avx512 {
 bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t);
 constexpr int kLaneBits = 32;
 }
-// bf16 lanes (vdpbf16ps), bits 2 and 4 only; needs AVX-512 BF16.
+// bf16 lanes (vdpbf16ps); needs AVX-512 BF16.
 namespace avx512bf16 {
 bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t);
 constexpr int kLaneBits = 16;

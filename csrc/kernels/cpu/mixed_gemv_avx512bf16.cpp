@@ -1,5 +1,5 @@
 // tacq.mixed_gemv CPU kernel for bf16 activations, AVX-512 with the BF16
-// extension (Sapphire Rapids, Zen 4); bits 2 and 4. The lane kernel of
+// extension (Sapphire Rapids, Zen 4); bits 2, 3 and 4. The lane kernel of
 // mixed_gemv_lanes.h with bf16 lanes: x staged as bf16 in lane order, one
 // chunk step decodes 32 weights 1 + code/2^bits into bf16 (exact) and one
 // vdpbf16ps multiplies them with 32 activations into 16 fp32 sums. Products of
@@ -10,6 +10,9 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
+#include <algorithm>
+#include <array>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -40,9 +43,10 @@ struct Lanes {
 bool mixed_gemv_rows(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
   switch (p.bits) {
     case 2: return lane_rows_bits<2>(p, row_begin, row_end);
+    case 3: return lane_rows_bits<3>(p, row_begin, row_end);
     case 4: return lane_rows_bits<4>(p, row_begin, row_end);
   }
-  return true;  // the caller dispatches here only for bits 2 and 4
+  return true;  // bits is validated by the caller (tacq::check_bits)
 }
 
 }  // namespace tacq::cpu::avx512bf16

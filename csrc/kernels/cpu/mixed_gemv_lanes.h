@@ -1,14 +1,18 @@
-// AVX-512 lane kernel of tacq.mixed_gemv for 2- and 4-bit codes (layout and
-// algebra in mixed_gemv.h), included inside namespace tacq::cpu::<isa> by
-// mixed_gemv_avx512.cpp (fp32 lanes, vfmadd) and mixed_gemv_avx512bf16.cpp
-// (bf16 lanes, vdpbf16ps), each of which first defines `struct Lanes`:
+// AVX-512 lane kernel of tacq.mixed_gemv (layout and algebra in mixed_gemv.h),
+// included inside namespace tacq::cpu::<isa> by mixed_gemv_avx512.cpp (fp32
+// lanes, vfmadd) and mixed_gemv_avx512bf16.cpp (bf16 lanes, vdpbf16ps), each
+// of which first defines `struct Lanes`:
 //   Lanes::Elem, kLaneBits, kMantissaBits, kOneBits (1.0 in every lane),
 //   shift<s>(v) (s > 0 left, s < 0 right, per lane), madd(acc, q, xv).
-// No includes (the including file brings <immintrin.h>, <utility>, <vector>).
+// No includes (the including file brings <immintrin.h>, <array>, <utility>,
+// <vector>).
 //
-// Data layout. A packed row is read 64 bytes (one chunk, C = 512/bits codes)
-// at a time into one vector; lane L holds codes [L*cpl, (L+1)*cpl), cpl =
-// kLaneBits/bits. x is staged in the matching LaneOrder (mixed_gemv.h).
+// Data layout. A packed row is read one chunk at a time: 64 bytes (C = 512/bits
+// codes, one vector) for 2 and 4 bits; for 3 bits 192 bytes (C = 512 codes,
+// three vectors), deinterleaved with two permutes per vector into three units
+// so that each lane holds 3 consecutive lane-sized pieces of the bit stream.
+// Either way lane L holds codes [L*cpl, (L+1)*cpl) of the chunk (LaneOrder,
+// mixed_gemv.h), and x is staged in that lane order.
 //
 // Mapping: a register tile of kR = 4 output rows (1 for the last N % 4; the
 // caller splits rows across threads) by kM <= 4 activation rows, one
@@ -16,7 +20,9 @@
 // bits [kMantissaBits - bits, kMantissaBits) with one immediate shift, and one
 // vpternlogd masks it and ORs in the bits of 1.0, giving 1 + code/2^bits
 // exactly: 2 integer instructions and one multiply-add per vector of weights,
-// each decode shared by kM activation rows and each x load by kR rows. With
+// each decode shared by kM activation rows and each x load by kR rows. (A
+// 3-bit code that straddles two units takes two shifts and an OR; 2 of the
+// 32 codes of a lane for fp32 lanes, 2 of 16 for bf16 lanes.) With
 // acc = sum (1 + code/2^bits) x over a group,
 //   sum code*x = 2^bits * (acc - xsum),
 // so a group adds 2^bits*scale*acc to y, and the zero-point term
@@ -27,19 +33,80 @@
 
 template <int kBits>
 struct ChunkShape {
-  static constexpr int kCodesPerLane = Lanes::kLaneBits / kBits;  // steps per chunk
-  static constexpr int kLanes = 512 / Lanes::kLaneBits;           // x elements per step
-  static constexpr int kCodes = 512 / kBits;                      // codes per chunk
-  static constexpr int kWords = 16;                               // packed words per chunk
+  static constexpr int kUnits = kBits == 3 ? 3 : 1;                         // vectors per chunk
+  static constexpr int kCodesPerLane = kUnits * Lanes::kLaneBits / kBits;  // steps per chunk
+  static constexpr int kLanes = 512 / Lanes::kLaneBits;                     // x elements per step
+  static constexpr int kCodes = kLanes * kCodesPerLane;                     // codes per chunk
+  static constexpr int kWords = 16 * kUnits;                                // packed words per chunk
 };
 
-// Weights 1 + code/2^bits for code `kStep` of every lane of `words`.
+// Lane L of unit kUnit <- lane-sized piece 3L + kUnit of a 3-bit chunk's
+// vectors a, b, c. The two-source permute reads the low log2(2*lanes) bits of
+// an index and the one-source permute the low log2(lanes) bits, so one index
+// vector serves both: pieces of a or b first, then those of c over them.
+template <int kUnit>
+inline __m512i deinterleave_unit(__m512i a, __m512i b, __m512i c) {
+  constexpr int kLanes = 512 / Lanes::kLaneBits;
+  using Index = std::conditional_t<Lanes::kLaneBits == 32, int32_t, int16_t>;
+  alignas(64) static constexpr std::array<Index, kLanes> kIndex = [] {
+    std::array<Index, kLanes> index{};
+    for (int lane = 0; lane < kLanes; ++lane) index[lane] = static_cast<Index>(3 * lane + kUnit);
+    return index;
+  }();
+  constexpr uint64_t kFromC = [] {
+    uint64_t mask = 0;
+    for (int lane = 0; lane < kLanes; ++lane)
+      if (3 * lane + kUnit >= 2 * kLanes) mask |= uint64_t{1} << lane;
+    return mask;
+  }();
+  const __m512i index = _mm512_load_si512(kIndex.data());
+  if constexpr (Lanes::kLaneBits == 32)
+    return _mm512_mask_permutexvar_epi32(_mm512_permutex2var_epi32(a, index, b), static_cast<__mmask16>(kFromC),
+                                         index, c);
+  else
+    return _mm512_mask_permutexvar_epi16(_mm512_permutex2var_epi16(a, index, b), static_cast<__mmask32>(kFromC),
+                                         index, c);
+}
+
+// The kUnits vectors of chunk c of a row in lane order; the last chunk is
+// loaded under a mask (tail_words = its packed words) and reads zeros past it.
+template <int kBits>
+inline void load_chunk(const uint32_t* row, int64_t c, bool last, int tail_words,
+                       __m512i (&units)[ChunkShape<kBits>::kUnits]) {
+  using Shape = ChunkShape<kBits>;
+  __m512i raw[Shape::kUnits];
+  for (int u = 0; u < Shape::kUnits; ++u) {
+    const uint32_t* src = row + c * Shape::kWords + 16 * u;
+    if (!last) {
+      raw[u] = _mm512_loadu_si512(src);
+    } else {
+      const int live = std::clamp(tail_words - 16 * u, 0, 16);
+      raw[u] = _mm512_maskz_loadu_epi32(static_cast<__mmask16>((1u << live) - 1u), src);
+    }
+  }
+  if constexpr (Shape::kUnits == 1) {
+    units[0] = raw[0];
+  } else {
+    units[0] = deinterleave_unit<0>(raw[0], raw[1], raw[2]);
+    units[1] = deinterleave_unit<1>(raw[0], raw[1], raw[2]);
+    units[2] = deinterleave_unit<2>(raw[0], raw[1], raw[2]);
+  }
+}
+
+// Weights 1 + code/2^bits for code `kStep` of every lane of a chunk.
 template <int kBits, int kStep>
-inline __m512i decode_step(__m512i words) {
+inline __m512i decode_step(const __m512i (&units)[ChunkShape<kBits>::kUnits]) {
   constexpr int kCodeBit = Lanes::kMantissaBits - kBits;
+  constexpr int kBit = kStep * kBits, kUnit = kBit / Lanes::kLaneBits, kOffset = kBit % Lanes::kLaneBits;
   constexpr int32_t kLaneMask = ((1 << kBits) - 1) << kCodeBit;
   const __m512i mask = _mm512_set1_epi32(Lanes::kLaneBits == 32 ? kLaneMask : kLaneMask * 0x10001);
-  const __m512i shifted = Lanes::template shift<kCodeBit - kStep * kBits>(words);
+  __m512i shifted;
+  if constexpr (kOffset + kBits <= Lanes::kLaneBits) {
+    shifted = Lanes::template shift<kCodeBit - kOffset>(units[kUnit]);
+  } else {  // low bits at the top of this unit, high bits at the bottom of the next
+    shifted = _mm512_or_si512(Lanes::template shift<kCodeBit - kOffset>(units[kUnit]),
+                              Lanes::template shift<kCodeBit + Lanes::kLaneBits - kOffset>(units[kUnit + 1]));
+  }
   return _mm512_ternarylogic_epi32(shifted, mask, _mm512_set1_epi32(Lanes::kOneBits), 0xEA);  // (v & mask) | one
 }
 
@@ -123,30 +190,37 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, int64_t n0, int64_t
   const Elem* x[kM];
   for (int j = 0; j < kM; ++j) x[j] = static_cast<const Elem*>(p.x_lanes) + (m0 + j) * p.Kc;
   const int tail_words = static_cast<int>(row_words - (chunks - 1) * Shape::kWords);
-  const __mmask16 tail_mask = static_cast<__mmask16>((1u << tail_words) - 1u);
   const __m512 step_scale = _mm512_set1_ps(static_cast<float>(1 << kBits));
 
-  __m512 y[kR][kM], acc[kR][kM];
+  // With one activation row, steps alternate between two accumulators per
+  // output row: 4 multiply-add chains would leave the tile latency-bound.
+  constexpr int kChains = kM == 1 ? 2 : 1;
+  __m512 y[kR][kM], acc[kR][kM][kChains];
   for (int r = 0; r < kR; ++r)
-    for (int j = 0; j < kM; ++j) y[r][j] = acc[r][j] = _mm512_setzero_ps();
+    for (int j = 0; j < kM; ++j) {
+      y[r][j] = _mm512_setzero_ps();
+      for (auto& a : acc[r][j]) a = _mm512_setzero_ps();
+    }
   auto flush = [&](int64_t c) {  // y += lane scales * acc; acc reset
     for (int r = 0; r < kR; ++r) {
       const __m512 s = lane_scales(gs, p.scale + (n0 + r) * G, G, c, step_scale);
       for (int j = 0; j < kM; ++j) {
-        y[r][j] = _mm512_fmadd_ps(s, acc[r][j], y[r][j]);
-        acc[r][j] = _mm512_setzero_ps();
+        __m512 sum = acc[r][j][0];
+        for (int i = 1; i < kChains; ++i) sum = _mm512_add_ps(sum, acc[r][j][i]);
+        y[r][j] = _mm512_fmadd_ps(s, sum, y[r][j]);
+        for (auto& a : acc[r][j]) a = _mm512_setzero_ps();
       }
     }
   };
   for (int64_t c = 0; c < chunks; ++c) {
-    __m512i words[kR];
+    __m512i units[kR][Shape::kUnits];
     // The same chunk of the next tile's rows: the hardware prefetcher alone
     // leaves the 4 interleaved row streams of a tile latency-bound.
     for (int r = 0; r < kR; ++r)
-      _mm_prefetch(reinterpret_cast<const char*>(rows[r] + kR * row_words + c * Shape::kWords), _MM_HINT_T0);
-    for (int r = 0; r < kR; ++r)
-      words[r] = c + 1 < chunks ? _mm512_loadu_si512(rows[r] + c * Shape::kWords)
-                                : _mm512_maskz_loadu_epi32(tail_mask, rows[r] + c * Shape::kWords);
+      for (int u = 0; u < Shape::kUnits; ++u)
+        _mm_prefetch(reinterpret_cast<const char*>(rows[r] + kR * row_words + c * Shape::kWords + 16 * u),
+                     _MM_HINT_T0);
+    for (int r = 0; r < kR; ++r) load_chunk<kBits>(rows[r], c, c + 1 == chunks, tail_words, units[r]);
     const int64_t x_offset = c * Shape::kCodes;
     // All steps unrolled, accumulators in registers (hence always_inline).
     [&]<int... kStep>(std::integer_sequence<int, kStep...>) __attribute__((always_inline)) {
@@ -155,8 +229,11 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, int64_t n0, int64_t
             __m512i xv[kM];
             for (int j = 0; j < kM; ++j) xv[j] = _mm512_load_si512(x[j] + x_offset + kStep * Shape::kLanes);
             for (int r = 0; r < kR; ++r) {
-              const __m512i q = decode_step<kBits, kStep>(words[r]);
-              for (int j = 0; j < kM; ++j) acc[r][j] = Lanes::madd(acc[r][j], q, xv[j]);
+              const __m512i q = decode_step<kBits, kStep>(units[r]);
+              for (int j = 0; j < kM; ++j) {
+                __m512& a = acc[r][j][kStep % kChains];
+                a = Lanes::madd(a, q, xv[j]);
+              }
             }
           }(),
           ...);
@@ -223,7 +300,7 @@ bool lane_tiles(const GemvProblem& p, const GroupScaling& gs, int64_t n0) {
 
 template <int kBits>
 bool lane_rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
-  const int64_t chunks = (p.Kp / 32 * kBits + 15) / 16;
+  const int64_t chunks = (p.Kp / 32 * kBits + ChunkShape<kBits>::kWords - 1) / ChunkShape<kBits>::kWords;
   std::vector<int32_t> lane_group;
   const GroupScaling gs = group_scaling<kBits>(p, chunks, lane_group);
   bool ok = true;

@@ -21,7 +21,6 @@ namespace {
 cpu::GemvKernel gemv_kernel_for(CpuIsa isa, int64_t bits, at::ScalarType x_dtype) {
   switch (isa) {
     case CpuIsa::kAvx512:
-      if (bits == 3) return {&cpu::avx512::mixed_gemv_rows, 0};
       if (x_dtype == at::kBFloat16 && cpu_has_avx512_bf16())
         return {&cpu::avx512bf16::mixed_gemv_rows, cpu::avx512bf16::kLaneBits};
       return {&cpu::avx512::mixed_gemv_rows, cpu::avx512::kLaneBits};
