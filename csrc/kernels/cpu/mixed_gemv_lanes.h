@@ -212,6 +212,9 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, int64_t n0, int64_t
       }
     }
   };
+  // Groups end every flush_every chunks (a countdown: no division per chunk).
+  const int64_t flush_every = gs.mode == GroupScaling::kWholeChunks ? gs.chunks_per_group : 1;
+  int64_t chunks_to_flush = flush_every;
   for (int64_t c = 0; c < chunks; ++c) {
     __m512i units[kR][Shape::kUnits];
     // The same chunk of the next tile's rows: the hardware prefetcher alone
@@ -238,9 +241,10 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, int64_t n0, int64_t
           }(),
           ...);
     }(std::make_integer_sequence<int, Shape::kCodesPerLane>{});
-    const bool group_ends = gs.mode != GroupScaling::kWholeChunks || (c + 1) % gs.chunks_per_group == 0 ||
-                            c + 1 == chunks;
-    if (group_ends) flush(c);
+    if (--chunks_to_flush == 0 || c + 1 == chunks) {
+      flush(c);
+      chunks_to_flush = flush_every;
+    }
   }
   bool residual_ok = true;
   for (int r = 0; r < kR; ++r) {
