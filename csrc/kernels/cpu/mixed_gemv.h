@@ -54,21 +54,29 @@ struct LaneOrder {
 // skipped because its columns are invalid (see col_idx above).
 using GemvRowsFn = bool (*)(const GemvProblem& p, int64_t row_begin, int64_t row_end);
 
-// A kernel and the x it reads: lane_bits 0 = natural fp32 x only.
+// One activation row in lane order: xs [Kp] fp32 (zero past K) -> lanes [Kc]
+// (LaneOrder{bits, lane_bits}, fp32 or bf16 bit patterns), zero past Kp.
+using StageLanesFn = void (*)(const float* xs, int64_t Kp, int bits, int64_t Kc, void* lanes);
+
+// A kernel and the x it reads: lane_bits 0 = natural fp32 x only (stage_lanes
+// is then null).
 struct GemvKernel {
   GemvRowsFn rows;
   int lane_bits;
+  StageLanesFn stage_lanes;
 };
 namespace generic { bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t); }
 namespace avx2 { bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t); }
 // fp32 lanes (vfmadd231ps).
 namespace avx512 {
 bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t);
+void stage_lanes(const float* xs, int64_t Kp, int bits, int64_t Kc, void* lanes);
 constexpr int kLaneBits = 32;
 }
-// bf16 lanes (vdpbf16ps); needs AVX-512 BF16.
+// bf16 lanes (vdpbf16ps); needs AVX-512 BF16. Staged x must be bf16-exact.
 namespace avx512bf16 {
 bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t);
+void stage_lanes(const float* xs, int64_t Kp, int bits, int64_t Kc, void* lanes);
 constexpr int kLaneBits = 16;
 }
 

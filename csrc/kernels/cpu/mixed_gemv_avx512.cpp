@@ -30,11 +30,16 @@ struct Lanes {
   static __m512 madd(__m512 acc, __m512i q, __m512i xv) {
     return _mm512_fmadd_ps(_mm512_castsi512_ps(q), _mm512_castsi512_ps(xv), acc);
   }
+  static void store_step(float* dst, const __m512 (&v)[1]) { _mm512_store_ps(dst, v[0]); }
 };
 
 #include "mixed_gemv_lanes.h"
 
 }  // namespace
+
+void stage_lanes(const float* xs, int64_t Kp, int bits, int64_t Kc, void* lanes) {
+  stage_x_lanes(xs, Kp, bits, Kc, lanes);
+}
 
 bool mixed_gemv_rows(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
   switch (p.bits) {

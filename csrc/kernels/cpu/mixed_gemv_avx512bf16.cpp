@@ -34,11 +34,19 @@ struct Lanes {
   static __m512 madd(__m512 acc, __m512i q, __m512i xv) {
     return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(q), reinterpret_cast<__m512bh>(xv));
   }
+  // Round to nearest even: exact for the bf16 activations this kernel takes.
+  static void store_step(uint16_t* dst, const __m512 (&v)[2]) {
+    _mm512_store_si512(dst, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(v[1], v[0])));
+  }
 };
 
 #include "mixed_gemv_lanes.h"
 
 }  // namespace
+
+void stage_lanes(const float* xs, int64_t Kp, int bits, int64_t Kc, void* lanes) {
+  stage_x_lanes(xs, Kp, bits, Kc, lanes);
+}
 
 bool mixed_gemv_rows(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
   switch (p.bits) {

@@ -3,7 +3,8 @@
 // lanes, vfmadd) and mixed_gemv_avx512bf16.cpp (bf16 lanes, vdpbf16ps), each
 // of which first defines `struct Lanes`:
 //   Lanes::Elem, kLaneBits, kMantissaBits, kOneBits (1.0 in every lane),
-//   shift<s>(v) (s > 0 left, s < 0 right, per lane), madd(acc, q, xv).
+//   shift<s>(v) (s > 0 left, s < 0 right, per lane), madd(acc, q, xv),
+//   store_step(dst, v) (512/kLaneBits fp32 values, in v[0], v[1], ..., as Elem).
 // No includes (the including file brings <immintrin.h>, <array>, <utility>,
 // <vector>).
 //
@@ -316,6 +317,40 @@ bool lane_tiles(const GemvProblem& p, const GroupScaling& gs, int64_t n0) {
     default: break;  // M was a multiple of 4
   }
   return ok;
+}
+
+// stage_lanes (mixed_gemv.h) for one bit width: step i of a chunk gathers
+// element i of every lane's run of codes, 16 lanes per gather.
+template <int kBits>
+void stage_lanes_bits(const float* xs, int64_t Kp, int64_t Kc, typename Lanes::Elem* lanes) {
+  using Shape = ChunkShape<kBits>;
+  constexpr int kGathers = Shape::kLanes / 16;  // 16-lane gathers per step
+  const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  __m512i run_start[kGathers];  // first code of lanes 16h .. 16h+15 within a chunk
+  for (int h = 0; h < kGathers; ++h)
+    run_start[h] = _mm512_mullo_epi32(_mm512_add_epi32(iota, _mm512_set1_epi32(16 * h)),
+                                      _mm512_set1_epi32(Shape::kCodesPerLane));
+  for (int64_t c0 = 0; c0 < Kc; c0 += Shape::kCodes) {
+    const __m512i left = _mm512_set1_epi32(static_cast<int32_t>(std::min<int64_t>(Kp - c0, Shape::kCodes)));
+    for (int i = 0; i < Shape::kCodesPerLane; ++i) {
+      __m512 v[kGathers];
+      for (int h = 0; h < kGathers; ++h) {
+        const __m512i index = _mm512_add_epi32(run_start[h], _mm512_set1_epi32(i));
+        const __mmask16 live = _mm512_cmplt_epi32_mask(index, left);  // zero past Kp
+        v[h] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, index, xs + c0, 4);
+      }
+      Lanes::store_step(lanes + c0 + i * Shape::kLanes, v);
+    }
+  }
+}
+
+void stage_x_lanes(const float* xs, int64_t Kp, int bits, int64_t Kc, void* lanes) {
+  auto* out = static_cast<typename Lanes::Elem*>(lanes);
+  switch (bits) {
+    case 2: return stage_lanes_bits<2>(xs, Kp, Kc, out);
+    case 3: return stage_lanes_bits<3>(xs, Kp, Kc, out);
+    case 4: return stage_lanes_bits<4>(xs, Kp, Kc, out);
+  }
 }
 
 template <int kBits>

@@ -22,10 +22,10 @@ cpu::GemvKernel gemv_kernel_for(CpuIsa isa, int64_t bits, at::ScalarType x_dtype
   switch (isa) {
     case CpuIsa::kAvx512:
       if (x_dtype == at::kBFloat16 && cpu_has_avx512_bf16())
-        return {&cpu::avx512bf16::mixed_gemv_rows, cpu::avx512bf16::kLaneBits};
-      return {&cpu::avx512::mixed_gemv_rows, cpu::avx512::kLaneBits};
-    case CpuIsa::kAvx2: return {&cpu::avx2::mixed_gemv_rows, 0};
-    case CpuIsa::kGeneric: return {&cpu::generic::mixed_gemv_rows, 0};
+        return {&cpu::avx512bf16::mixed_gemv_rows, cpu::avx512bf16::kLaneBits, &cpu::avx512bf16::stage_lanes};
+      return {&cpu::avx512::mixed_gemv_rows, cpu::avx512::kLaneBits, &cpu::avx512::stage_lanes};
+    case CpuIsa::kAvx2: return {&cpu::avx2::mixed_gemv_rows, 0, nullptr};
+    case CpuIsa::kGeneric: return {&cpu::generic::mixed_gemv_rows, 0, nullptr};
   }
   TORCH_CHECK(false, "tacq.mixed_gemv: no kernel for CPU ISA ", static_cast<int>(isa));
 }
@@ -56,26 +56,6 @@ void stage_activations(const at::Tensor& x, int64_t K, int64_t Kp, int64_t group
   });
 }
 
-// xs [M,Kp] -> x_lanes [M,Kc] in `order`, as fp32 or bf16 (exact for the bf16
-// x it is used with), zero-padded; one thread per activation row.
-template <typename T>
-void stage_lanes(const at::Tensor& xs, const cpu::LaneOrder& order, at::Tensor& x_lanes) {
-  const int64_t M = xs.size(0), Kp = xs.size(1), Kc = x_lanes.size(1);
-  const int64_t chunk = order.chunk_codes(), lanes = order.lanes(), codes_per_lane = order.codes_per_lane();
-  at::parallel_for(0, M, 1, [&](int64_t m_begin, int64_t m_end) {
-    for (int64_t m = m_begin; m < m_end; ++m) {
-      const float* src = xs.data_ptr<float>() + m * Kp;
-      T* dst = x_lanes.data_ptr<T>() + m * Kc;
-      for (int64_t c0 = 0; c0 < Kc; c0 += chunk)
-        for (int64_t lane = 0; lane < lanes; ++lane)
-          for (int64_t i = 0; i < codes_per_lane; ++i) {
-            const int64_t k = c0 + lane * codes_per_lane + i;
-            dst[c0 + i * lanes + lane] = static_cast<T>(k < Kp ? src[k] : 0.f);
-          }
-    }
-  });
-}
-
 at::Tensor mixed_gemv_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
                           const at::Tensor& zero, int64_t bits, int64_t group_size,
                           const at::Tensor& row_ptr, const at::Tensor& col_idx,
@@ -95,12 +75,14 @@ at::Tensor mixed_gemv_cpu(const at::Tensor& x, const at::Tensor& packed, const a
   at::Tensor x_lanes;
   int64_t Kc = 0;
   if (kernel.lane_bits != 0) {
-    const cpu::LaneOrder order{static_cast<int>(bits), kernel.lane_bits};
-    Kc = order.staged_length(Kp);
-    const bool bf16 = kernel.lane_bits == 16;
-    x_lanes = at::empty({M, Kc}, x.options().dtype(bf16 ? at::kBFloat16 : at::kFloat));
-    if (bf16) stage_lanes<at::BFloat16>(xs, order, x_lanes);
-    else stage_lanes<float>(xs, order, x_lanes);
+    Kc = cpu::LaneOrder{static_cast<int>(bits), kernel.lane_bits}.staged_length(Kp);
+    x_lanes = at::empty({M, Kc}, x.options().dtype(kernel.lane_bits == 16 ? at::kBFloat16 : at::kFloat));
+    const int64_t row_bytes = Kc * x_lanes.element_size();
+    auto* lanes = static_cast<char*>(x_lanes.data_ptr());
+    at::parallel_for(0, M, 1, [&](int64_t m_begin, int64_t m_end) {
+      for (int64_t m = m_begin; m < m_end; ++m)
+        kernel.stage_lanes(xs.data_ptr<float>() + m * Kp, Kp, static_cast<int>(bits), Kc, lanes + m * row_bytes);
+    });
   }
   const at::Tensor scale32 = scale.to(at::kFloat).contiguous(), zero32 = zero.to(at::kFloat).contiguous();
   at::Tensor y = at::empty({M, N}, x.options().dtype(at::kFloat));
