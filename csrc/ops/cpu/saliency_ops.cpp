@@ -32,17 +32,16 @@ struct FreeDeleter {
 void accumulate_fused(float* acc, const float* grad, const float* act, int64_t B, int64_t T, int64_t N,
                       int64_t K) {
   const auto blocking = cpu::SaliencyBlocking::for_shape(B, T, N, K, 4 * at::get_num_threads());
-  const int64_t col_blocks = blocking.col_blocks();
+  const int64_t row_blocks = blocking.row_blocks();
   // Rounded up to whole cache lines, as aligned_alloc requires.
   const size_t workspace_bytes = (blocking.workspace_floats() * sizeof(float) + 63) / 64 * 64;
-  at::parallel_for(0, blocking.row_blocks() * col_blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, row_blocks * blocking.col_blocks(), 1, [&](int64_t begin, int64_t end) {
     std::unique_ptr<float, FreeDeleter> workspace(static_cast<float*>(std::aligned_alloc(64, workspace_bytes)));
     TORCH_CHECK(workspace != nullptr, "tacq.saliency_accumulate: out of memory for a ", workspace_bytes,
                 "-byte workspace");
     // Consecutive tasks share a column block, so its activations are re-read from L3.
     for (int64_t task = begin; task < end; ++task)
-      cpu::saliency_block_avx512(blocking, acc, grad, act, task % blocking.row_blocks(),
-                                 task / blocking.row_blocks(), workspace.get());
+      cpu::saliency_block_avx512(blocking, acc, grad, act, task % row_blocks, task / row_blocks, workspace.get());
   });
 }
 
