@@ -43,11 +43,13 @@ struct GemvProblem {
 // x[chunk start + L*cpl + i] at position chunk start + i*lanes + L.
 struct LaneOrder {
   int bits, lane_bits;
-  int units() const { return bits == 3 ? 3 : 1; }
-  int64_t lanes() const { return 512 / lane_bits; }
-  int64_t codes_per_lane() const { return units() * lane_bits / bits; }
-  int64_t chunk_codes() const { return lanes() * codes_per_lane(); }
-  int64_t staged_length(int64_t Kp) const { return (Kp + chunk_codes() - 1) / chunk_codes() * chunk_codes(); }
+  constexpr int units() const { return bits == 3 ? 3 : 1; }
+  constexpr int lanes() const { return 512 / lane_bits; }
+  constexpr int codes_per_lane() const { return units() * lane_bits / bits; }
+  constexpr int chunk_codes() const { return lanes() * codes_per_lane(); }
+  constexpr int64_t staged_length(int64_t Kp) const {
+    return (Kp + chunk_codes() - 1) / chunk_codes() * chunk_codes();
+  }
 };
 
 // Output rows [row_begin, row_end). Returns false if some row's residual was

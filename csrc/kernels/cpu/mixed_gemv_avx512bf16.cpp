@@ -49,12 +49,7 @@ void stage_lanes(const float* xs, int64_t Kp, int bits, int64_t Kc, void* lanes)
 }
 
 bool mixed_gemv_rows(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
-  switch (p.bits) {
-    case 2: return lane_rows_bits<2>(p, row_begin, row_end);
-    case 3: return lane_rows_bits<3>(p, row_begin, row_end);
-    case 4: return lane_rows_bits<4>(p, row_begin, row_end);
-  }
-  return true;  // bits is validated by the caller (tacq::check_bits)
+  return lane_rows(p, row_begin, row_end);
 }
 
 }  // namespace tacq::cpu::avx512bf16

@@ -34,11 +34,12 @@
 
 template <int kBits>
 struct ChunkShape {
-  static constexpr int kUnits = kBits == 3 ? 3 : 1;                         // vectors per chunk
-  static constexpr int kCodesPerLane = kUnits * Lanes::kLaneBits / kBits;  // steps per chunk
-  static constexpr int kLanes = 512 / Lanes::kLaneBits;                     // x elements per step
-  static constexpr int kCodes = kLanes * kCodesPerLane;                     // codes per chunk
-  static constexpr int kWords = 16 * kUnits;                                // packed words per chunk
+  static constexpr LaneOrder kOrder{kBits, Lanes::kLaneBits};
+  static constexpr int kUnits = kOrder.units();                  // vectors per chunk
+  static constexpr int kCodesPerLane = kOrder.codes_per_lane();  // steps per chunk
+  static constexpr int kLanes = kOrder.lanes();                  // x elements per step
+  static constexpr int kCodes = kOrder.chunk_codes();            // codes per chunk
+  static constexpr int kWords = 16 * kUnits;                     // packed words per chunk
 };
 
 // Lane L of unit kUnit <- lane-sized piece 3L + kUnit of a 3-bit chunk's
@@ -344,14 +345,6 @@ void stage_lanes_bits(const float* xs, int64_t Kp, int64_t Kc, typename Lanes::E
   }
 }
 
-void stage_x_lanes(const float* xs, int64_t Kp, int bits, int64_t Kc, void* lanes) {
-  auto* out = static_cast<typename Lanes::Elem*>(lanes);
-  switch (bits) {
-    case 2: return stage_lanes_bits<2>(xs, Kp, Kc, out);
-    case 3: return stage_lanes_bits<3>(xs, Kp, Kc, out);
-    case 4: return stage_lanes_bits<4>(xs, Kp, Kc, out);
-  }
-}
 
 template <int kBits>
 bool lane_rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
@@ -363,4 +356,24 @@ bool lane_rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
   for (; n + 4 <= row_end; n += 4) ok &= lane_tiles<kBits, 4>(p, gs, n);
   for (; n < row_end; ++n) ok &= lane_tiles<kBits, 1>(p, gs, n);
   return ok;
+}
+
+// The including file's exported mixed_gemv_rows and stage_lanes (mixed_gemv.h)
+// call these; bits is validated by the caller (tacq::check_bits).
+bool lane_rows(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
+  switch (p.bits) {
+    case 2: return lane_rows_bits<2>(p, row_begin, row_end);
+    case 3: return lane_rows_bits<3>(p, row_begin, row_end);
+    case 4: return lane_rows_bits<4>(p, row_begin, row_end);
+  }
+  return true;
+}
+
+void stage_x_lanes(const float* xs, int64_t Kp, int bits, int64_t Kc, void* lanes) {
+  auto* out = static_cast<typename Lanes::Elem*>(lanes);
+  switch (bits) {
+    case 2: return stage_lanes_bits<2>(xs, Kp, Kc, out);
+    case 3: return stage_lanes_bits<3>(xs, Kp, Kc, out);
+    case 4: return stage_lanes_bits<4>(xs, Kp, Kc, out);
+  }
 }
