@@ -4,8 +4,9 @@ mixed_gemv (per-row scales, 0.35 % fp16 residual), with fp32 and with bf16
 activations, against, in the same run: torch fp32 and bf16 F.linear, and
 torch's int4 weight-only CPU kernel (_weight_int4pack_mm_for_cpu, group 128,
 bf16 activations, so the bf16 rows are the like-for-like comparison with it). Every operand set
-is cycled over more than twice the last-level cache so each call streams its
-weights from DRAM. bytes_moved = what our kernel must read: packed codes,
+is cycled over four times the last-level cache so each call streams its
+weights from DRAM, and every mixed_gemv and F.linear/int4 time is the median
+over three fresh allocations of that stack (time_streamed_cpu). bytes_moved = what our kernel must read: packed codes,
 fp16 scale/zero, the CSR residual and x.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common import Cycler, Row, time_cpu
+from common import Cycler, Row, time_cpu, time_streamed_cpu
 from tacq_ext import ops
 
 RATIO = 0.0035
@@ -32,41 +33,57 @@ def _residual(N: int, K: int, gen: torch.Generator):
 
 
 def _ours(N, K, bits, M, x_dtype, gen):
+    """(make_run, bytes_moved): make_run() stacks fresh copies of one random
+    layer and returns the timed call."""
     packed = ops.pack(torch.randint(0, 2**bits, (N, K), generator=gen, dtype=torch.int64).to(torch.uint8), bits)
     scale = (torch.rand(N, 1, generator=gen) * 0.01).half()
     zero = torch.full((N, 1), float(2 ** (bits - 1)), dtype=torch.float16)
     row_ptr, col_idx, values = _residual(N, K, gen)
     x = torch.randn(M, K, generator=gen).to(x_dtype)
     per_copy = packed.numel() * 4 + scale.numel() * 4 + col_idx.numel() * 6 + row_ptr.numel() * 4
-    cycler = Cycler(lambda i: (packed.clone(), scale.clone(), zero.clone(), row_ptr.clone(),
-                               col_idx.clone(), values.clone()), per_copy, "cpu")
 
-    def run():
-        p, s, z, rp, ci, v = cycler.next()
-        ops.mixed_gemv(x, p, s, z, bits, -1, rp, ci, v)
+    def make_run():
+        cycler = Cycler(lambda i: (packed.clone(), scale.clone(), zero.clone(), row_ptr.clone(),
+                                   col_idx.clone(), values.clone()), per_copy, "cpu")
 
-    return run, per_copy + x.numel() * x.element_size()
+        def run():
+            p, s, z, rp, ci, v = cycler.next()
+            ops.mixed_gemv(x, p, s, z, bits, -1, rp, ci, v)
+
+        return run
+
+    return make_run, per_copy + x.numel() * x.element_size()
 
 
 def _linear(N, K, M, dtype, gen):
+    """make_run for torch F.linear in `dtype`."""
     w = torch.randn(N, K, generator=gen).to(dtype)
     x = torch.randn(M, K, generator=gen).to(dtype)
-    cycler = Cycler(lambda i: (w.clone(),), w.numel() * w.element_size(), "cpu")
-    return lambda: F.linear(x, cycler.next()[0])
+
+    def make_run():
+        cycler = Cycler(lambda i: (w.clone(),), w.numel() * w.element_size(), "cpu")
+        return lambda: F.linear(x, cycler.next()[0])
+
+    return make_run
 
 
 def _int4(N, K, M, gen):
+    """make_run for torch's int4 weight-only CPU kernel (group 128, bf16)."""
     w = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
         torch.randint(0, 16, (N, K), generator=gen, dtype=torch.int32), 1)
     sz = torch.rand(K // 128, N, 2, generator=gen).bfloat16()
     x = torch.randn(M, K, generator=gen).bfloat16()
-    cycler = Cycler(lambda i: (w.clone(), sz.clone()), w.numel() + sz.numel() * 2, "cpu")
 
-    def run():
-        wi, s = cycler.next()
-        torch.ops.aten._weight_int4pack_mm_for_cpu(x, wi, 128, s)
+    def make_run():
+        cycler = Cycler(lambda i: (w.clone(), sz.clone()), w.numel() + sz.numel() * 2, "cpu")
 
-    return run
+        def run():
+            wi, s = cycler.next()
+            torch.ops.aten._weight_int4pack_mm_for_cpu(x, wi, 128, s)
+
+        return run
+
+    return make_run
 
 
 def rows(device: str, quick: bool) -> list[Row]:
@@ -80,14 +97,14 @@ def rows(device: str, quick: bool) -> list[Row]:
         baselines = {}
         for M in sorted({m for _, m in grid}):
             baselines[M] = {
-                "fp32 linear": time_cpu(_linear(N, K, M, torch.float32, gen), reps=10),
-                "bf16 linear": time_cpu(_linear(N, K, M, torch.bfloat16, gen), reps=10),
-                "int4 torch": time_cpu(_int4(N, K, M, gen), reps=20),
+                "fp32 linear": time_streamed_cpu(_linear(N, K, M, torch.float32, gen), reps=10),
+                "bf16 linear": time_streamed_cpu(_linear(N, K, M, torch.bfloat16, gen), reps=10),
+                "int4 torch": time_streamed_cpu(_int4(N, K, M, gen), reps=20),
             }
         for bits, M in grid:
             for x_dtype in (torch.float32, torch.bfloat16):
-                run, nbytes = _ours(N, K, bits, M, x_dtype, gen)
-                out.append(Row("mixed_gemv", f"{N}x{K}", bits, M, time_cpu(run, reps=30), baselines[M],
+                make_run, nbytes = _ours(N, K, bits, M, x_dtype, gen)
+                out.append(Row("mixed_gemv", f"{N}x{K}", bits, M, time_streamed_cpu(make_run, reps=30), baselines[M],
                                nbytes, note=f"x {str(x_dtype)[6:]}; per-row, 0.35% fp16 residual"))
         out.append(_dequantize_row(N, K, gen))
     return out
