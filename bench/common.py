@@ -1,9 +1,9 @@
 """Shared benchmark plumbing (DESIGN.md §4): timers, the memory-bandwidth
 reference, weight cycling past the last-level cache, and the result table.
 
-Every figure is a median over repetitions (on CPU, for streamed weights,
-also over fresh allocations of the weight stack), compared with baselines timed in the
-same run; bandwidth is bytes the kernel must read (and write, where stated)
+Every figure is a median over repetitions (on CPU, for streamed weights, also
+over fresh allocations of the weight stack), compared with baselines timed in
+the same run; bandwidth is bytes the kernel must read (and write, where stated)
 divided by time, also shown as a percentage of the measured machine limit.
 """
 
@@ -43,11 +43,11 @@ def time_cpu(fn: Callable[[], object], reps: int = 20, warmup: int = 3) -> float
 
 def time_streamed_cpu(make_run: Callable[[], Callable[[], object]], reps: int, allocations: int = 3) -> float:
     """Median over `allocations` fresh weight stacks of time_cpu(make_run()).
-    How fast a stack streams can depend on where its pages landed: on the
-    2-vCPU dev VM about one allocation in five ran at ~0.6x for its whole
-    life, so one draw decided whether a goal looked met. make_run() builds the
-    stack (a Cycler) and returns the call to time; each stack is freed before
-    the next is built."""
+    How fast a stack streams can depend on where its pages landed (on the
+    2-vCPU dev VM a stack sometimes ran at ~0.6x for all its calls), so one
+    draw could decide whether a goal looked met. make_run() builds the stack
+    (a Cycler) and returns the call to time; each stack is freed before the
+    next is built."""
     times = []
     for _ in range(allocations):
         run = make_run()
@@ -125,7 +125,8 @@ class Cycler:
 
 def measure_read_bandwidth(device: str) -> float:
     """Bytes/s the machine sustains. CPU: a full-thread read (sum) of a buffer
-    past the LLC, median over fresh buffers (time_streamed_cpu); GPU: device-to-device copy (bytes read + written)."""
+    past the LLC, median over fresh buffers (time_streamed_cpu); GPU:
+    device-to-device copy (bytes read + written)."""
     if device.startswith("cuda"):
         n = (1 << 30) // 4
         a = torch.empty(n, dtype=torch.float32, device=device)

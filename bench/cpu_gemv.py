@@ -3,11 +3,12 @@
 mixed_gemv (per-row scales, 0.35 % fp16 residual), with fp32 and with bf16
 activations, against, in the same run: torch fp32 and bf16 F.linear, and
 torch's int4 weight-only CPU kernel (_weight_int4pack_mm_for_cpu, group 128,
-bf16 activations, so the bf16 rows are the like-for-like comparison with it). Every operand set
-is cycled over four times the last-level cache so each call streams its
-weights from DRAM, and every mixed_gemv and F.linear/int4 time is the median
-over three fresh allocations of that stack (time_streamed_cpu). bytes_moved = what our kernel must read: packed codes,
-fp16 scale/zero, the CSR residual and x.
+bf16 activations, so the bf16 rows are the like-for-like comparison with it).
+Every operand set is cycled over four times the last-level cache so each call
+streams its weights from DRAM, and every mixed_gemv, F.linear and int4 time is
+the median over three fresh allocations of that stack (time_streamed_cpu).
+bytes_moved = what our kernel must read: packed codes, fp16 scale/zero, the
+CSR residual and x.
 """
 
 from __future__ import annotations
