@@ -241,9 +241,10 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, int64_t n0, int64_t
     if constexpr (kLoadAhead) {
       for (int r = 0; r < kR; ++r)
         for (int u = 0; u < Shape::kUnits; ++u) units[r][u] = next[r][u];
-      if (c + 1 < chunks)
+      if (c + 1 < chunks) {
         TACQ_UNROLL_TILE
         for (int r = 0; r < kR; ++r) load_chunk<kBits>(rows[r], c + 1, c + 2 == chunks, tail_words, next[r]);
+      }
     } else {
       TACQ_UNROLL_TILE
       for (int r = 0; r < kR; ++r) load_chunk<kBits>(rows[r], c, c + 1 == chunks, tail_words, units[r]);
