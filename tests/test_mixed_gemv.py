@@ -32,10 +32,9 @@ def assert_close(y, ref, dtype):
 
 
 # Beyond the edge cases, the shapes reach each way the AVX-512 lane kernels
-# (64-byte chunks of 256 2-bit / 128 4-bit codes, tiles of 4 rows) apply
-# group scales (chunks of the AVX-512 lane kernels: 128 codes for 4 bits, 256
-# for 2, 512 for 3): groups of whole chunks (-1, 128/256, 512, and K = 1056 with
-# a last chunk of one 32-code block), several groups per chunk (32, 64, and
+# (chunks of 128 4-bit, 256 2-bit or 512 3-bit codes; tiles of 4 rows) apply
+# group scales: groups of whole chunks (-1, 128/256, 512, and K = 1056 with a
+# last chunk of one 32-code block), several groups per chunk (32, 64, and
 # 320 = 5 x 64 with a part-filled last chunk), and groups that straddle chunks
 # (96, 160).
 @pytest.mark.parametrize("bits", [2, 3, 4])
