@@ -2,9 +2,9 @@
 
 quantize: clipping search, 2-bit per-row, 4096x14336, against the pure-torch
 reference (timed on a few rows and scaled to the matrix: it is too slow to run
-whole). saliency_accumulate: B=8, T=256, N=K=4096 fp32, against one torch.mm
-producing the batch-summed gradient of the same shapes (same FLOPs) and the
-naive per-sample loop (bmm per sample, abs, add).
+whole). saliency_accumulate: B=8, T=256, N=K=4096, fp32 and bf16 inputs, against one
+torch.mm producing the batch-summed gradient of the same shapes and dtype (same
+FLOPs) and the naive per-sample loop (mm per sample, abs, add into fp32 acc).
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ def _quantize_row(N: int, K: int, bits: int) -> Row:
                note=f"80-step clipping search; reference timed on {sample_rows} rows")
 
 
-def _saliency_row(B: int, T: int, N: int, K: int) -> Row:
+def _saliency_row(B: int, T: int, N: int, K: int, dtype: torch.dtype) -> Row:
     gen = torch.Generator().manual_seed(1)
-    grad, act = torch.randn(B, T, N, generator=gen), torch.randn(B, T, K, generator=gen)
+    grad = torch.randn(B, T, N, generator=gen).to(dtype)
+    act = torch.randn(B, T, K, generator=gen).to(dtype)
     acc = torch.zeros(N, K)
     ours = time_cpu(lambda: ops.saliency_accumulate(acc, grad, act), reps=5, warmup=1)
     mm = time_cpu(lambda: grad.reshape(-1, N).T @ act.reshape(-1, K), reps=5, warmup=1)
@@ -37,13 +38,13 @@ def _saliency_row(B: int, T: int, N: int, K: int) -> Row:
             acc.add_((grad[b].T @ act[b]).abs())
 
     loop = time_cpu(naive, reps=3, warmup=1)
-    flops_note = f"{2 * B * T * N * K / ours / 1e9:.0f} GFLOP/s"
+    flops_note = f"{str(dtype).removeprefix('torch.')} inputs; {2 * B * T * N * K / ours / 1e9:.0f} GFLOP/s"
     return Row("saliency_accumulate", f"B{B} T{T} {N}x{K}", None, B, ours,
                {"torch.mm batch-summed": mm, "per-sample loop": loop}, None, note=flops_note)
 
 
 def rows(device: str, quick: bool) -> list[Row]:
     assert device == "cpu"
-    if quick:
-        return [_quantize_row(256, 1024, 2), _saliency_row(2, 64, 512, 512)]
-    return [_quantize_row(4096, 14336, 2), _saliency_row(8, 256, 4096, 4096)]
+    quantize_shape, saliency_shape = ((256, 1024), (2, 64, 512, 512)) if quick else ((4096, 14336), (8, 256, 4096, 4096))
+    return [_quantize_row(*quantize_shape, 2)] + [_saliency_row(*saliency_shape, dtype)
+                                                  for dtype in (torch.float32, torch.bfloat16)]

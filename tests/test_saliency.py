@@ -37,19 +37,42 @@ def test_matches_reference(device, cpu_isa, dtype, B, T, N, K):
     (1, 700, 13, 65),    # long samples shrink the column blocks; 13 rows = two 6-row tiles + 1
     (3, 2, 300, 1),      # a single column: every tile masked down to one lane
     (1, 3, 1, 1030),     # a single row
+    (2, 3, 50, 2100),    # three column blocks of unequal width; bf16: a last step of one token
 ])
-def test_fused_blocking_edges(cpu_isa, B, T, N, K):
-    """Shapes around the AVX-512 kernel's 6 x 64 tiles and its cache blocks, on every ISA path."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_blocking_edges(cpu_isa, dtype, B, T, N, K):
+    """Shapes around the AVX-512 kernels' 6 x 64 tiles, their token pairs (bf16) and
+    their cache blocks, on every ISA path."""
     g = torch.Generator().manual_seed(T * 7 + K)
-    grad_out, act = torch.randn(B, T, N, generator=g), torch.randn(B, T, K, generator=g)
+    grad_out, act = torch.randn(B, T, N, generator=g).to(dtype), torch.randn(B, T, K, generator=g).to(dtype)
     check(torch.rand(N, K, generator=g), grad_out, act)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("scale", [1e-15, 1e15])
+def test_huge_and_tiny_magnitudes(cpu_isa, dtype, scale):
+    """Inputs far from unit scale (their products still normal fp32 numbers);
+    fp16 cannot hold them, so its inputs are 1e-2 or 1e2 and acc scales with them."""
+    if dtype == torch.float16:
+        scale = 1e-2 if scale < 1 else 1e2
+    g = torch.Generator().manual_seed(7)
+    grad_out = (torch.randn(2, 20, 30, generator=g) * scale).to(dtype)
+    act = (torch.randn(2, 20, 70, generator=g) * scale).to(dtype)
+    acc = torch.zeros(30, 70)
+    ops.saliency_accumulate(acc, grad_out, act)
+    expected = torch.zeros(30, 70)
+    reference.saliency_accumulate(expected, grad_out.float(), act.float())
+    torch.testing.assert_close(acc / scale**2, expected / scale**2, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("threads", [1, 3])
-def test_thread_count_does_not_change_the_result(threads):
-    """Blocks are split per thread count; each acc element is still summed in one fixed order."""
+def test_thread_count_does_not_change_the_result(dtype, threads):
+    """Blocks and packed tokens are split per thread count; each acc element is
+    still summed in one fixed order."""
     g = torch.Generator().manual_seed(6)
-    grad_out, act = torch.randn(2, 40, 100, generator=g), torch.randn(2, 40, 70, generator=g)
+    grad_out = torch.randn(2, 40, 100, generator=g).to(dtype)
+    act = torch.randn(2, 40, 70, generator=g).to(dtype)
     acc0 = torch.rand(100, 70, generator=g)
     before = torch.get_num_threads()
     try:

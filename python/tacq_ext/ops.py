@@ -20,7 +20,9 @@ def saliency_accumulate(acc: torch.Tensor, grad_out: torch.Tensor, act: torch.Te
 
     ``grad_out``: [B,T,N] or [T,N]; ``act``: [B,T,K] or [T,K]; same float dtype
     (fp32, fp16 or bf16). The absolute value is taken per sample before the sum;
-    no per-sample [B,N,K] gradient is ever materialized.
+    no per-sample [B,N,K] gradient is ever materialized. On CPUs with AVX-512 BF16,
+    bf16 inputs are multiplied as bf16 (exact products, fp32 sums, twice the fp32
+    rate); there, products below the smallest normal fp32 (~1.2e-38) count as 0.
     """
     torch.ops.tacq.saliency_accumulate.default(acc, grad_out, act)
 

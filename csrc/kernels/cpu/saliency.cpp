@@ -14,19 +14,21 @@ namespace {
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 }  // namespace
 
-SaliencyBlocking SaliencyBlocking::for_shape(int64_t B, int64_t T, int64_t N, int64_t K, int64_t min_blocks) {
-  // The packed activation panel (T x block_cols fp32, ~512 KiB) is swept once
-  // per 6-row strip, so it must stay in a 1 MiB L2. The packed gradient rows
-  // (T x block_rows, ~1 MiB) are read once, one strip at a time, so they may be
-  // larger: more rows per block = fewer repacks of the activations.
-  const int64_t cols = std::clamp<int64_t>((int64_t{1} << 17) / T / 64 * 64, 64, 512);
-  const int64_t rows = std::clamp<int64_t>((int64_t{1} << 18) / T / 6 * 6, 48, 1020);
-  SaliencyBlocking p{B, T, N, K, std::min(rows, round_up(N, 6)), std::min(cols, round_up(K, 64))};
-  while (p.row_blocks() * p.col_blocks() < min_blocks && p.block_rows > 6)
-    p.block_rows = round_up(p.block_rows / 2, 6);
+SaliencyBlocking SaliencyBlocking::for_shape(int64_t B, int64_t T, int64_t N, int64_t K, int64_t tokens_per_step,
+                                             int64_t min_blocks) {
+  // A block's activation panel (steps x block_cols 32-bit lanes, <= 512 KiB)
+  // is swept once per 6-row strip, so it must stay in a 1 MiB L2; its gradient
+  // strips are read once each. Blocks split N and K into near-equal parts.
+  const int64_t steps = (T + tokens_per_step - 1) / tokens_per_step;
+  const int64_t max_cols = std::clamp<int64_t>((int64_t{1} << 17) / steps / 64 * 64, 64, 1024);
+  const int64_t col_blocks = (K + max_cols - 1) / max_cols;
+  SaliencyBlocking p{B, T, N, K, tokens_per_step, round_up(N, 6), round_up((K + col_blocks - 1) / col_blocks, 64)};
+  for (int64_t row_blocks = 2; p.row_blocks() * p.col_blocks() < min_blocks && p.block_rows > 6; ++row_blocks)
+    p.block_rows = round_up((N + row_blocks - 1) / row_blocks, 6);
   return p;
 }
 
-int64_t SaliencyBlocking::workspace_floats() const { return T * (block_cols + block_rows); }
+int64_t SaliencyBlocking::grad_panel_lanes() const { return steps() * round_up(N, 6); }
+int64_t SaliencyBlocking::act_panel_lanes() const { return steps() * round_up(K, 64); }
 
 }  // namespace tacq::cpu

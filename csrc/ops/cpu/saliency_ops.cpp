@@ -1,10 +1,12 @@
 // CPU entry point of tacq.saliency_accumulate:
 //   acc[N,K] += sum_b |grad_out[b]^T act[b]|   (per-sample absolute value)
 //
-// Inputs are made fp32 and contiguous (half-precision inputs are copied once).
-// AVX-512: the fused kernel (kernels/cpu/saliency_avx512.cpp) keeps each
-// sample's gradient tile in registers; acc is cut into independent blocks run
-// in parallel, each with a workspace of its own (two packed panels, ~1.5 MiB).
+// bf16 inputs on a CPU with AVX-512 BF16 go to the fused bf16 kernel as they
+// are; all others are made fp32 and contiguous (half-precision inputs are copied
+// once). AVX-512: the fused kernels (kernels/cpu/saliency_tiles.h) keep each
+// sample's gradient tile in registers. Sample by sample, its tokens are packed
+// into two panels (T x (N + K) 32-bit lanes, reused for every sample; in
+// parallel over tokens), then the blocks of acc run in parallel.
 // Other CPUs: acc is cut into row tiles of at most kTileElems floats; for each
 // tile and sample one BLAS GEMM writes the sample's gradient tile into a
 // reusable buffer and a parallel epilogue adds its absolute value into acc
@@ -26,23 +28,38 @@ namespace {
 constexpr int64_t kTileElems = int64_t{1} << 22;  // 16 MiB of fp32
 
 struct FreeDeleter {
-  void operator()(float* p) const { std::free(p); }
+  void operator()(int32_t* p) const { std::free(p); }
 };
 
-void accumulate_fused(float* acc, const float* grad, const float* act, int64_t B, int64_t T, int64_t N,
-                      int64_t K) {
-  const auto blocking = cpu::SaliencyBlocking::for_shape(B, T, N, K, 4 * at::get_num_threads());
-  const int64_t row_blocks = blocking.row_blocks();
+std::unique_ptr<int32_t, FreeDeleter> aligned_lanes(int64_t lanes) {
   // Rounded up to whole cache lines, as aligned_alloc requires.
-  const size_t workspace_bytes = (blocking.workspace_floats() * sizeof(float) + 63) / 64 * 64;
-  at::parallel_for(0, row_blocks * blocking.col_blocks(), 1, [&](int64_t begin, int64_t end) {
-    std::unique_ptr<float, FreeDeleter> workspace(static_cast<float*>(std::aligned_alloc(64, workspace_bytes)));
-    TORCH_CHECK(workspace != nullptr, "tacq.saliency_accumulate: out of memory for a ", workspace_bytes,
-                "-byte workspace");
-    // Consecutive tasks share a column block, so its activations are re-read from L3.
-    for (int64_t task = begin; task < end; ++task)
-      cpu::saliency_block_avx512(blocking, acc, grad, act, task % row_blocks, task / row_blocks, workspace.get());
-  });
+  const size_t bytes = (static_cast<size_t>(lanes) * sizeof(int32_t) + 63) / 64 * 64;
+  std::unique_ptr<int32_t, FreeDeleter> buffer(static_cast<int32_t*>(std::aligned_alloc(64, bytes)));
+  TORCH_CHECK(buffer != nullptr, "tacq.saliency_accumulate: out of memory for a ", bytes, "-byte packed panel");
+  return buffer;
+}
+
+// Elem: float (fp32 inputs) or uint16_t (bf16 bit patterns); Pack, Tiles: the
+// ISA's pack_steps and tile_block for it.
+template <typename Elem, typename Pack, typename Tiles>
+void accumulate_fused(float* acc, const Elem* grad, const Elem* act, int64_t B, int64_t T, int64_t N, int64_t K,
+                      int64_t tokens_per_step, Pack pack_steps, Tiles tile_block) {
+  const auto p = cpu::SaliencyBlocking::for_shape(B, T, N, K, tokens_per_step, 4 * at::get_num_threads());
+  const auto grad_panel = aligned_lanes(p.grad_panel_lanes()), act_panel = aligned_lanes(p.act_panel_lanes());
+  const cpu::SaliencyPanels panels{grad_panel.get(), act_panel.get()};
+  const int64_t row_blocks = p.row_blocks();
+  for (int64_t b = 0; b < B; ++b) {
+    const Elem* grad_b = grad + b * T * N;
+    const Elem* act_b = act + b * T * K;
+    at::parallel_for(0, p.steps(), 1, [&](int64_t begin, int64_t end) {
+      pack_steps(p, grad_b, act_b, begin, end, panels);
+    });
+    // Consecutive blocks share a column block, so its activations are re-read from L3.
+    at::parallel_for(0, row_blocks * p.col_blocks(), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t block = begin; block < end; ++block)
+        tile_block(p, acc, panels, block % row_blocks, block / row_blocks);
+    });
+  }
 }
 
 void accumulate_with_blas(at::Tensor& acc, const at::Tensor& g, const at::Tensor& a) {
@@ -65,12 +82,21 @@ void accumulate_with_blas(at::Tensor& acc, const at::Tensor& g, const at::Tensor
 
 void saliency_accumulate_cpu(at::Tensor& acc, const at::Tensor& grad_out, const at::Tensor& act) {
   check_saliency_args("saliency_accumulate", acc, grad_out, act);
-  const at::Tensor g = (grad_out.dim() == 2 ? grad_out.unsqueeze(0) : grad_out).to(at::kFloat).contiguous();
-  const at::Tensor a = (act.dim() == 2 ? act.unsqueeze(0) : act).to(at::kFloat).contiguous();
-  const int64_t B = g.size(0), T = g.size(1), N = acc.size(0), K = acc.size(1);
+  const at::Tensor g3 = grad_out.dim() == 2 ? grad_out.unsqueeze(0) : grad_out;
+  const at::Tensor a3 = act.dim() == 2 ? act.unsqueeze(0) : act;
+  const int64_t B = g3.size(0), T = g3.size(1), N = acc.size(0), K = acc.size(1);
   if (B == 0 || T == 0 || N == 0 || K == 0) return;
+  if (g3.scalar_type() == at::kBFloat16 && cpu_has_avx512_bf16()) {
+    const at::Tensor g = g3.contiguous(), a = a3.contiguous();
+    accumulate_fused(acc.data_ptr<float>(), reinterpret_cast<const uint16_t*>(g.const_data_ptr<at::BFloat16>()),
+                     reinterpret_cast<const uint16_t*>(a.const_data_ptr<at::BFloat16>()), B, T, N, K, 2,
+                     &cpu::avx512bf16::pack_steps, &cpu::avx512bf16::tile_block);
+    return;
+  }
+  const at::Tensor g = g3.to(at::kFloat).contiguous(), a = a3.to(at::kFloat).contiguous();
   if (cpu_isa() == CpuIsa::kAvx512)
-    accumulate_fused(acc.data_ptr<float>(), g.data_ptr<float>(), a.data_ptr<float>(), B, T, N, K);
+    accumulate_fused(acc.data_ptr<float>(), g.const_data_ptr<float>(), a.const_data_ptr<float>(), B, T, N, K, 1,
+                     &cpu::avx512::pack_steps, &cpu::avx512::tile_block);
   else
     accumulate_with_blas(acc, g, a);
 }

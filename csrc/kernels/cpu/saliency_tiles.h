@@ -1,0 +1,102 @@
+// Fused per-sample saliency GEMM, AVX-512 (the math in saliency.h):
+//   acc[n, k] += sum_b | sum_t g_b[t, n] * a_b[t, k] |
+// included inside namespace tacq::cpu::<isa> by saliency_avx512.cpp (fp32
+// inputs, vfmadd) and saliency_avx512bf16.cpp (bf16 inputs, vdpbf16ps), each of
+// which first defines `struct Steps`:
+//   Steps::Elem (float or uint16_t bf16 bit patterns), kTokens (tokens per step),
+//   load(src, ld, tokens, mask) -> 16 lanes of 32 bits: lane c holds the masked
+//     columns src[c], src[ld + c], ... of `tokens` (1 .. kTokens) consecutive
+//     token rows, zero past them (fp32: one float; bf16: a bf16 pair, token t in
+//     the low half),
+//   madd(acc, g, a): acc[c] += sum over the step's tokens of g[c] * a[c].
+// No includes (the including file brings <immintrin.h> and <algorithm>).
+//
+// Layout: g_b = grad + b*T*N is [T, N] row-major, a_b = act + b*T*K is [T, K],
+// acc is [N, K]. Tokens are taken kTokens at a time ("steps"; a zero token pads
+// the last one). The caller handles one sample at a time: pack_steps packs it,
+// in 32-bit lanes, into the panels of SaliencyPanels (zero past N and K):
+//   grad: [row strip][step][6]   (6-row strips of g_b's columns)
+//   act:  [col strip][step][64]  (64-column strips of a_b's columns)
+// then tile_block adds |g_b^T a_b| into one block of acc: its row strips sweep
+// its column strips, whose panel (steps x block_cols) stays in L2.
+// Micro-kernel: a 6 x 64 tile of sample b's gradient lives in 24 zmm registers
+// for all steps (per step: four vector loads of a, six broadcasts of g, 24
+// multiply-adds); then |tile| is added into acc under a column mask. The
+// per-sample gradient never leaves registers.
+
+constexpr int kTileRows = 6;
+constexpr int kTileCols = 64;
+constexpr int kVecs = kTileCols / 16;
+
+inline __mmask16 column_mask(int64_t cols_left, int vec) {
+  const int64_t n = std::clamp<int64_t>(cols_left - 16 * vec, 0, 16);
+  return static_cast<__mmask16>((1u << n) - 1u);
+}
+
+// acc_tile[r, c] += |sum_s g_strip[s, r] . a_strip[s, c]| for r < rows, c < cols.
+inline void micro_tile(const int32_t* g_strip, const int32_t* a_strip, int64_t steps, float* acc_tile,
+                       int64_t ld_acc, int rows, int64_t cols) {
+  // The acc tile is cold (last touched a whole sample ago): fetch it while the
+  // tile computes, so the epilogue does not wait for memory.
+  for (int r = 0; r < rows; ++r)
+    for (int v = 0; v < kVecs; ++v) _mm_prefetch(reinterpret_cast<const char*>(acc_tile + r * ld_acc + 16 * v), _MM_HINT_T0);
+  __m512 c[kTileRows][kVecs];
+  for (auto& row : c)
+    for (auto& v : row) v = _mm512_setzero_ps();
+  for (int64_t s = 0; s < steps; ++s) {
+    const int32_t* a_s = a_strip + s * kTileCols;
+    const int32_t* g_s = g_strip + s * kTileRows;
+    __m512i a[kVecs];
+    for (int v = 0; v < kVecs; ++v) a[v] = _mm512_load_si512(a_s + 16 * v);
+    for (int r = 0; r < kTileRows; ++r) {
+      const __m512i g = _mm512_set1_epi32(g_s[r]);
+      for (int v = 0; v < kVecs; ++v) c[r][v] = Steps::madd(c[r][v], g, a[v]);
+    }
+  }
+  for (int r = 0; r < rows; ++r) {
+    float* out = acc_tile + r * ld_acc;
+    for (int v = 0; v < kVecs; ++v) {
+      const __mmask16 m = column_mask(cols, v);
+      const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(m, out + 16 * v), _mm512_abs_ps(c[r][v]));
+      _mm512_mask_storeu_ps(out + 16 * v, m, sum);
+    }
+  }
+}
+
+// Steps [step_begin, step_end) of one sample into both panels. Token rows are
+// read in order and each left to right, so the source streams from memory.
+inline void pack_steps(const SaliencyBlocking& p, const typename Steps::Elem* g, const typename Steps::Elem* a,
+                       int64_t step_begin, int64_t step_end, const SaliencyPanels& panels) {
+  const int64_t steps = p.steps();
+  for (int64_t step = step_begin; step < step_end; ++step) {
+    const int tokens = static_cast<int>(std::min<int64_t>(Steps::kTokens, p.T - step * Steps::kTokens));
+    const auto* g_row = g + step * Steps::kTokens * p.N;
+    for (int64_t s = 0; s * kTileRows < p.N; ++s) {
+      const int64_t left = std::min<int64_t>(p.N - s * kTileRows, kTileRows);
+      const __m512i v = Steps::load(g_row + s * kTileRows, p.N, tokens, static_cast<__mmask16>((1u << left) - 1u));
+      _mm512_mask_storeu_epi32(panels.grad + (s * steps + step) * kTileRows, (1u << kTileRows) - 1u, v);
+    }
+    const auto* a_row = a + step * Steps::kTokens * p.K;
+    for (int64_t s = 0; s * kTileCols < p.K; ++s) {
+      int32_t* dst = panels.act + (s * steps + step) * kTileCols;
+      for (int v = 0; v < kVecs; ++v)
+        _mm512_store_si512(dst + 16 * v, Steps::load(a_row + s * kTileCols + 16 * v, p.K, tokens,
+                                                     column_mask(p.K - s * kTileCols, v)));
+    }
+  }
+}
+
+// acc block (row_block, col_block) += |g_b^T a_b| from the packed panels.
+inline void tile_block(const SaliencyBlocking& p, float* acc, const SaliencyPanels& panels, int64_t row_block,
+                       int64_t col_block) {
+  const int64_t row0 = row_block * p.block_rows, rows = std::min(p.block_rows, p.N - row0);
+  const int64_t col0 = col_block * p.block_cols, cols = std::min(p.block_cols, p.K - col0);
+  const int64_t steps = p.steps();
+  for (int64_t r = row0; r < row0 + rows; r += kTileRows) {
+    const int32_t* g_strip = panels.grad + (r / kTileRows) * steps * kTileRows;
+    const int tile_rows = static_cast<int>(std::min<int64_t>(kTileRows, row0 + rows - r));
+    for (int64_t c = col0; c < col0 + cols; c += kTileCols)
+      micro_tile(g_strip, panels.act + (c / kTileCols) * steps * kTileCols, steps, acc + r * p.K + c, p.K,
+                 tile_rows, col0 + cols - c);
+  }
+}
