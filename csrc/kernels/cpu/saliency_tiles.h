@@ -39,7 +39,8 @@ inline void micro_tile(const int32_t* g_strip, const int32_t* a_strip, int64_t s
   // The acc tile is cold (last touched a whole sample ago): fetch it while the
   // tile computes, so the epilogue does not wait for memory.
   for (int r = 0; r < rows; ++r)
-    for (int v = 0; v < kVecs; ++v) _mm_prefetch(reinterpret_cast<const char*>(acc_tile + r * ld_acc + 16 * v), _MM_HINT_T0);
+    for (int v = 0; v < kVecs; ++v)
+      _mm_prefetch(reinterpret_cast<const char*>(acc_tile + r * ld_acc + 16 * v), _MM_HINT_T0);
   __m512 c[kTileRows][kVecs];
   for (auto& row : c)
     for (auto& v : row) v = _mm512_setzero_ps();
