@@ -42,7 +42,9 @@ inline void micro_tile(const int32_t* g_strip, const int32_t* a_strip, int64_t s
     for (int v = 0; v < kVecs; ++v)
       _mm_prefetch(reinterpret_cast<const char*>(acc_tile + r * ld_acc + 16 * v), _MM_HINT_T0);
   __m512 c[kTileRows][kVecs];
+#pragma GCC unroll 6
   for (auto& row : c)
+#pragma GCC unroll 4
     for (auto& v : row) v = _mm512_setzero_ps();
   for (int64_t s = 0; s < steps; ++s) {
     const int32_t* a_s = a_strip + s * kTileCols;
@@ -54,8 +56,13 @@ inline void micro_tile(const int32_t* g_strip, const int32_t* a_strip, int64_t s
       for (int v = 0; v < kVecs; ++v) c[r][v] = Steps::madd(c[r][v], g, a[v]);
     }
   }
-  for (int r = 0; r < rows; ++r) {
+  // Unrolled over the whole tile (rows past `rows` skipped), so that c stays
+  // in registers: a loop over a run-time row count would put it on the stack.
+#pragma GCC unroll 6
+  for (int r = 0; r < kTileRows; ++r) {
+    if (r >= rows) break;
     float* out = acc_tile + r * ld_acc;
+#pragma GCC unroll 4
     for (int v = 0; v < kVecs; ++v) {
       const __mmask16 m = column_mask(cols, v);
       const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(m, out + 16 * v), _mm512_abs_ps(c[r][v]));
