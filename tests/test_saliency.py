@@ -49,6 +49,15 @@ def test_fused_blocking_edges(cpu_isa, dtype, B, T, N, K):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_one_token_samples(cpu_isa, dtype):
+    """T = 1 takes the |g||a| shortcut (one product over all samples); signs vary per sample."""
+    g = torch.Generator().manual_seed(8)
+    grad_out = torch.randn(300, 1, 40, generator=g).to(dtype)
+    act = torch.randn(300, 1, 70, generator=g).to(dtype)
+    check(torch.rand(40, 70, generator=g), grad_out, act)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("scale", [1e-15, 1e15])
 def test_huge_and_tiny_magnitudes(cpu_isa, dtype, scale):
     """Inputs far from unit scale (their products still normal fp32 numbers);

@@ -1,6 +1,7 @@
 // CPU entry point of tacq.saliency_accumulate:
 //   acc[N,K] += sum_b |grad_out[b]^T act[b]|   (per-sample absolute value)
 //
+// One-token samples (T = 1) are summed as one sample of |grad_out|, |act|.
 // bf16 inputs on a CPU with AVX-512 BF16 go to the fused bf16 kernel as they
 // are; all others are made fp32 and contiguous (half-precision inputs are copied
 // once). AVX-512: the fused kernels (kernels/cpu/saliency_tiles.h) keep each
@@ -86,6 +87,13 @@ void saliency_accumulate_cpu(at::Tensor& acc, const at::Tensor& grad_out, const 
   const at::Tensor a3 = act.dim() == 2 ? act.unsqueeze(0) : act;
   const int64_t B = g3.size(0), T = g3.size(1), N = acc.size(0), K = acc.size(1);
   if (B == 0 || T == 0 || N == 0 || K == 0) return;
+  if (T == 1 && B > 1) {
+    // One-token samples: |g_b a_b| = |g_b| |a_b| exactly, so their sum is one
+    // product of absolute values, B samples become the tokens of one sample
+    // and acc is swept once instead of B times.
+    saliency_accumulate_cpu(acc, g3.abs().reshape({B, N}), a3.abs().reshape({B, K}));
+    return;
+  }
   if (g3.scalar_type() == at::kBFloat16 && cpu_has_avx512_bf16()) {
     const at::Tensor g = g3.contiguous(), a = a3.contiguous();
     accumulate_fused(acc.data_ptr<float>(), reinterpret_cast<const uint16_t*>(g.const_data_ptr<at::BFloat16>()),
