@@ -48,6 +48,16 @@ def test_fused_blocking_edges(cpu_isa, dtype, B, T, N, K):
     check(torch.rand(N, K, generator=g), grad_out, act)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_short_samples_grouped(cpu_isa, dtype):
+    """Samples under 128 steps are swept over acc in groups (T=40: groups of 3 for
+    fp32, 6 for bf16 token pairs); 7 samples leave a partial last group."""
+    g = torch.Generator().manual_seed(9)
+    grad_out = torch.randn(7, 40, 20, generator=g).to(dtype)
+    act = torch.randn(7, 40, 130, generator=g).to(dtype)
+    check(torch.rand(20, 130, generator=g), grad_out, act)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_one_token_samples(cpu_isa, dtype):
     """T = 1 takes the |g||a| shortcut (one product over all samples); signs vary per sample."""

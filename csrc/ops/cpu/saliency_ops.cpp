@@ -5,9 +5,10 @@
 // bf16 inputs on a CPU with AVX-512 BF16 go to the fused bf16 kernel as they
 // are; all others are made fp32 and contiguous (half-precision inputs are copied
 // once). AVX-512: the fused kernels (kernels/cpu/saliency_tiles.h) keep each
-// sample's gradient tile in registers. Sample by sample, its tokens are packed
-// into two panels (T x (N + K) 32-bit lanes, reused for every sample; in
-// parallel over tokens), then the blocks of acc run in parallel.
+// sample's gradient tile in registers. A group of samples at a time (one
+// sample, or a few short ones: SaliencyBlocking::group), their tokens are
+// packed into two panels (about max(T, 128) x (N + K) 32-bit lanes, reused for
+// every group; in parallel over tokens), then the blocks of acc run in parallel.
 // Other CPUs: acc is cut into row tiles of at most kTileElems floats; for each
 // tile and sample one BLAS GEMM writes the sample's gradient tile into a
 // reusable buffer and a parallel epilogue adds its absolute value into acc
@@ -48,17 +49,20 @@ void accumulate_fused(float* acc, const Elem* grad, const Elem* act, int64_t B, 
   const auto p = cpu::SaliencyBlocking::for_shape(B, T, N, K, tokens_per_step, 4 * at::get_num_threads());
   const auto grad_panel = aligned_lanes(p.grad_panel_lanes()), act_panel = aligned_lanes(p.act_panel_lanes());
   const cpu::SaliencyPanels panels{grad_panel.get(), act_panel.get()};
-  const int64_t row_blocks = p.row_blocks();
-  for (int64_t b = 0; b < B; ++b) {
-    const Elem* grad_b = grad + b * T * N;
-    const Elem* act_b = act + b * T * K;
-    at::parallel_for(0, p.steps(), 1, [&](int64_t begin, int64_t end) {
-      pack_steps(p, grad_b, act_b, begin, end, panels);
+  const int64_t row_blocks = p.row_blocks(), steps = p.steps();
+  for (int64_t b0 = 0; b0 < B; b0 += p.group) {
+    const int64_t samples = std::min(p.group, B - b0);
+    at::parallel_for(0, samples * steps, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t slot = begin / steps; slot * steps < end; ++slot) {
+        const int64_t b = b0 + slot;
+        pack_steps(p, grad + b * T * N, act + b * T * K, slot, std::max(begin - slot * steps, int64_t{0}),
+                   std::min(end - slot * steps, steps), panels);
+      }
     });
     // Consecutive blocks share a column block, so its activations are re-read from L3.
     at::parallel_for(0, row_blocks * p.col_blocks(), 1, [&](int64_t begin, int64_t end) {
       for (int64_t block = begin; block < end; ++block)
-        tile_block(p, acc, panels, block % row_blocks, block / row_blocks);
+        tile_block(p, acc, panels, samples, block % row_blocks, block / row_blocks);
     });
   }
 }
