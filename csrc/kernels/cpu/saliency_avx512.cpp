@@ -7,7 +7,7 @@
 #include "saliency.h"
 
 namespace tacq::cpu::avx512 {
-namespace tiles {
+namespace {
 
 struct Steps {
   using Elem = float;
@@ -20,18 +20,8 @@ struct Steps {
   }
 };
 
+}  // namespace
+
 #include "saliency_tiles.h"
-
-}  // namespace tiles
-
-void pack_steps(const SaliencyBlocking& p, const float* grad_b, const float* act_b, int64_t slot,
-                int64_t step_begin, int64_t step_end, const SaliencyPanels& panels) {
-  tiles::pack_steps(p, grad_b, act_b, slot, step_begin, step_end, panels);
-}
-
-void tile_block(const SaliencyBlocking& p, float* acc, const SaliencyPanels& panels, int64_t samples,
-                int64_t row_block, int64_t col_block) {
-  tiles::tile_block(p, acc, panels, samples, row_block, col_block);
-}
 
 }  // namespace tacq::cpu::avx512

@@ -15,7 +15,7 @@
 #include "saliency.h"
 
 namespace tacq::cpu::avx512bf16 {
-namespace tiles {
+namespace {
 
 struct Steps {
   using Elem = uint16_t;  // bf16 bit patterns
@@ -32,18 +32,8 @@ struct Steps {
   }
 };
 
+}  // namespace
+
 #include "saliency_tiles.h"
-
-}  // namespace tiles
-
-void pack_steps(const SaliencyBlocking& p, const uint16_t* grad_b, const uint16_t* act_b, int64_t slot,
-                int64_t step_begin, int64_t step_end, const SaliencyPanels& panels) {
-  tiles::pack_steps(p, grad_b, act_b, slot, step_begin, step_end, panels);
-}
-
-void tile_block(const SaliencyBlocking& p, float* acc, const SaliencyPanels& panels, int64_t samples,
-                int64_t row_block, int64_t col_block) {
-  tiles::tile_block(p, acc, panels, samples, row_block, col_block);
-}
 
 }  // namespace tacq::cpu::avx512bf16

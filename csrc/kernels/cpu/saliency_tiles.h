@@ -1,8 +1,9 @@
 // Fused per-sample saliency GEMM, AVX-512 (the math in saliency.h):
 //   acc[n, k] += sum_b | sum_t g_b[t, n] * a_b[t, k] |
 // included inside namespace tacq::cpu::<isa> by saliency_avx512.cpp (fp32
-// inputs, vfmadd) and saliency_avx512bf16.cpp (bf16 inputs, vdpbf16ps), each of
-// which first defines `struct Steps`:
+// inputs, vfmadd) and saliency_avx512bf16.cpp (bf16 inputs, vdpbf16ps), where it
+// defines that ISA's pack_steps and tile_block (saliency.h). Each first defines,
+// in an anonymous namespace, `struct Steps`:
 //   Steps::Elem (float or uint16_t bf16 bit patterns), kTokens (tokens per step),
 //   load(src, ld, tokens, mask) -> 16 lanes of 32 bits: lane c holds the masked
 //     columns src[c], src[ld + c], ... of `tokens` (1 .. kTokens) consecutive
@@ -27,19 +28,21 @@
 // next slot's sample follows on the same acc tile, now in L1. The per-sample
 // gradient never leaves registers.
 
+namespace {
+
 constexpr int kTileRows = 6;
 constexpr int kTileCols = 64;
 constexpr int kVecs = kTileCols / 16;
 
-inline __mmask16 column_mask(int64_t cols_left, int vec) {
+__mmask16 column_mask(int64_t cols_left, int vec) {
   const int64_t n = std::clamp<int64_t>(cols_left - 16 * vec, 0, 16);
   return static_cast<__mmask16>((1u << n) - 1u);
 }
 
 // acc_tile[r, c] += sum_j |sum_s g_strip[j, s, r] . a_strip[j, s, c]| over
 // samples j < samples, for r < rows, c < cols.
-inline void micro_tile(const int32_t* g_strip, const int32_t* a_strip, int64_t samples, int64_t steps,
-                       float* acc_tile, int64_t ld_acc, int rows, int64_t cols) {
+void micro_tile(const int32_t* g_strip, const int32_t* a_strip, int64_t samples, int64_t steps,
+                float* acc_tile, int64_t ld_acc, int rows, int64_t cols) {
   // The acc tile is cold (last touched a whole group ago): fetch it while the
   // tile computes, so the epilogue does not wait for memory.
   for (int r = 0; r < rows; ++r)
@@ -79,11 +82,13 @@ inline void micro_tile(const int32_t* g_strip, const int32_t* a_strip, int64_t s
   }
 }
 
+}  // namespace
+
 // Steps [step_begin, step_end) of one sample into slot `slot` of both panels.
 // Token rows are read in order and each left to right, so the source streams
 // from memory.
-inline void pack_steps(const SaliencyBlocking& p, const typename Steps::Elem* g, const typename Steps::Elem* a,
-                       int64_t slot, int64_t step_begin, int64_t step_end, const SaliencyPanels& panels) {
+void pack_steps(const SaliencyBlocking& p, const Steps::Elem* g, const Steps::Elem* a, int64_t slot,
+                int64_t step_begin, int64_t step_end, const SaliencyPanels& panels) {
   const int64_t strip_steps = p.group_steps(), first = slot * p.steps();
   for (int64_t step = step_begin; step < step_end; ++step) {
     const int tokens = static_cast<int>(std::min<int64_t>(Steps::kTokens, p.T - step * Steps::kTokens));
@@ -105,8 +110,8 @@ inline void pack_steps(const SaliencyBlocking& p, const typename Steps::Elem* g,
 }
 
 // acc block (row_block, col_block) += sum over slots [0, samples) of |g_b^T a_b|.
-inline void tile_block(const SaliencyBlocking& p, float* acc, const SaliencyPanels& panels, int64_t samples,
-                       int64_t row_block, int64_t col_block) {
+void tile_block(const SaliencyBlocking& p, float* acc, const SaliencyPanels& panels, int64_t samples,
+                int64_t row_block, int64_t col_block) {
   const int64_t row0 = row_block * p.block_rows, rows = std::min(p.block_rows, p.N - row0);
   const int64_t col0 = col_block * p.block_cols, cols = std::min(p.block_cols, p.K - col0);
   const int64_t strip_steps = p.group_steps();
