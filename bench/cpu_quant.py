@@ -2,9 +2,11 @@
 
 quantize: clipping search, 2-bit per-row, 4096x14336, against the pure-torch
 reference (timed on a few rows and scaled to the matrix: it is too slow to run
-whole). saliency_accumulate: B=8, T=256, N=K=4096, fp32 and bf16 inputs, against one
-torch.mm producing the batch-summed gradient of the same shapes and dtype (same
-FLOPs) and the naive per-sample loop (mm per sample, abs, add into fp32 acc).
+whole). saliency_accumulate: B=8, T=256, N=K=4096 (the issue's shape) and
+B=64, T=16 (short samples, swept over acc in groups), fp32 and bf16 inputs,
+against one torch.mm producing the batch-summed gradient of the same shapes and
+dtype (same FLOPs) and the naive per-sample loop (mm per sample, abs, add into
+fp32 acc).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ def _saliency_row(B: int, T: int, N: int, K: int, dtype: torch.dtype) -> Row:
 
 def rows(device: str, quick: bool) -> list[Row]:
     assert device == "cpu"
-    quantize_shape, saliency_shape = ((256, 1024), (2, 64, 512, 512)) if quick else ((4096, 14336), (8, 256, 4096, 4096))
-    return [_quantize_row(*quantize_shape, 2)] + [_saliency_row(*saliency_shape, dtype)
+    if quick:
+        quantize_shape, saliency_shapes = (256, 1024), [(2, 64, 512, 512)]
+    else:
+        quantize_shape, saliency_shapes = (4096, 14336), [(8, 256, 4096, 4096), (64, 16, 4096, 4096)]
+    return [_quantize_row(*quantize_shape, 2)] + [_saliency_row(*shape, dtype) for shape in saliency_shapes
                                                   for dtype in (torch.float32, torch.bfloat16)]
