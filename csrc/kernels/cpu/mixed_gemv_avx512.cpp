@@ -1,17 +1,13 @@
 // tacq.mixed_gemv CPU kernel, AVX-512 (layout and algebra in mixed_gemv.h):
 // the lane kernel of mixed_gemv_lanes.h with fp32 lanes, for bits 2, 3 and 4
 // (x staged as fp32 in lane order, one vfmadd231ps per 16 weights).
-// GCC 12 warns falsely about its own AVX-512 intrinsic headers (GCC bug 105593).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#include <immintrin.h>
-
 #include <algorithm>
 #include <array>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "avx512_intrinsics.h"
 #include "mixed_gemv.h"
 
 namespace tacq::cpu::avx512 {

@@ -5,17 +5,13 @@
 // vdpbf16ps multiplies them with 32 activations into 16 fp32 sums. Products of
 // bf16 values are exact in fp32, so this matches the fp32 kernel's arithmetic
 // on bf16 inputs.
-// GCC 12 warns falsely about its own AVX-512 intrinsic headers (GCC bug 105593).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#include <immintrin.h>
-
 #include <algorithm>
 #include <array>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "avx512_intrinsics.h"
 #include "mixed_gemv.h"
 
 namespace tacq::cpu::avx512bf16 {

@@ -5,7 +5,7 @@
 //   Lanes::Elem, kLaneBits, kMantissaBits, kOneBits (1.0 in every lane),
 //   shift<s>(v) (s > 0 left, s < 0 right, per lane), madd(acc, q, xv),
 //   store_step(dst, v) (512/kLaneBits fp32 values, in v[0], v[1], ..., as Elem).
-// No includes (the including file brings <immintrin.h>, <algorithm>, <array>,
+// No includes (the including file brings avx512_intrinsics.h, <algorithm>, <array>,
 // <type_traits>, <utility>, <vector>).
 //
 // Data layout. A packed row is read one chunk at a time: 64 bytes (C = 512/bits

@@ -1,9 +1,8 @@
 // tacq.saliency_accumulate fused kernel for fp32 inputs, AVX-512: the tiles of
 // saliency_tiles.h with one token per step and one vfmadd per vector.
-#include <immintrin.h>
-
 #include <algorithm>
 
+#include "avx512_intrinsics.h"
 #include "saliency.h"
 
 namespace tacq::cpu::avx512 {

@@ -5,13 +5,9 @@
 // exact in fp32 and are summed in fp32, as the fp32 kernel does on the same
 // inputs, in another order; vdpbf16ps flushes subnormal inputs and results to
 // zero (products below 2^-126 ~ 1.2e-38 count as 0).
-// GCC 12 warns falsely about its own AVX-512 intrinsic headers (GCC bug 105593).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#include <immintrin.h>
-
 #include <algorithm>
 
+#include "avx512_intrinsics.h"
 #include "saliency.h"
 
 namespace tacq::cpu::avx512bf16 {

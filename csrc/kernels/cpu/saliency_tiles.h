@@ -10,7 +10,7 @@
 //     token rows, zero past them (fp32: one float; bf16: a bf16 pair, token t in
 //     the low half),
 //   madd(acc, g, a): acc[c] += sum over the step's tokens of g[c] * a[c].
-// No includes (the including file brings <immintrin.h> and <algorithm>).
+// No includes (the including file brings avx512_intrinsics.h and <algorithm>).
 //
 // Layout: g_b = grad + b*T*N is [T, N] row-major, a_b = act + b*T*K is [T, K],
 // acc is [N, K]. Tokens are taken kTokens at a time ("steps"; a zero token pads
