@@ -160,3 +160,79 @@ def test_targets_outside_the_blocks_follow_them():
     only_head = find_targets(model, lambda name, m: name == "lm_head")
     quantize_sequentially(model, calib, only_head, lambda h: order.append(list(h)) or {}, progress=False)
     assert order[-1] == ["lm_head"]
+
+
+class Memory:
+    """A key/value store with a cache's interface, as a library other than
+    transformers might pass it: update() appends and returns everything seen."""
+
+    def __init__(self):
+        self.keys = {}
+
+    def update(self, k, layer):
+        self.keys[layer] = torch.cat([self.keys[layer], k], dim=1) if layer in self.keys else k
+        return self.keys[layer]
+
+    def get_seq_length(self):
+        return next(iter(self.keys.values())).shape[1] if self.keys else 0
+
+
+class MemoryBlock(nn.Module):
+    """Attends over every key its memory holds, taken under the keyword `kv_store`."""
+
+    def __init__(self, layer, width=16):
+        super().__init__()
+        self.layer = layer
+        self.key, self.out = nn.Linear(width, width), nn.Linear(width, width)
+
+    def forward(self, hidden, kv_store=None):
+        k = self.key(hidden)
+        if kv_store is not None:
+            k = kv_store.update(k, self.layer)
+        attn = torch.softmax(hidden @ k.transpose(1, 2), dim=-1) @ k
+        return hidden + self.out(attn)
+
+
+class MemoryModel(nn.Module):
+    """Decoder blocks at model.model.layers; a fresh Memory per forward while
+    config.use_cache is on, passed to the blocks under a keyword no library uses."""
+
+    def __init__(self, pass_memory_positionally=False):
+        super().__init__()
+        self.config = type("Config", (), {"use_cache": True})()
+        self.model = nn.Module()
+        self.model.layers = nn.ModuleList(MemoryBlock(i) for i in range(3))
+        self.positional = pass_memory_positionally
+
+    def forward(self, x):
+        memory = Memory() if self.config.use_cache else None
+        for block in self.model.layers:
+            x = block(x, memory) if self.positional else block(x, kv_store=memory)
+        return x
+
+
+def test_a_cache_under_any_keyword_or_position_is_not_replayed():
+    for positional in (False, True):
+        torch.manual_seed(0)
+        model = MemoryModel(positional)
+        calib = [torch.randn(2, 5, 16) for _ in range(2)]
+        loss_fn = lambda m, x: m(x).pow(2).sum()  # noqa: E731
+        targets = find_targets(model)
+        groups = []
+        quantize_sequentially(model, calib, targets,
+                              checked_coarse_quantizer(model, calib, targets, groups, loss_fn), loss_fn,
+                              progress=False)
+        assert groups == [sorted(names) for names in targets_by_block(model, targets)[0]]
+        assert model.config.use_cache, "the cache setting is restored after the pass"
+
+
+def test_tiny_llama_quantizes_block_by_block_with_its_cache_on():
+    model = tiny_llama()
+    model.config.use_cache = True
+    calib = [lm_batch(30), lm_batch(31)]
+    targets = find_targets(model)
+    groups = []
+    quantize_sequentially(model, calib, targets, checked_coarse_quantizer(model, calib, targets, groups),
+                          progress=False)
+    assert len(groups) == len(model.model.layers)
+    assert model.config.use_cache

@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from . import ops
+from .kv_cache import cache_disabled
 from .targets import decoder_blocks
 
 LossFn = Callable[[nn.Module, object], torch.Tensor]
@@ -189,31 +190,26 @@ class _GradientTap:
 @contextlib.contextmanager
 def _blocks_checkpointed(model: nn.Module, tap: _GradientTap, enabled: bool):
     """With `enabled`, every decoder block runs through tap.checkpointed, and
-    the model's KV cache is off meanwhile (config.use_cache), as a recomputed
-    block would append to it twice."""
+    the model's KV cache is off meanwhile, as a recomputed block would append
+    to it twice."""
     if not enabled:
         yield
         return
     blocks = decoder_blocks(model)
     if blocks is None:
         raise ValueError("activation_checkpointing needs a model with decoder blocks (model.model.layers)")
-    config = getattr(model, "config", None)
-    use_cache = getattr(config, "use_cache", None)
     instance_forwards = [block.__dict__.get("forward") for block in blocks]
     try:
-        if use_cache is not None:
-            config.use_cache = False
-        for block in blocks:
-            block.forward = functools.partial(tap.checkpointed, block.forward)
-        yield
+        with cache_disabled(model):
+            for block in blocks:
+                block.forward = functools.partial(tap.checkpointed, block.forward)
+            yield
     finally:
         for block, forward in zip(blocks, instance_forwards):
             if forward is None:
                 del block.forward
             else:
                 block.forward = forward
-        if use_cache is not None:
-            config.use_cache = use_cache
 
 
 def accumulate_gradient_stats(

@@ -26,14 +26,13 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .gptq import HessianAccumulator
+from .kv_cache import cache_disabled, is_kv_cache
 from .saliency import LossFn
 from .targets import decoder_blocks, targets_by_block
 
 # {target name: Hessian} of one group -> {target name: weight the rest of the
 # pass must see}; empty when the caller swapped the quantized layers in itself.
 QuantizeGroup = Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]
-
-_CACHE_ARGUMENTS = ("past_key_value", "past_key_values", "layer_past")
 
 
 class _StopForward(Exception):
@@ -138,11 +137,13 @@ def _hidden_and_rest(args: tuple, kwargs: dict):
 
 
 def _without_cache(call: _BlockCall) -> _BlockCall:
-    """Block calls are replayed several times: no key/value cache may grow."""
-    kwargs = {k: (None if k in _CACHE_ARGUMENTS else v) for k, v in call.kwargs.items()}
+    """Block calls are replayed several times, so no key/value cache may be
+    passed on: every cache object is replaced by None and use_cache by False."""
+    args = tuple(None if is_kv_cache(v) else v for v in call.args)
+    kwargs = {k: (None if is_kv_cache(v) else v) for k, v in call.kwargs.items()}
     if "use_cache" in kwargs:
         kwargs["use_cache"] = False
-    return _BlockCall(call.args, kwargs)
+    return _BlockCall(args, kwargs)
 
 
 def _block_output(out):
@@ -177,7 +178,7 @@ def _capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calib: list, 
         handles.append(block.register_forward_pre_hook(pre_hook(i), with_kwargs=True))
         handles.append(block.register_forward_hook(post_hook, with_kwargs=True))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), cache_disabled(model):
             for batch in tqdm(calib, desc=desc, disable=not progress, leave=False):
                 state["order"], state["last_out"] = [], None
                 run_model(model, batch, loss_fn)
