@@ -2,6 +2,7 @@
 integrity (sha256, truncation, foreign files, every quantized tensor checked,
 nothing unpickled)."""
 
+import copy
 import json
 import math
 import pickle
@@ -237,3 +238,58 @@ def test_tampered_quantized_tensor(ckpt, saved, case):
     refresh_digest(ckpt)
     with pytest.raises(ValueError, match=f"checkpoint layer '{LAYER}', tensor '{tensor}': .*{message}"):
         load(ckpt, saved[1])
+
+
+# ------------------------------------------------------------------ moving a quantized model
+
+def _assert_format_dtypes(model, device="cpu"):
+    layers = [m for m in model.modules() if isinstance(m, tacq_ext.QuantizedLinear)]
+    assert layers
+    for q in layers:
+        assert q.packed.dtype == q.row_ptr.dtype == q.col_idx.dtype == torch.int32
+        assert q.scale.dtype == q.zero.dtype == q.values.dtype == torch.float16
+        assert all(t.device.type == device for t in q.buffers())
+
+
+@pytest.mark.parametrize("from_checkpoint", [False, True], ids=["quantized", "loaded"])
+def test_casting_a_quantized_model_keeps_its_format(saved, from_checkpoint):
+    path, model = saved
+    model = tacq_ext.load_quantized(path, meta_skeleton(model.config)) if from_checkpoint else copy.deepcopy(model)
+    ids = lm_batch(34)["input_ids"]
+    expected = {}
+    for cast, dtype in (("bfloat16", torch.bfloat16), ("half", torch.float16), ("float", torch.float32)):
+        getattr(model, cast)()
+        _assert_format_dtypes(model)
+        assert model.model.embed_tokens.weight.dtype == dtype
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits
+        assert logits.dtype == dtype and torch.isfinite(logits).all()
+        expected[dtype] = logits
+    model.to(torch.bfloat16)
+    _assert_format_dtypes(model)
+    skeleton = meta_skeleton(model.config).to(torch.bfloat16)
+    reference = tacq_ext.load_quantized(path, skeleton)
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, reference(input_ids=ids).logits)
+    model.to("meta")
+    _assert_format_dtypes(model, "meta")
+
+
+def test_module_casts_reach_the_bias_only():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 8)
+    codes, scale, zero = tacq_ext.ops.quantize(layer.weight.detach(), 3, 32)
+    keep = torch.zeros(8, 64, dtype=torch.bool)
+    keep[2, 5] = True
+    q = tacq_ext.QuantizedLinear.from_quantized(codes, scale, zero, layer.weight.detach(), keep, 3, 32,
+                                                bias=layer.bias.detach())
+    before = {n: t.clone() for n, t in q.named_buffers()}
+    q.to(torch.bfloat16)
+    assert q.bias.dtype == torch.bfloat16
+    for name in ("packed", "scale", "zero", "row_ptr", "col_idx", "values"):
+        assert torch.equal(getattr(q, name), before[name]), f"{name} changed under .to(bfloat16)"
+    x = torch.randn(3, 64)
+    y = q(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    q.float()
+    torch.testing.assert_close(y.float(), q(x), rtol=0.02, atol=0.02)

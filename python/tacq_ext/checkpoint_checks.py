@@ -15,7 +15,6 @@ import torch
 from . import ops
 
 _CHUNK = 1 << 24
-QUANTIZED_TENSORS = ("packed", "scale", "zero", "row_ptr", "col_idx", "values")
 
 
 def file_sha256(path) -> str:

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from . import ops
 
 GEMV_MAX_ROWS = 16
+# buffers of the stored format, whose dtypes are fixed whatever the module is cast to
+QUANTIZED_TENSORS = ("packed", "scale", "zero", "row_ptr", "col_idx", "values")
 # positive range of a stored fp16 scale: the smallest subnormal to the largest finite value
 SCALE_MIN, SCALE_MAX = 2.0**-24, float(torch.finfo(torch.float16).max)
 
@@ -45,6 +47,21 @@ class QuantizedLinear(nn.Module):
         self.register_buffer("col_idx", torch.zeros(nnz, dtype=torch.int32, device=device))
         self.register_buffer("values", torch.zeros(nnz, dtype=torch.float16, device=device))
         self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, device=device) if bias else None)
+
+    def _apply(self, fn, recurse=True):
+        """Casts of the module (.to(dtype), .half(), .float(), .bfloat16())
+        reach the bias only: the stored format's tensors (int32 codes and CSR
+        indices, fp16 scale, zero and residual values) move between devices
+        but keep their dtypes, which the kernels require."""
+        format_tensors = {id(self._buffers[name]) for name in QUANTIZED_TENSORS}
+
+        def moved_keeping_format(t):
+            if id(t) not in format_tensors:
+                return fn(t)
+            probe = fn(t[:0])
+            return fn(t) if probe.dtype == t.dtype else t.to(device=probe.device)
+
+        return super()._apply(moved_keeping_format, recurse)
 
     @classmethod
     def from_quantized(cls, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,

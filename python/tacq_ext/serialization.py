@@ -16,10 +16,9 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .checkpoint_checks import (QUANTIZED_TENSORS, check_layer_spec, check_quantized_layer, check_weights_file,
-                                file_sha256)
+from .checkpoint_checks import check_layer_spec, check_quantized_layer, check_weights_file, file_sha256
 from .config import TACQConfig
-from .qlinear import QuantizedLinear
+from .qlinear import QUANTIZED_TENSORS, QuantizedLinear
 from .targets import set_module
 
 FORMAT_VERSION = 1
