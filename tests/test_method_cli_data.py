@@ -221,3 +221,23 @@ def test_cli_reports_bad_input(tmp_path, hf_model_dir, capsys):
     assert cli.main(["quantize", "--model", str(hf_model_dir), "--calib", str(empty), "--out",
                      str(tmp_path / "o"), "--quiet"]) == 2
     assert "no examples" in capsys.readouterr().err
+
+
+def test_cli_model_without_a_tokenizer(tmp_path, hf_model_dir, capsys):
+    import shutil
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(hf_model_dir / name, bare / name)
+    data = tmp_path / "calib.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"{a}+1=", "answer": str(a + 1)}) + "\n" for a in range(4)))
+    out = tmp_path / "q"
+    args = ["quantize", "--model", str(bare), "--calib", str(data), "--bits", "3", "--method", "rtn",
+            "--out", str(out), "--quiet"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{bare} has no Hugging Face tokenizer" in err and "--tokenizer" in err
+    assert not out.exists()
+    assert cli.main(args + ["--tokenizer", str(hf_model_dir)]) == 0
+    assert (out / "tokenizer_config.json").is_file()

@@ -60,28 +60,50 @@ def _model_dir(model_dir: str) -> Path:
     return path
 
 
-def _load_hf(model_dir: str, device: torch.device, dtype: torch.dtype):
-    """Model and tokenizer from a local directory; never touches the network."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+# files one of which a directory saved with tokenizer.save_pretrained holds
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def _load_tokenizer(directory: str):
+    """The Hugging Face tokenizer saved in `directory`, or a ValueError that
+    says what is missing and what to do (never the tokenizers library's
+    slow-to-fast conversion message)."""
+    from transformers import AutoTokenizer
+
+    path = Path(directory)
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(f"{path} has no Hugging Face tokenizer (none of {', '.join(TOKENIZER_FILES)}). "
+                         f"Save the model's tokenizer there with tokenizer.save_pretrained(), or pass "
+                         f"--tokenizer DIR naming a directory that holds one")
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"the tokenizer in {path} could not be loaded: {e}") from None
+
+
+def _load_hf(model_dir: str, tokenizer_dir, device: torch.device, dtype: torch.dtype):
+    """Model and tokenizer from local directories; never touches the network."""
+    from transformers import AutoModelForCausalLM
 
     path = _model_dir(model_dir)
+    tokenizer = _load_tokenizer(tokenizer_dir or path)
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype).to(device).eval()
-    return model, AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return model, tokenizer
 
 
-def _load_quantized_hf(model_dir: str, quantized: str, device: torch.device, dtype: torch.dtype):
+def _load_quantized_hf(model_dir: str, tokenizer_dir, quantized: str, device: torch.device, dtype: torch.dtype):
     """A skeleton built on the meta device from the model directory's config
     (no weights read, no memory used), filled from the quantized checkpoint."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from . import load_quantized
 
     path = _model_dir(model_dir)
+    tokenizer = _load_tokenizer(tokenizer_dir or path)
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    model = load_quantized(quantized, skeleton, device=device).eval()
-    return model, AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return load_quantized(quantized, skeleton, device=device).eval(), tokenizer
 
 
 def _on(device: torch.device, batch: dict) -> dict:
@@ -90,6 +112,7 @@ def _on(device: torch.device, batch: dict) -> dict:
 
 def _add_quantize(p):
     p.add_argument("--model", required=True, help="local Hugging Face model directory")
+    p.add_argument("--tokenizer", help="directory of the Hugging Face tokenizer (default: the model's directory)")
     p.add_argument("--calib", required=True, help="calibration file (prompt/answer jsonl, GSM8k jsonl, MMLU csv, Spider json)")
     p.add_argument("--format", default="auto", help="jsonl | gsm8k | mmlu | spider | auto")
     p.add_argument("--bits", type=int, default=2)
@@ -116,7 +139,7 @@ def _run_quantize(args) -> int:
     cfg = TACQConfig(bits=args.bits, group_size=args.group_size, ratio=args.ratio, method=args.method,
                      reference=args.reference)
     device, dtype = _runtime(args)
-    model, tokenizer = _load_hf(args.model, device, dtype)
+    model, tokenizer = _load_hf(args.model, args.tokenizer, device, dtype)
     examples = read_examples(args.calib, args.format)[: args.num_samples]
     calib = [_on(device, b) for b in make_batches(examples, tokenizer, args.batch_size, args.max_length)]
     start = time.perf_counter()
@@ -138,6 +161,7 @@ def _add_eval(p):
     p.add_argument("--quantized", help="quantized checkpoint directory, loaded into a meta-device skeleton "
                                        "(default: evaluate --model as is)")
     p.add_argument("--data", required=True, help="evaluation file or MMLU directory, same formats as --calib")
+    p.add_argument("--tokenizer", help="directory of the Hugging Face tokenizer (default: the model's directory)")
     p.add_argument("--format", default="auto")
     p.add_argument("--max-samples", type=int, default=50)
     _add_runtime_options(p)
@@ -150,9 +174,10 @@ def _run_eval(args) -> int:
 
     device, dtype = _runtime(args)
     if args.quantized:
-        model, tokenizer = _load_quantized_hf(args.model or args.quantized, args.quantized, device, dtype)
+        model, tokenizer = _load_quantized_hf(args.model or args.quantized, args.tokenizer, args.quantized,
+                                              device, dtype)
     elif args.model:
-        model, tokenizer = _load_hf(args.model, device, dtype)
+        model, tokenizer = _load_hf(args.model, args.tokenizer, device, dtype)
     else:
         raise ValueError("eval needs --model, --quantized or both")
     examples = read_examples(args.data, args.format)[: args.max_samples]
