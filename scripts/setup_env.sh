@@ -2,13 +2,20 @@
 # Creates (or reuses) a virtual environment, installs torch and the build and
 # test requirements, and builds + installs tacq_ext into it. Sourced by
 # scripts/test.sh and scripts/demo.sh; safe to re-run (the build is incremental).
-#   TACQ_VENV      where the environment lives        (default: .venv)
-#   TORCH_VERSION  the torch release to install       (default: 2.13.0)
-#   TORCH_SPEC     full pip spec, overrides the above (e.g. "torch==2.11.0")
+#   TACQ_VENV   where the environment lives                 (default: .venv)
+#   TORCH_SPEC  the pip requirement for torch               (default: torch==2.13.0)
+#   TACQ_DEPS   pinned: the tested set in requirements/constraints.txt (default)
+#               latest: the newest releases the package index serves
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${TACQ_VENV:-$root/.venv}"
 python_bin="${PYTHON:-python3}"
+torch_spec="${TORCH_SPEC:-torch==2.13.0}"
+case "${TACQ_DEPS:-pinned}" in
+  pinned) deps=(-c "$root/requirements/constraints.txt") ;;
+  latest) deps=(--upgrade --upgrade-strategy eager) ;;
+  *) echo "TACQ_DEPS must be 'pinned' or 'latest', got '${TACQ_DEPS}'" >&2; exit 2 ;;
+esac
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "[tacq] creating virtual environment $venv"
@@ -17,8 +24,8 @@ fi
 # shellcheck disable=SC1091
 source "$venv/bin/activate"
 pip install -q --upgrade pip >/dev/null
-pip install -q "${TORCH_SPEC:-torch==${TORCH_VERSION:-2.13.0}}"
-pip install -q scikit-build-core pybind11 cmake ninja numpy
-echo "[tacq] building tacq_ext (torch $(python -c 'import torch; print(torch.__version__)'))"
-pip install -q --no-build-isolation "$root[test]"
-python -c "import tacq_ext; print('[tacq] built:', tacq_ext.build_info())"
+# torch and the build requirements first: the build below runs without isolation
+pip install -q "${deps[@]}" "$torch_spec" scikit-build-core pybind11 cmake ninja numpy
+echo "[tacq] building tacq_ext (torch $(python -c 'import torch; print(torch.__version__)'), ${TACQ_DEPS:-pinned} dependencies)"
+pip install -q "${deps[@]}" --no-build-isolation "$torch_spec" "$root[test]"
+python -c "import tacq_ext, transformers; print('[tacq] built:', tacq_ext.build_info(), '| transformers', transformers.__version__)"
