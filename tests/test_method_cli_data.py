@@ -162,6 +162,9 @@ def test_cli_quantize_info_eval(tmp_path, hf_model_dir, capsys):
                      "--ratio", "0.01", "--method", "tacq", "--out", str(out), "--quiet",
                      "--activation-checkpointing"]) == 0
     assert (out / "model.safetensors").is_file() and (out / "tacq_config.json").is_file()
+    from transformers import AutoModelForCausalLM
+    loaded = AutoModelForCausalLM.from_pretrained(out)  # the CLI's output is a Hugging Face checkpoint too
+    assert loaded.config.quantization_config.bits == 3
     capsys.readouterr()
     assert cli.main(["info", str(out)]) == 0
     text = capsys.readouterr().out

@@ -148,7 +148,6 @@ def _run_quantize(args) -> int:
     save_quantized(model, args.out, cfg=cfg, report=report,
                    calibration=f"{Path(args.calib).name}: {len(examples)} examples")
     tokenizer.save_pretrained(args.out)
-    model.config.save_pretrained(args.out)
     print(report.table())
     print(f"quantized in {time.perf_counter() - start:.1f}s -> {args.out}")
     return 0

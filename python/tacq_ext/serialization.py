@@ -24,6 +24,7 @@ from .targets import set_module
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "tacq_config.json"
+HF_CONFIG_FILE = "config.json"
 
 
 def _non_persistent_buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -33,7 +34,9 @@ def _non_persistent_buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
 
 
 def save_quantized(model: nn.Module, out_dir, cfg: TACQConfig, report=None, calibration: str = "") -> Path:
-    """Writes model.safetensors + tacq_config.json into out_dir (created)."""
+    """Writes model.safetensors and tacq_config.json into out_dir (created)
+    and, for a Hugging Face model, config.json with a quantization_config and
+    generation_config.json, so that from_pretrained loads the directory."""
     from . import __version__
 
     layers = {name: m for name, m in model.named_modules() if isinstance(m, QuantizedLinear)}
@@ -53,7 +56,7 @@ def save_quantized(model: nn.Module, out_dir, cfg: TACQConfig, report=None, cali
     extra = {k: v.detach().contiguous() for k, v in _non_persistent_buffers(model).items()}
     weights = out / WEIGHTS_FILE
     save_file({**unique, **extra}, str(weights),
-              metadata={"format": "tacq", "format_version": str(FORMAT_VERSION)})
+              metadata={"format": "pt", "tacq_format_version": str(FORMAT_VERSION)})
     config = {
         "format_version": FORMAT_VERSION,
         "library_version": __version__,
@@ -72,7 +75,37 @@ def save_quantized(model: nn.Module, out_dir, cfg: TACQConfig, report=None, cali
         "report": report.summary() if report is not None else None,
     }
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+    _write_hf_config(model, out, quantization_config(cfg, layers))
     return out
+
+
+def quantization_config(cfg: TACQConfig, layers: Dict[str, QuantizedLinear]) -> dict:
+    """The `quantization_config` entry of config.json that Hugging Face
+    transformers dispatches on: the method's settings, and the bits and group
+    size of every layer that differs from them."""
+    overrides = {name: {"bits": m.bits, "group_size": m.group_size} for name, m in layers.items()
+                 if (m.bits, m.group_size) != (cfg.bits, cfg.group_size)}
+    return {"quant_method": "tacq", "format_version": FORMAT_VERSION, "bits": cfg.bits,
+            "group_size": cfg.group_size, "ratio": cfg.ratio, "method": cfg.method, "reference": cfg.reference,
+            "layers": overrides}
+
+
+def _write_hf_config(model: nn.Module, out: Path, quantization: dict) -> None:
+    """config.json (and generation_config.json) of a Hugging Face model, with
+    its quantization_config, so that from_pretrained can load the directory."""
+    config = getattr(model, "config", None)
+    if config is None or not callable(getattr(config, "to_dict", None)):
+        return
+    entries = config.to_dict()
+    entries["quantization_config"] = quantization
+    floating = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if floating is not None:  # the dtype of the stored unquantized tensors, which from_pretrained defaults to
+        for key in [k for k in ("dtype", "torch_dtype") if k in entries] or ["dtype"]:
+            entries[key] = str(floating).removeprefix("torch.")
+    (out / HF_CONFIG_FILE).write_text(json.dumps(entries, indent=2, sort_keys=True, default=str) + "\n")
+    generation = getattr(model, "generation_config", None)
+    if generation is not None and callable(getattr(generation, "save_pretrained", None)):
+        generation.save_pretrained(out)
 
 
 def read_config(path) -> dict:
@@ -96,11 +129,17 @@ def read_config(path) -> dict:
     return config
 
 
-def _read_weights(path: Path, config: dict, device) -> Dict[str, torch.Tensor]:
+def verified_weights_file(path: Path, config: dict) -> Path:
+    """path/model.safetensors, after checking its size and sha256 against the config."""
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found")
     check_weights_file(weights, config.get("weights_bytes"), config.get("weights_sha256"))
+    return weights
+
+
+def _read_weights(path: Path, config: dict, device) -> Dict[str, torch.Tensor]:
+    weights = verified_weights_file(path, config)
     try:
         return load_file(str(weights), device=str(device))
     except (SafetensorError, OSError, ValueError) as e:
@@ -114,9 +153,10 @@ def _default_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _swap_in_quantized_layers(model: nn.Module, config: dict, state: Dict[str, torch.Tensor]) -> None:
-    """Checks every quantized layer's tensors, then replaces the skeleton's
-    nn.Linear by an empty QuantizedLinear the state dict will fill."""
+def swap_in_quantized_layers(model: nn.Module, config: dict) -> None:
+    """Replaces each of the skeleton's nn.Linear that the checkpoint holds
+    quantized by an empty QuantizedLinear on the meta device, after checking
+    that the two agree on shape and bias."""
     modules = dict(model.named_modules())
     for name, spec in config["layers"].items():
         old = modules.get(name)
@@ -128,12 +168,17 @@ def _swap_in_quantized_layers(model: nn.Module, config: dict, state: Dict[str, t
         if spec["bias"] != (old.bias is not None):
             raise ValueError(f"checkpoint layer {name!r} {'has' if spec['bias'] else 'has no'} bias, "
                              f"the skeleton's {'has none' if spec['bias'] else 'has one'}")
-        check_quantized_layer(name, spec, {k: state[f"{name}.{k}"] for k in QUANTIZED_TENSORS + ("bias",)
-                                           if f"{name}.{k}" in state})
         bias_dtype = old.bias.dtype if old.bias is not None else torch.float32
         set_module(model, name, QuantizedLinear(spec["in_features"], spec["out_features"], spec["bits"],
                                                 spec["group_size"], spec["nnz"], spec["bias"], device="meta",
                                                 dtype=bias_dtype))
+
+
+def check_quantized_layers(config: dict, state: Dict[str, torch.Tensor]) -> None:
+    """Every quantized layer's tensors in `state` against its config entry."""
+    for name, spec in config["layers"].items():
+        check_quantized_layer(name, spec, {k: state[f"{name}.{k}"] for k in QUANTIZED_TENSORS + ("bias",)
+                                           if f"{name}.{k}" in state})
 
 
 def _is_tied_alias(model: nn.Module, key: str, state: dict) -> bool:
@@ -181,7 +226,8 @@ def load_quantized(path, model: nn.Module, device: Optional[torch.device] = None
     config = read_config(path)
     device = torch.device(device) if device is not None else _default_device(model)
     state = _read_weights(path, config, device)
-    _swap_in_quantized_layers(model, config, state)
+    check_quantized_layers(config, state)
+    swap_in_quantized_layers(model, config)
     _load_non_persistent_buffers(model, config.get("non_persistent_buffers", []), state)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not _is_tied_alias(model, k, state)]

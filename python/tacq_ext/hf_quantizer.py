@@ -1,0 +1,121 @@
+"""Hugging Face-native loading of TACQ checkpoints.
+
+Importing tacq_ext registers the quantization method "tacq" with transformers'
+public quantizer registry, so that
+
+    AutoModelForCausalLM.from_pretrained(qdir, dtype=..., device_map=...)
+
+loads a directory written by save_quantized (its config.json carries
+quantization_config.quant_method = "tacq"). The quantizer checks the weights
+file's size and sha256 against tacq_config.json, swaps every quantized
+nn.Linear of the skeleton for a QuantizedLinear before transformers loads the
+weights, and afterwards reads each quantized layer's tensors itself from the
+safetensors file with their exact dtypes and checks them, as load_quantized
+does (transformers may cast floating tensors to the model's dtype on the way).
+Nothing is ever unpickled. save_pretrained of such a model writes the same
+format through save_quantized.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch.nn as nn
+from safetensors import SafetensorError, safe_open
+from transformers.quantizers import HfQuantizer, register_quantization_config, register_quantizer
+from transformers.utils.quantization_config import QuantizationConfigMixin
+
+from .config import TACQConfig
+from .qlinear import QUANTIZED_TENSORS, QuantizedLinear
+from .serialization import (CONFIG_FILE, FORMAT_VERSION, check_quantized_layers, read_config, save_quantized,
+                            swap_in_quantized_layers, verified_weights_file)
+
+QUANT_METHOD = "tacq"
+
+
+@register_quantization_config(QUANT_METHOD)
+class TACQQuantizationConfig(QuantizationConfigMixin):
+    """config.json's quantization_config for a TACQ checkpoint: the method's
+    settings, the format version, and per-layer bits / group size overrides."""
+
+    def __init__(self, bits: int = 2, group_size: int = -1, ratio: float = 0.0035, method: str = "tacq",
+                 reference: str = "gptq", format_version: int = FORMAT_VERSION, layers: dict = None, **kwargs):
+        self.quant_method = QUANT_METHOD
+        self.bits, self.group_size, self.ratio = bits, group_size, ratio
+        self.method, self.reference = method, reference
+        self.format_version = format_version
+        self.layers = dict(layers or {})
+        if format_version != FORMAT_VERSION:
+            raise ValueError(f"quantization_config: format_version {format_version!r} is not supported "
+                             f"(this library reads version {FORMAT_VERSION})")
+
+    def tacq_config(self) -> TACQConfig:
+        return TACQConfig(bits=self.bits, group_size=self.group_size, ratio=self.ratio, method=self.method,
+                          reference=self.reference)
+
+
+def _checkpoint_dir(model: nn.Module) -> Path:
+    path = Path(str(getattr(model.config, "name_or_path", "") or ""))
+    if not (path / CONFIG_FILE).is_file():
+        raise ValueError(f"a TACQ checkpoint loads from a local directory written by tacq_ext.save_quantized; "
+                         f"{str(path)!r} has no {CONFIG_FILE}")
+    return path
+
+
+def _read_quantized_tensors(weights: Path, config: dict) -> dict:
+    """{name: tensor} of every quantized layer's tensors (format tensors and
+    bias), read from the file on the CPU with their stored dtypes."""
+    names = [f"{layer}.{k}" for layer in config["layers"] for k in QUANTIZED_TENSORS + ("bias",)]
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            stored = set(f.keys())
+            return {key: f.get_tensor(key) for key in names if key in stored}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{weights} is corrupted or truncated: {e}") from None
+
+
+@register_quantizer(QUANT_METHOD)
+class TACQHfQuantizer(HfQuantizer):
+    """Loads pre-quantized TACQ checkpoints; quantizing on load is not
+    offered (TACQ needs calibration data: use tacq_ext.quantize_model)."""
+
+    requires_calibration = True
+    requires_parameters_quantization = False
+
+    def _process_model_before_weight_loading(self, model, **kwargs):
+        checkpoint = _checkpoint_dir(model)
+        self.tacq_config = read_config(checkpoint)
+        weights = verified_weights_file(checkpoint, self.tacq_config)
+        self.quantized_state = _read_quantized_tensors(weights, self.tacq_config)
+        check_quantized_layers(self.tacq_config, self.quantized_state)
+        swap_in_quantized_layers(model, self.tacq_config)
+        # buffers the model recomputes itself (rotary tables) are stored for load_quantized only
+        stored_only = {k.replace(".", r"\.") for k in self.tacq_config.get("non_persistent_buffers", [])}
+        model._keys_to_ignore_on_load_unexpected = set(model._keys_to_ignore_on_load_unexpected or ()) | stored_only
+        return model
+
+    def _process_model_after_weight_loading(self, model, **kwargs):
+        modules = dict(model.named_modules())
+        for layer in self.tacq_config["layers"]:
+            module: QuantizedLinear = modules[layer]
+            for name in QUANTIZED_TENSORS:  # exact dtypes, on the device the layer was placed on
+                setattr(module, name, self.quantized_state.pop(f"{layer}.{name}").to(module.packed.device))
+        self.quantized_state.clear()
+        cfg = self.quantization_config.tacq_config()
+        calibration = self.tacq_config.get("calibration", "")
+
+        def save_pretrained(save_directory, push_to_hub: bool = False, **ignored):
+            """Writes the TACQ format (save_quantized); sharding and hub options do not apply."""
+            if push_to_hub:
+                raise ValueError("save_pretrained of a TACQ model writes a local directory; push it yourself")
+            save_quantized(model, save_directory, cfg, calibration=calibration)
+
+        model.save_pretrained = save_pretrained
+        return model
+
+    def is_serializable(self, *args, **kwargs):
+        return True
+
+    @property
+    def is_trainable(self):
+        return False

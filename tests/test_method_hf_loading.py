@@ -1,0 +1,96 @@
+"""Hugging Face-native loading: AutoModelForCausalLM.from_pretrained on a
+directory written by save_quantized, against load_quantized on the same one."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+import tacq_ext
+from tacq_ext import TACQConfig
+from tacq_ext.serialization import quantization_config
+
+from method_fixtures import lm_batch, tiny_llama
+
+CFG = TACQConfig(bits=3, ratio=0.05, method="tacq", reference="rtn")
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """(checkpoint directory, the in-memory quantized model)."""
+    out = tmp_path_factory.mktemp("hf") / "q"
+    model = tiny_llama()
+    report = tacq_ext.quantize_model(model, [lm_batch(40), lm_batch(41)], CFG, progress=False)
+    tacq_ext.save_quantized(model, out, cfg=CFG, report=report, calibration="two random batches")
+    return out, model
+
+
+def skeleton_load(path, dtype):
+    config = AutoConfig.from_pretrained(path)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return tacq_ext.load_quantized(path, skeleton).eval()
+
+
+def logits(model, seed=42):
+    with torch.no_grad():
+        return model(input_ids=lm_batch(seed)["input_ids"]).logits
+
+
+def test_config_json_declares_the_method(saved):
+    path, _ = saved
+    config = json.loads((path / "config.json").read_text())
+    assert config["quantization_config"] == {
+        "quant_method": "tacq", "format_version": 1, "bits": 3, "group_size": -1, "ratio": 0.05,
+        "method": "tacq", "reference": "rtn", "layers": {}}
+    assert config["model_type"] == "llama" and config["dtype"] == "float32"
+    assert (path / "tacq_config.json").is_file() and (path / "generation_config.json").is_file()
+
+
+def test_layers_that_differ_from_the_method_settings_are_listed():
+    a = tacq_ext.QuantizedLinear(64, 8, 3, -1)
+    b = tacq_ext.QuantizedLinear(64, 8, 2, 32)
+    assert quantization_config(CFG, {"a": a, "b": b})["layers"] == {"b": {"bits": 2, "group_size": 32}}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_from_pretrained_equals_load_quantized(saved, dtype):
+    path, model = saved
+    loaded = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map="cpu")
+    q = loaded.get_submodule("model.layers.1.mlp.down_proj")
+    assert isinstance(q, tacq_ext.QuantizedLinear)
+    assert q.scale.dtype == q.zero.dtype == q.values.dtype == torch.float16 and q.packed.dtype == torch.int32
+    assert loaded.model.embed_tokens.weight.dtype == dtype
+    ours = logits(loaded)
+    assert ours.dtype == dtype
+    assert torch.equal(ours, logits(skeleton_load(path, dtype)))
+    if dtype == torch.float32:
+        assert torch.equal(ours, logits(model))
+
+
+def test_generate_and_save_pretrained_round_trip(saved, tmp_path):
+    path, model = saved
+    loaded = AutoModelForCausalLM.from_pretrained(path)
+    prompt = lm_batch(43, B=1)["input_ids"][:, :5]
+    generated = loaded.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False)
+    assert generated.shape == (1, 11)
+    assert torch.equal(generated, model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6,
+                                                 do_sample=False))
+    loaded.save_pretrained(tmp_path / "again")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "again")
+    assert torch.equal(logits(again), logits(loaded))
+    before = json.loads((path / "tacq_config.json").read_text())
+    after = json.loads((tmp_path / "again" / "tacq_config.json").read_text())
+    assert after["layers"] == before["layers"] and after["calibration"] == "two random batches"
+    with pytest.raises(ValueError, match="writes a local directory"):
+        loaded.save_pretrained(tmp_path / "hub", push_to_hub=True)
+
+
+def test_a_directory_without_tacq_config_is_refused(saved, tmp_path):
+    path, _ = saved
+    partial = shutil.copytree(path, tmp_path / "partial")
+    (partial / "tacq_config.json").unlink()
+    with pytest.raises(ValueError, match="written by tacq_ext.save_quantized.*has no tacq_config.json"):
+        AutoModelForCausalLM.from_pretrained(partial)
