@@ -17,7 +17,7 @@ from ..config import METHODS
 from .grid import GridSettings, format_table, run_grid
 from .model import load_demo_model
 from .plot import plot_accuracy
-from .tasks import TASKS
+from .tasks import TASKS, load_split
 
 DEFAULT_BITS = (2, 3)
 FULL_BITS = (2, 3, 4)
@@ -48,6 +48,9 @@ def _add_demo(p):
     p.add_argument("--model", default=None, help="demo model directory (default: the shipped checkpoint)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--write-data", metavar="DIR", default=None,
+                   help="only write each task's calibration and test examples (--calib-size and --limit of them) "
+                        "as prompt/answer jsonl files to DIR, for `tacq quantize` and `tacq eval`, and exit")
 
 
 def settings_from(args) -> GridSettings:
@@ -64,8 +67,27 @@ def settings_from(args) -> GridSettings:
                         calib_size=args.calib_size, ratio=args.ratio, group_size=args.group_size)
 
 
+def write_task_files(directory, tasks, calib_size: int, test_size: int) -> list:
+    """<task>_calib.jsonl and <task>_test.jsonl per task: {"prompt", "answer"} lines."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for task in tasks:
+        for split, n in (("calib", calib_size), ("test", test_size)):
+            file = out / f"{task}_{split}.jsonl"
+            lines = (json.dumps({"prompt": ex.prompt, "answer": ex.answer}) for ex in load_split(task, split, n))
+            file.write_text("".join(line + "\n" for line in lines))
+            written.append(file)
+    return written
+
+
 @command("demo", "quantize the shipped demo Llama with TACQ and the baselines and tabulate task accuracy")(_add_demo)
 def run_demo(args) -> int:
+    if args.write_data:
+        settings = settings_from(args)
+        for file in write_task_files(args.write_data, settings.eval_tasks, settings.calib_size, settings.limit):
+            print(f"wrote {file}")
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = settings_from(args)
