@@ -1,6 +1,6 @@
 // Portable body of the CPU mixed_gemv kernel (layout and algebra in
 // mixed_gemv.h), included inside namespace tacq::cpu::<isa> by
-// mixed_gemv_generic.cpp and mixed_gemv_avx2.cpp, whose ISA flags let the
+// mixed_gemv_generic.cpp, whose flags let the
 // compiler vectorize the 32-wide block loops. No includes, no std templates.
 //
 // Mapping: one output row at a time (the caller splits rows across threads);
