@@ -1,4 +1,4 @@
-"""Method-level costs (issue 5), on a randomly initialised Llama-shaped model:
+"""Method-level costs, on a randomly initialised Llama-shaped model:
 
 1. saliency collection for one batch vs one training step (forward + backward)
    of the same model on the same batch: time (median of repeats after a

@@ -1,4 +1,4 @@
-"""Shared benchmark plumbing (DESIGN.md §4): timers, the memory-bandwidth
+"""Shared benchmark plumbing (docs/benchmarks.md): timers, the memory-bandwidth
 reference, weight cycling past the last-level cache, and the result table.
 
 Every figure is a median over repetitions (on CPU, for streamed weights, also
@@ -96,7 +96,7 @@ def last_level_cache_bytes() -> int:
 
 def cycle_bytes(device: str) -> int:
     """Total size a stack of distinct weights must exceed so that timings stream
-    from memory: DESIGN.md's 64 MB (CPU) / 256 MB (GPU), raised to four times
+    from memory: 64 MB (CPU) / 256 MB (GPU), raised to four times
     the last-level cache where that is larger (some VMs report a 480 MiB L3; on
     the 32 MiB-L3 dev VM a 64 MiB stack still left enough of itself in L3 to
     flatter read rates)."""

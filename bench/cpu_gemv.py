@@ -1,4 +1,4 @@
-"""CPU benchmarks of mixed_gemv and dequantize (DESIGN.md §4, issue 2).
+"""CPU benchmarks of mixed_gemv and dequantize (docs/benchmarks.md).
 
 mixed_gemv (per-row scales, 0.35 % fp16 residual), with fp32 and with bf16
 activations, against, in the same run: torch fp32 and bf16 F.linear, and

@@ -1,4 +1,4 @@
-"""CPU benchmarks of quantize and saliency_accumulate (issue 2).
+"""CPU benchmarks of quantize and saliency_accumulate (docs/benchmarks.md).
 
 quantize: clipping search, 2-bit per-row, 4096x14336, against the pure-torch
 reference (timed on a few rows and scaled to the matrix: it is too slow to run

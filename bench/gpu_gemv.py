@@ -1,5 +1,5 @@
-"""GPU inference kernels (issue 3): tacq.mixed_gemv against torch fp16 and bf16
-``F.linear`` on the DESIGN.md §4 shapes, and tacq.dequantize against a copy of
+"""GPU inference kernels: tacq.mixed_gemv against torch fp16 and bf16
+``F.linear`` on the shapes of docs/benchmarks.md, and tacq.dequantize against a copy of
 the same output size.
 
 mixed_gemv: per-row fp16 scales, 0.35 % residual entries, x fp16, batch 1/4/16,

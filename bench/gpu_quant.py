@@ -1,4 +1,4 @@
-"""GPU benchmarks of saliency_accumulate and quantize (DESIGN.md §4, issue 4).
+"""GPU benchmarks of saliency_accumulate and quantize (docs/benchmarks.md).
 
 saliency_accumulate, bf16, B = 8 samples of T = 512 tokens, Llama-3-8B shapes,
 against two baselines measured in the same run:

@@ -2,7 +2,7 @@
 bits, batch, our time, baseline times, speedups, GB/s, % of the measured
 bandwidth), then writes it with the machine facts to bench/results/.
 
-    python bench/run.py --device cpu            # full CPU run (DESIGN.md §4 shapes)
+    python bench/run.py --device cpu            # full CPU run (the shapes of docs/benchmarks.md)
     python bench/run.py --device cuda           # on the GPU machine
     python bench/run.py --device cpu --quick    # smoke run, small shapes
 """

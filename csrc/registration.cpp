@@ -1,4 +1,4 @@
-// The one place every tacq op schema is declared (DESIGN.md §2). Backend
+// The one place every tacq op schema is declared (README.md, Ops). Backend
 // kernels register themselves in csrc/ops/{cpu,cuda}/*.cpp with
 // TORCH_LIBRARY_IMPL; fake (meta) kernels live in python/tacq_ext/ops.py.
 #include <torch/library.h>
@@ -9,11 +9,11 @@ TORCH_LIBRARY(tacq, m) {
   m.def("saliency_accumulate(Tensor(a!) acc, Tensor grad_out, Tensor act) -> ()");
 
   // Row- or group-wise asymmetric uniform quantization with the clipping
-  // search of DESIGN.md §1.2 -> (codes uint8 [N,K], scale fp32 [N,G], zero fp32 [N,G]).
+  // search of docs/method.md -> (codes uint8 [N,K], scale fp32 [N,G], zero fp32 [N,G]).
   m.def("quantize(Tensor w, int bits, int group_size, Tensor? keep_mask=None)"
         " -> (Tensor codes, Tensor scale, Tensor zero)");
 
-  // codes uint8 [N,K] -> packed int32 [N, ceil(K/32)*bits] (DESIGN.md §3).
+  // codes uint8 [N,K] -> packed int32 [N, ceil(K/32)*bits] (docs/format.md).
   m.def("pack(Tensor codes, int bits) -> Tensor");
 
   // packed int32 [N, ceil(K/32)*bits] -> codes uint8 [N,K].

@@ -1,5 +1,5 @@
 """CUDA pack / unpack / dequantize / mixed_gemv against the CPU kernels and the
-pure-torch references on the same inputs (issue 3): all bit widths, fp16, bf16
+pure-torch references on the same inputs: all bit widths, fp16, bf16
 and fp32 x, M = 1..16, K not a multiple of 32, N = 1, rows with no and with K residual
 entries, misaligned buffers, K large enough to tile x, garbage CSR content
 (memory safety), opcheck, and bad-input messages identical to the fake kernels'.

@@ -1,4 +1,4 @@
-"""tacq.dequantize against the pure-torch reference (DESIGN.md §2-§3)."""
+"""tacq.dequantize against the pure-torch reference (docs/format.md)."""
 
 import pytest
 import torch

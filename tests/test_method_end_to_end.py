@@ -45,7 +45,7 @@ def test_quantize_save_load_same_logits(tmp_path, base_model, calib, method, bit
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
 
-    # budget and bits (DESIGN.md §1.3)
+    # budget and bits (docs/method.md)
     P = sum(l.shape[0] * l.shape[1] for l in report.layers)
     kept_expected = math.floor(0.01 * P) if method in ("spqr_like", "squeezellm_like", "tacq") else 0
     assert report.kept == kept_expected

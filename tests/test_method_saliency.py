@@ -1,4 +1,4 @@
-"""Saliency (DESIGN.md §1.1 step 2) against brute-force per-sample autograd."""
+"""Saliency (docs/method.md, step 2) against brute-force per-sample autograd."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Global top-k selection (DESIGN.md step 4) and masked GPTQ (step 5)."""
+"""Global top-k selection (docs/method.md step 4) and masked GPTQ (step 5)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Block-by-block passes (DESIGN.md step 5): Hessians from the quantized prefix,
+"""Block-by-block passes (docs/method.md, step 5): Hessians from the quantized prefix,
 each block run a bounded number of times, the fallback for unknown structure,
 and the spqr_like scores built on them."""
 

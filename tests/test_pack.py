@@ -1,4 +1,4 @@
-"""tacq.pack / tacq.unpack against the pure-torch reference (DESIGN.md §3)."""
+"""tacq.pack / tacq.unpack against the pure-torch reference (docs/format.md)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""tacq.quantize against the pure-torch reference (DESIGN.md §1.2 and the
+"""tacq.quantize against the pure-torch reference (docs/method.md and the
 conventions in tacq_ext/reference.py)."""
 
 import pytest

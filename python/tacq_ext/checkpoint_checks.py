@@ -1,4 +1,4 @@
-"""Integrity checks of a quantized checkpoint (DESIGN.md §3): the weights
+"""Integrity checks of a quantized checkpoint (docs/format.md): the weights
 file's sha256 and size against tacq_config.json, and every tensor of a
 quantized layer against the layer's shape, bits and group size, so a damaged
 or hand-edited checkpoint fails with an error naming the layer and tensor

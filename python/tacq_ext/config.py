@@ -1,4 +1,4 @@
-"""TACQConfig: what to quantize and how (DESIGN.md §1)."""
+"""TACQConfig: what to quantize and how (docs/method.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ REFERENCES = ("gptq", "rtn")
 class TACQConfig:
     """bits: 2, 3 or 4. group_size: -1 (one scale per row) or a multiple of 32.
     ratio: fraction of all targeted weights kept in fp16, chosen globally.
-    method: tacq | rtn | gptq | spqr_like | squeezellm_like (DESIGN.md §1.3).
+    method: tacq | rtn | gptq | spqr_like | squeezellm_like (docs/method.md, Baselines).
     reference: the quantizer behind Q(W) in the TACQ score, "gptq" or "rtn".
     damp: GPTQ dampening as a fraction of the Hessian's mean diagonal.
     block_size: GPTQ lazy-update block width."""

@@ -1,4 +1,4 @@
-"""GPTQ with kept weights (DESIGN.md §1.1 step 5), one layer at a time.
+"""GPTQ with kept weights (docs/method.md, step 5), one layer at a time.
 
 Frantar et al.'s algorithm: columns are quantized left to right; each
 column's rounding error, scaled by the inverse Hessian's Cholesky factor, is

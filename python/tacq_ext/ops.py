@@ -1,7 +1,7 @@
 """Typed wrappers of the ``torch.ops.tacq`` custom ops, and their fake kernels.
 
 Shapes use N = output rows, K = input columns, G = groups per row
-(1 for ``group_size=-1``), M = rows of activations. Layouts: DESIGN.md §2–§3.
+(1 for ``group_size=-1``), M = rows of activations. Layouts: docs/format.md.
 The fake kernels run the same shape/dtype checks as the C++ kernels, with the
 same messages, so ``torch.compile`` and meta tensors see the same errors.
 """
@@ -30,7 +30,7 @@ def saliency_accumulate(acc: torch.Tensor, grad_out: torch.Tensor, act: torch.Te
 def quantize(
     w: torch.Tensor, bits: int, group_size: int = -1, keep_mask: Optional[torch.Tensor] = None
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric uniform quantization with clipping search (DESIGN.md §1.2).
+    """Asymmetric uniform quantization with clipping search (docs/method.md, The quantizer).
 
     ``w`` [N,K] float -> ``codes`` uint8 [N,K], ``scale`` fp32 [N,G], ``zero`` fp32 [N,G].
     ``keep_mask`` bool [N,K]: kept weights are excluded from the statistics (treated as
@@ -40,7 +40,7 @@ def quantize(
 
 
 def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """``codes`` uint8 [N,K] (< 2^bits) -> packed int32 [N, ceil(K/32)*bits] (DESIGN.md §3)."""
+    """``codes`` uint8 [N,K] (< 2^bits) -> packed int32 [N, ceil(K/32)*bits] (docs/format.md)."""
     return torch.ops.tacq.pack.default(codes, bits)
 
 

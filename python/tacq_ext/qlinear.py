@@ -1,5 +1,5 @@
 """QuantizedLinear: a drop-in nn.Linear holding packed low-bit codes, fp16
-scale/zero and a CSR fp16 residual (DESIGN.md §1 step 6, §3)."""
+scale/zero and a CSR fp16 residual (docs/method.md step 6, docs/format.md)."""
 
 from __future__ import annotations
 
@@ -122,5 +122,5 @@ class QuantizedLinear(nn.Module):
 
 
 def average_bits(N: int, K: int, bits: int, G: int, nnz: int) -> float:
-    """DESIGN.md §1.3: (N K b + 32 N G + 48 nnz + 32 (N+1)) / (N K)."""
+    """docs/method.md, Average bits: (N K b + 32 N G + 48 nnz + 32 (N+1)) / (N K)."""
     return (N * K * bits + 32 * N * G + 48 * nnz + 32 * (N + 1)) / (N * K)

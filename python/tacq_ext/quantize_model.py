@@ -1,4 +1,4 @@
-"""The TACQ pipeline and its baselines end to end (DESIGN.md §1.1, §1.3):
+"""The TACQ pipeline and its baselines end to end (docs/method.md):
 compute_saliency (steps 1-3) and quantize_model (steps 4-6)."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _rtn_weight(m: nn.Linear, cfg: TACQConfig) -> torch.Tensor:
 
 def _reference_pass(model, calib, targets, cfg, loss_fn, progress,
                     use: Callable[[str, torch.Tensor, torch.Tensor], None]) -> None:
-    """DESIGN.md step 1 with GPTQ: every target quantized with nothing kept,
+    """Step 1 of docs/method.md with GPTQ: every target quantized with nothing kept,
     in sequence, each layer's Hessian taken from inputs that flow through the
     already GPTQ-quantized prefix, as the final masked GPTQ will see them.
     use(name, H, Q(W)) is called once per target; Q(W) stands in for W only

@@ -1,4 +1,4 @@
-"""Slow pure-torch oracles of every tacq op, written from DESIGN.md §1.2–§3.
+"""Slow pure-torch oracles of every tacq op, written from docs/method.md and docs/format.md.
 
 They favour obviousness over speed and are what the tests compare the native
 kernels against. Conventions fixed here (and kept by every kernel):
@@ -8,10 +8,10 @@ kernels against. Conventions fixed here (and kept by every kernel):
   quantizer is ``scale = (f*(hi-lo)) / (2^b-1)``, ``zero = round((-f*lo) / scale)``,
   ``q = clamp(round(w/scale) + zero, 0, 2^b-1)``, all in fp32.
 * The error of a choice is ``sum |(scale*(q-zero) - w) / (hi-lo)|^2.4``; the
-  constant divisor ranks the ``f`` exactly as DESIGN.md's unnormalized error does
+  constant divisor ranks the ``f`` exactly as the unnormalized error does
   but cannot overflow for huge weights. The first ``f`` (largest) wins ties.
 * A group whose range ``hi-lo`` is below the smallest normal float32 (all zeros,
-  or only denormals) uses ``lo=-1, hi=+1`` (DESIGN.md says so for all zeros).
+  or only denormals) uses ``lo=-1, hi=+1`` (the method's rule for all zeros).
 * Kept weights (``keep_mask``) are replaced by the mean of the group's other
   weights (computed in fp64, rounded to fp32, clamped to their [min, max]) before the statistics and the search (0 when the whole group is
   kept); their code is ``zero``, which dequantizes to exactly 0.

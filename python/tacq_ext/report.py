@@ -13,7 +13,7 @@ class LayerReport:
     name: str
     shape: tuple            # (N, K)
     kept: int               # weights kept in fp16
-    avg_bits: float         # DESIGN.md §1.3
+    avg_bits: float         # docs/method.md, Average bits
     error: float            # ||W_q - W||_F / ||W||_F
 
 

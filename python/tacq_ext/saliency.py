@@ -1,4 +1,4 @@
-"""Per-sample gradient statistics of the target layers (DESIGN.md §1.1 step 2).
+"""Per-sample gradient statistics of the target layers (docs/method.md, step 2).
 
 One forward/backward per calibration batch, with no parameter requiring grad
 (no weight gradient is ever formed). Hooks pair each target call's input with

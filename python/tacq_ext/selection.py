@@ -1,4 +1,4 @@
-"""Exact global top-k over per-layer score tensors (DESIGN.md §1.1 step 4),
+"""Exact global top-k over per-layer score tensors (docs/method.md, step 4),
 without ever concatenating them: a bisection on the float32 bit patterns of
 the threshold counts scores above it layer by layer (scores are >= 0, so their
 bit patterns order like their values); ties at the threshold are broken by

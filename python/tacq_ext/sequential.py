@@ -1,5 +1,5 @@
 """Layer-wise passes whose inputs come from the already quantized prefix of the
-model (DESIGN.md §1.1 step 5), in the usual GPTQ sequential pattern.
+model (docs/method.md, step 5), in the usual GPTQ sequential pattern.
 
 For a model whose decoder blocks form a chain (block i+1 takes block i's
 output), one forward pass records block 0's input and every block's other

@@ -1,4 +1,4 @@
-"""Quantized checkpoints (DESIGN.md §3): a directory with model.safetensors
+"""Quantized checkpoints (docs/format.md): a directory with model.safetensors
 (packed tensors, every unquantized tensor, and the non-persistent buffers the
 model needs, e.g. rotary tables) and tacq_config.json (with the weights file's
 size and sha256). Loading verifies both and every quantized tensor, reads

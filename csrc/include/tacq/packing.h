@@ -1,4 +1,4 @@
-// Bit layout of the packed code format (DESIGN.md §3), shared by the CPU and
+// Bit layout of the packed code format (docs/format.md), shared by the CPU and
 // CUDA kernels and by the host-side checks.
 //
 //   A row of K codes of `bits` bits is one little-endian bit stream: code i

@@ -1,5 +1,5 @@
 // Scalar arithmetic of the uniform asymmetric quantizer with clipping search
-// (DESIGN.md §1.2; exact conventions in python/tacq_ext/reference.py), shared
+// (docs/method.md; exact conventions in python/tacq_ext/reference.py), shared
 // by the CPU and CUDA kernels so both round identically. All fp32; rounding is
 // round-half-to-even (rintf / nearbyintf under the default rounding mode).
 #pragma once

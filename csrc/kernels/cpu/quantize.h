@@ -1,5 +1,5 @@
 // Torch-free CPU kernel of tacq.quantize: uniform asymmetric quantization
-// with the 80-step clipping search (DESIGN.md §1.2, conventions in
+// with the 80-step clipping search (docs/method.md, conventions in
 // python/tacq_ext/reference.py). Compiled once per ISA (quantize_*.cpp).
 #pragma once
 

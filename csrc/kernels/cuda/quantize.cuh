@@ -1,5 +1,5 @@
 // Torch-free launcher of the CUDA quantize kernel: uniform asymmetric
-// quantization with the 80-step clipping search (DESIGN.md §1.2; conventions
+// quantization with the 80-step clipping search (docs/method.md; conventions
 // in python/tacq_ext/reference.py), one thread block per (row, group).
 #pragma once
 
