@@ -277,8 +277,10 @@ def main(argv=None) -> int:
                 subprocess.run(common + ["--write"], check=True)
             command = common + ["--new-tokens", str(args.new_tokens), "--prefill", str(args.prefill),
                                 "--threads", str(args.threads)]
-            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            results.append(json.loads(out.strip().splitlines()[-1]))
+            child = subprocess.run(command, capture_output=True, text=True)
+            if child.returncode:
+                raise SystemExit(f"{shape} {weights} failed:\n{child.stderr[-4000:]}")
+            results.append(json.loads(child.stdout.strip().splitlines()[-1]))
             shutil.rmtree(Path(scratch) / f"{shape}-{weights}", ignore_errors=True)
     table = format_table(results, bandwidth)
     print(f"read bandwidth measured in this run: {bandwidth / 1e9:.1f} GB/s")

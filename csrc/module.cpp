@@ -1,13 +1,16 @@
 // Python module tacq_ext._C: importing it runs the TORCH_LIBRARY registrations
-// of this shared object; it also reports how the extension was built.
+// of this shared object; it also reports how the extension was built and the
+// op contracts' limits.
 #include <pybind11/pybind11.h>
 
 #include "tacq/cpu_isa.h"
+#include "tacq/limits.h"
 
 namespace py = pybind11;
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "tacq_ext native kernels (ops are registered under torch.ops.tacq)";
+  m.attr("MIXED_GEMV_MAX_ROWS") = tacq::kMixedGemvMaxRows;
   m.def("build_info", []() {
     py::dict info;
     info["torch_version"] = TACQ_TORCH_VERSION;

@@ -2,10 +2,14 @@
 # Compiles and links the whole extension WITH its CUDA kernels and glue on a
 # machine without a GPU, against a CUDA build of torch in another venv (nothing
 # runs). Catches glue errors that the nvcc-alone check (tests/test_cuda_compile.py)
-# cannot see. Usage: scripts/check_cuda_build.sh [/path/to/cuda-torch-venv] [build-dir]
+# cannot see. Usage: scripts/check_cuda_build.sh /path/to/cuda-torch-venv [build-dir]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-venv="${1:-/work/venv-cuda}"
+if [ $# -lt 1 ]; then
+  echo "usage: $0 /path/to/a-venv-with-a-CUDA-build-of-torch [build-dir]" >&2
+  exit 2
+fi
+venv="$1"
 build="${2:-$root/build/cuda-check}"
 cuda_root="$(readlink -f "${CUDA_HOME:-/usr/local/cuda}")"
 nvrtc="$(ls "$venv"/lib/python3*/site-packages/nvidia/cu*/lib/libnvrtc.so* 2>/dev/null | head -1 || true)"

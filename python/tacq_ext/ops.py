@@ -12,6 +12,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from ._C import MIXED_GEMV_MAX_ROWS  # the most activation rows one mixed_gemv call takes
+
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -78,7 +80,7 @@ def mixed_gemv(
 ) -> torch.Tensor:
     """``y[M,N] = x[M,K] @ (dequantize(packed) + R)^T`` with R the CSR residual.
 
-    ``x`` [M,K] with 1 <= M <= 16 (fp32/bf16/fp16 on CPU, fp16/bf16 on CUDA);
+    ``x`` [M,K] with 1 <= M <= MIXED_GEMV_MAX_ROWS (16) (fp32/bf16/fp16 on CPU and CUDA);
     ``row_ptr`` int32 [N+1], ``col_idx`` int32 [nnz] (sorted in each row),
     ``values`` fp16 [nnz]. fp32 accumulation; ``y`` has x's dtype.
     """
@@ -262,7 +264,8 @@ def _mixed_gemv_fake(x, packed, scale, zero, bits, group_size, row_ptr, col_idx,
     check_bits(op, bits)
     _check_dim(op, "x", x, 2, "[M, K]")
     K = x.shape[1]
-    _check(1 <= x.shape[0] <= 16, op, f"x must have 1 to 16 rows (M), got {x.shape[0]}; use dequantize + matmul for larger M")
+    _check(1 <= x.shape[0] <= MIXED_GEMV_MAX_ROWS, op, f"x must have 1 to {MIXED_GEMV_MAX_ROWS} rows (M), "
+           f"got {x.shape[0]}; use dequantize + matmul for larger M")
     _check_dtype(op, "x", x, _FLOATS)
     N = _check_packed(op, packed, bits, K)
     _check_same_device(op, "x", x, packed, "packed")

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 from . import ops
 
-GEMV_MAX_ROWS = 16
 # buffers of the stored format, whose dtypes are fixed whatever the module is cast to
 QUANTIZED_TENSORS = ("packed", "scale", "zero", "row_ptr", "col_idx", "values")
 # positive range of a stored fp16 scale: the smallest subnormal to the largest finite value
@@ -26,8 +25,9 @@ def storable_scale(scale: torch.Tensor) -> torch.Tensor:
 
 
 class QuantizedLinear(nn.Module):
-    """y = x (dequant(packed) + R)^T + bias. Batches of at most 16 rows run the
-    fused ops.mixed_gemv; larger ones dequantize and use a dense matmul.
+    """y = x (dequant(packed) + R)^T + bias. Batches of at most
+    ops.MIXED_GEMV_MAX_ROWS (16) rows run the fused ops.mixed_gemv; larger ones
+    dequantize and use a dense matmul.
 
     Buffers: packed int32 [N, ceil(K/32)*bits], scale/zero fp16 [N, G],
     row_ptr int32 [N+1], col_idx int32 [nnz], values fp16 [nnz], bias (optional)."""
@@ -104,7 +104,7 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
-        if 1 <= x2.shape[0] <= GEMV_MAX_ROWS:
+        if 1 <= x2.shape[0] <= ops.MIXED_GEMV_MAX_ROWS:
             y = ops.mixed_gemv(x2, self.packed, self.scale, self.zero, self.bits, self.group_size,
                                self.row_ptr, self.col_idx, self.values)
             if self.bias is not None:

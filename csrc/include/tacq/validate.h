@@ -10,6 +10,8 @@
 #include <optional>
 #include <string>
 
+#include "tacq/limits.h"
+
 namespace tacq {
 
 // Python's spelling of a dtype ("torch.float32"), so C++ and fake-kernel
@@ -70,9 +72,6 @@ void check_saliency_args(const char* op, const at::Tensor& acc, const at::Tensor
 // device, w finite. Returns G and writes the group length.
 int64_t check_quantize_args(const char* op, const at::Tensor& w, int64_t bits, int64_t group_size,
                             const std::optional<at::Tensor>& keep_mask, int64_t* group_len);
-
-// The row limit of mixed_gemv's x (op contract; larger M: dequantize + matmul).
-constexpr int64_t kMixedGemvMaxRows = 16;
 
 // What the glue of dequantize and mixed_gemv needs once their checks passed.
 struct PackedShape {

@@ -10,10 +10,13 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
+
+#include "tacq/limits.h"
 
 namespace tacq::cpu {
 
-constexpr int64_t kGemvMaxRows = 16;  // M limit of the op
+constexpr int64_t kGemvMaxRows = kMixedGemvMaxRows;
 
 struct GemvProblem {
   const uint32_t* packed;   // [N, Kp/32*bits], tacq/packing.h layout
@@ -80,6 +83,18 @@ namespace avx512bf16 {
 bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t);
 void stage_lanes(const float* xs, int64_t Kp, int bits, int64_t Kc, void* lanes);
 constexpr int kLaneBits = 16;
+}
+
+// f(std::integral_constant<int, bits>{}) for bits 2, 3 or 4, which the caller
+// has validated (tacq::check_bits): the per-bits dispatch of the row kernels.
+template <typename F>
+inline bool dispatch_bits(int bits, F&& f) {
+  switch (bits) {
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+  }
+  return true;
 }
 
 // Adds row n's residual, sum_i values[i] * x[m0 + j, col_idx[i]], to out[j]

@@ -114,12 +114,7 @@ bool rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
 }  // namespace
 
 bool mixed_gemv_rows(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
-  switch (p.bits) {
-    case 2: return rows_bits<2>(p, row_begin, row_end);
-    case 3: return rows_bits<3>(p, row_begin, row_end);
-    case 4: return rows_bits<4>(p, row_begin, row_end);
-  }
-  return true;  // bits is validated by the caller (tacq::check_bits)
+  return dispatch_bits(p.bits, [&](auto bits) { return rows_bits<bits()>(p, row_begin, row_end); });
 }
 
 }  // namespace tacq::cpu::avx2
