@@ -1,4 +1,4 @@
-#include "tacq/validate.h"
+#include "validate.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>

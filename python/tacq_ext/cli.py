@@ -1,5 +1,5 @@
 """The `tacq` command line: quantize a local Hugging Face model, evaluate it,
-and inspect a quantized checkpoint. Subcommands register in COMMANDS.
+and inspect a quantized checkpoint. Subcommands register in commands.COMMANDS.
 
     tacq quantize --model DIR --calib FILE --bits 2 --ratio 0.0035 --method tacq --out QDIR
     tacq eval [--model DIR] [--quantized QDIR] --data FILE
@@ -18,20 +18,12 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Tuple
 
 import torch
 
-COMMANDS: Dict[str, Tuple[str, Callable, Callable]] = {}  # name -> (help, add_arguments, run)
-
-
-def command(name: str, help: str):
-    def register(add_arguments):
-        def with_run(run):
-            COMMANDS[name] = (help, add_arguments, run)
-            return run
-        return with_run
-    return register
+from .commands import COMMANDS, command
+from .demo import command as _demo_command  # noqa: F401  (registers `tacq demo`)
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -225,9 +217,6 @@ def _run_info(args) -> int:
     return 0
 
 
-from .demo import command as _demo_command  # noqa: E402,F401  (registers `tacq demo`)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tacq", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -242,7 +231,5 @@ def main(argv=None) -> int:
         return 2
 
 
-if __name__ == "__main__":  # python -m tacq_ext.cli: use the imported module, where `demo` registered itself
-    from tacq_ext.cli import main as package_main
-
-    raise SystemExit(package_main())
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,7 +6,7 @@
 
 #include "../../kernels/cpu/dequantize.h"
 #include "tacq/cpu_isa.h"
-#include "tacq/validate.h"
+#include "../validate.h"
 
 namespace tacq {
 namespace {

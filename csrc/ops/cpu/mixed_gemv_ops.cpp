@@ -11,7 +11,7 @@
 
 #include "../../kernels/cpu/mixed_gemv.h"
 #include "tacq/cpu_isa.h"
-#include "tacq/validate.h"
+#include "../validate.h"
 
 namespace tacq {
 namespace {

@@ -6,7 +6,7 @@
 
 #include "../../kernels/cpu/pack.h"
 #include "tacq/packing.h"
-#include "tacq/validate.h"
+#include "../validate.h"
 
 namespace tacq {
 namespace {

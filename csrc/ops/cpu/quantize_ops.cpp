@@ -8,7 +8,7 @@
 
 #include "../../kernels/cpu/quantize.h"
 #include "tacq/cpu_isa.h"
-#include "tacq/validate.h"
+#include "../validate.h"
 
 namespace tacq {
 namespace {

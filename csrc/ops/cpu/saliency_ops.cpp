@@ -22,7 +22,7 @@
 
 #include "../../kernels/cpu/saliency.h"
 #include "tacq/cpu_isa.h"
-#include "tacq/validate.h"
+#include "../validate.h"
 
 namespace tacq {
 namespace {

@@ -9,7 +9,7 @@
 
 #include "../../kernels/cuda/dequantize.cuh"
 #include "launch_check.h"
-#include "tacq/validate.h"
+#include "../validate.h"
 
 namespace tacq {
 namespace {

@@ -8,7 +8,7 @@
 
 #include "../../kernels/cuda/mixed_gemv.cuh"
 #include "launch_check.h"
-#include "tacq/validate.h"
+#include "../validate.h"
 
 namespace tacq {
 namespace {

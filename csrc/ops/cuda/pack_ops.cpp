@@ -8,7 +8,7 @@
 #include "../../kernels/cuda/pack.cuh"
 #include "launch_check.h"
 #include "tacq/packing.h"
-#include "tacq/validate.h"
+#include "../validate.h"
 
 namespace tacq {
 namespace {

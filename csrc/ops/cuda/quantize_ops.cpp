@@ -11,7 +11,7 @@
 
 #include "../../kernels/cuda/quantize.cuh"
 #include "launch_check.h"
-#include "tacq/validate.h"
+#include "../validate.h"
 
 namespace tacq {
 namespace {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..cli import command
+from ..commands import command
 from ..config import METHODS
 from .grid import GridSettings, format_table, run_grid
 from .model import load_demo_model
