@@ -205,8 +205,8 @@ def write_checkpoint(args) -> None:
 
 
 def format_table(results, bandwidth: float) -> str:
-    head = (f"| model | weights | decode tok/s b1 | b4 | vs bf16 b1 | GB read/token | bound tok/s | % of bound "
-            f"| prefill tok/s | vs bf16 | stored GB | peak RSS GB | RSS / stored |")
+    head = ("| model | weights | decode tok/s b1 | b4 | vs bf16 b1 | GB read/token | bound tok/s | % of bound "
+            "| prefill tok/s | vs bf16 | stored GB | peak RSS GB | RSS / stored |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     base = {r["model"]: r for r in results if r["weights"] == "bf16"}
     for r in results:

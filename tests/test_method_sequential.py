@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from tacq_ext import TACQConfig
 from tacq_ext.gptq import gptq_quantize, hessian_inverse_factor
-from tacq_ext.quantize_model import _spqr_scores, compute_saliency
+from tacq_ext.pipeline import _spqr_scores, compute_saliency
 from tacq_ext.sequential import collect_hessians, quantize_sequentially
 from tacq_ext.targets import find_targets, targets_by_block
 

@@ -11,7 +11,7 @@ from . import _C
 from . import ops, reference
 from .config import TACQConfig
 from .qlinear import QuantizedLinear
-from .quantize_model import compute_saliency, quantize_model
+from .pipeline import compute_saliency, quantize_model
 from .serialization import load_quantized, save_quantized
 from . import hf_quantizer  # noqa: F401  (registers quant_method "tacq" with transformers)
 

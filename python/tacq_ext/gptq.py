@@ -9,7 +9,7 @@ Quantizer parameters of a row (group_size -1) are fixed up front from the
 original row; those of a group when its first column is reached, from the
 group's current values. In both, kept weights count as the mean of the
 others (tacq.quantize's keep_mask). Scales are clamped into fp16's range and
-rounded to fp16 before use (qlinear.storable_scale), since fp16 is what is
+rounded to fp16 before use (quantizer.storable_scale), since fp16 is what is
 stored: rows of equal, zero or tiny weights never divide by a zero scale.
 """
 
@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 
 from . import ops
-from .qlinear import storable_scale
+from .quantizer import storable_scale
 
 
 @dataclass

@@ -13,17 +13,6 @@ from . import ops
 
 # buffers of the stored format, whose dtypes are fixed whatever the module is cast to
 QUANTIZED_TENSORS = ("packed", "scale", "zero", "row_ptr", "col_idx", "values")
-# positive range of a stored fp16 scale: the smallest subnormal to the largest finite value
-SCALE_MIN, SCALE_MAX = 2.0**-24, float(torch.finfo(torch.float16).max)
-
-
-def storable_scale(scale: torch.Tensor) -> torch.Tensor:
-    """fp32 scales as they will be stored: clamped into fp16's positive range
-    (a row of tiny or huge weights would otherwise round to a scale of 0 or
-    inf, and quantizing by it to NaN) and rounded to fp16."""
-    return scale.float().clamp(SCALE_MIN, SCALE_MAX).half().float()
-
-
 class QuantizedLinear(nn.Module):
     """y = x (dequant(packed) + R)^T + bias. Batches of at most
     ops.MIXED_GEMV_MAX_ROWS (16) rows run the fused ops.mixed_gemv; larger ones

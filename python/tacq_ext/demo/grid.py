@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
-import torch
 from tqdm.auto import tqdm
 
 from .. import TACQConfig, compute_saliency, quantize_model

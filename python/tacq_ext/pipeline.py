@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 from . import ops
 from .config import TACQConfig
 from .gptq import gptq_quantize, hessian_inverse_factor
-from .qlinear import QuantizedLinear, average_bits, storable_scale
+from .qlinear import QuantizedLinear, average_bits
+from .quantizer import rtn_dequantized, rtn_quantize
 from .report import LayerReport, QuantizationReport
 from .saliency import LossFn, accumulate_gradient_stats
 from .selection import global_topk_masks
@@ -28,25 +29,6 @@ def _materialize(calib: Iterable) -> list:
     if not batches:
         raise ValueError("calibration data is empty")
     return batches
-
-
-def rtn_quantize(W: torch.Tensor, bits: int, group_size: int):
-    """Round-to-nearest of W against its scales as stored (clamped into
-    fp16's range and rounded to fp16): the codes are recomputed with those
-    scales, so dequantizing what is stored gives back exactly what was
-    chosen, also for rows whose fp32 scale fp16 cannot hold.
-    -> (uint8 codes [N, K], fp32 scale [N, G], fp32 zero [N, G])."""
-    W = W.detach().float().contiguous()
-    _, scale, zero = ops.quantize(W, bits, group_size)
-    scale = storable_scale(scale)
-    groups = W.view(W.shape[0], scale.shape[1], -1)  # [N, G, group length]
-    codes = torch.round(groups / scale[..., None]) + zero[..., None]
-    return codes.clamp_(0, 2**bits - 1).to(torch.uint8).view_as(W), scale, zero
-
-
-def _rtn_weight(m: nn.Linear, cfg: TACQConfig) -> torch.Tensor:
-    codes, scale, zero = rtn_quantize(m.weight, cfg.bits, cfg.group_size)
-    return ops.dequantize(ops.pack(codes, cfg.bits), scale, zero, cfg.bits, cfg.group_size, m.in_features)
 
 
 def _reference_pass(model, calib, targets, cfg, loss_fn, progress,
@@ -81,7 +63,7 @@ def _tacq_scores(model, calib, targets, cfg, loss_fn, progress, stage, checkpoin
     with stage("reference"):
         if cfg.reference == "rtn":
             for name, m in targets.items():
-                score(name, None, _rtn_weight(m, cfg))
+                score(name, None, rtn_dequantized(m.weight, cfg.bits, cfg.group_size))
         else:
             _reference_pass(model, calib, targets, cfg, loss_fn, progress, score)
     return scores
