@@ -94,3 +94,17 @@ def test_a_directory_without_tacq_config_is_refused(saved, tmp_path):
     (partial / "tacq_config.json").unlink()
     with pytest.raises(ValueError, match="written by tacq_ext.save_quantized.*has no tacq_config.json"):
         AutoModelForCausalLM.from_pretrained(partial)
+
+
+def test_static_cache_decoding_compiles_without_graph_breaks(saved):
+    """The whole decoding step, custom ops included, is one graph (fullgraph=True
+    raises on any break), with the same tokens as eager decoding."""
+    path, _ = saved
+    model = AutoModelForCausalLM.from_pretrained(path)
+    prompt = lm_batch(44, B=1)["input_ids"][:, :5]
+    kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=5, do_sample=False,
+                  cache_implementation="static")
+    eager = model.generate(prompt, **kwargs)
+    torch._dynamo.reset()
+    model.forward = torch.compile(model.forward, fullgraph=True, dynamic=False, backend="eager")
+    assert torch.equal(model.generate(prompt, **kwargs), eager)
