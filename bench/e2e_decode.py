@@ -13,7 +13,8 @@ then loaded with AutoModelForCausalLM.from_pretrained, as a user would. Reported
 generating `--new-tokens` tokens minus that of generating one, so prefill is
 left out), prefill tokens/s of a 512-token prompt, peak RSS, the bytes of
 weights read per decoded token and the tokens/s that the read bandwidth
-measured in the same run allows for them. Writes
+measured in the same run allows for them. --compile decodes (and prefills)
+through torch.compile(fullgraph=True) with a static KV cache. Writes
 bench/results/e2e-decode-<device>.{md,json,png}.
 """
 
@@ -143,9 +144,9 @@ def stored_bytes(model) -> int:
     return total
 
 
-def decode_seconds_per_token(model, batch: int, new_tokens: int, vocab: int) -> float:
+def decode_seconds_per_token(model, batch: int, new_tokens: int, vocab: int, **generate_kwargs) -> float:
     prompt = torch.randint(0, vocab, (batch, 16), generator=torch.Generator().manual_seed(1))
-    kwargs = dict(attention_mask=torch.ones_like(prompt), do_sample=False, pad_token_id=0)
+    kwargs = dict(attention_mask=torch.ones_like(prompt), do_sample=False, pad_token_id=0, **generate_kwargs)
 
     def generate(n):
         start = time.perf_counter()
@@ -153,16 +154,16 @@ def decode_seconds_per_token(model, batch: int, new_tokens: int, vocab: int) -> 
             model.generate(prompt, max_new_tokens=n, min_new_tokens=n, **kwargs)
         return time.perf_counter() - start
 
-    generate(2)  # warm-up
+    generate(new_tokens)  # warm-up; a static cache sized here is reused by the shorter runs
     one = min(generate(1) for _ in range(2))
     many = min(generate(new_tokens) for _ in range(2))
     return (many - one) / (new_tokens - 1)
 
 
-def prefill_seconds(model, length: int, vocab: int) -> float:
+def prefill_seconds(model, length: int, vocab: int, warmup_length: int = 32) -> float:
     ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        model(input_ids=ids[:, :32], use_cache=False)  # warm-up
+        model(input_ids=ids[:, :warmup_length], use_cache=False)  # warm-up (a compiled model: its graph)
         start = time.perf_counter()
         model(input_ids=ids, use_cache=False)
     return time.perf_counter() - start
@@ -185,12 +186,17 @@ def run_one(args) -> dict:
     else:
         model = AutoModelForCausalLM.from_pretrained(args.checkpoint, dtype=torch.bfloat16).eval()
     result = {"model": args.shape, "layers": config.num_hidden_layers, "weights": args.one,
-              "build_s": time.perf_counter() - start, "stored_bytes": stored_bytes(model),
-              "bytes_per_token": weight_bytes_per_token(model)}
+              "compiled": args.compile, "build_s": time.perf_counter() - start,
+              "stored_bytes": stored_bytes(model), "bytes_per_token": weight_bytes_per_token(model)}
+    generate_kwargs = {}
+    if args.compile:  # one graph per step (fullgraph raises on a break), shapes fixed by a static cache
+        model.forward = torch.compile(model.forward, fullgraph=True, dynamic=False)
+        generate_kwargs = dict(cache_implementation="static")
     for batch in (1, 4):
         result[f"decode_tok_s_b{batch}"] = batch / decode_seconds_per_token(model, batch, args.new_tokens,
-                                                                            config.vocab_size)
-    result["prefill_tok_s"] = args.prefill / prefill_seconds(model, args.prefill, config.vocab_size)
+                                                                            config.vocab_size, **generate_kwargs)
+    result["prefill_tok_s"] = args.prefill / prefill_seconds(model, args.prefill, config.vocab_size,
+                                                            args.prefill if args.compile else 32)
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return result
 
@@ -212,7 +218,8 @@ def format_table(results, bandwidth: float) -> str:
     for r in results:
         ref = base.get(r["model"])
         bound = bandwidth / r["bytes_per_token"]
-        name = "bf16" if r["weights"] == "bf16" else f"tacq {r['weights']}-bit"
+        name = ("bf16" if r["weights"] == "bf16" else f"tacq {r['weights']}-bit") + \
+            (", compiled" if r.get("compiled") else "")
         lines.append(
             f"| {r['model']} ({r['layers']} blocks) | {name} | {r['decode_tok_s_b1']:.2f} | {r['decode_tok_s_b4']:.2f} "
             f"| {r['decode_tok_s_b1'] / ref['decode_tok_s_b1']:.2f}x | {r['bytes_per_token'] / 1e9:.3f} "
@@ -250,6 +257,8 @@ def main(argv=None) -> int:
     parser.add_argument("--new-tokens", type=int, default=16, help="tokens per timed generate (default 16)")
     parser.add_argument("--prefill", type=int, default=512, help="prompt length of the prefill timing")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--compile", action="store_true",
+                        help="decode with torch.compile(fullgraph=True) and a static KV cache")
     parser.add_argument("--name", default="e2e-decode-cpu", help="results file stem")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: "bf16" or a bit width
     parser.add_argument("--shape", help=argparse.SUPPRESS)
@@ -276,7 +285,7 @@ def main(argv=None) -> int:
             if weights != "bf16":
                 subprocess.run(common + ["--write"], check=True)
             command = common + ["--new-tokens", str(args.new_tokens), "--prefill", str(args.prefill),
-                                "--threads", str(args.threads)]
+                                "--threads", str(args.threads)] + (["--compile"] if args.compile else [])
             child = subprocess.run(command, capture_output=True, text=True)
             if child.returncode:
                 raise SystemExit(f"{shape} {weights} failed:\n{child.stderr[-4000:]}")

@@ -27,5 +27,5 @@ pip install -q --upgrade pip >/dev/null
 # torch and the build requirements first: the build below runs without isolation
 pip install -q "${deps[@]}" "$torch_spec" scikit-build-core pybind11 cmake ninja numpy
 echo "[tacq] building tacq_ext (torch $(python -c 'import torch; print(torch.__version__)'), ${TACQ_DEPS:-pinned} dependencies)"
-pip install -q "${deps[@]}" --no-build-isolation "$torch_spec" "$root[test]"
+pip install -q "${deps[@]}" --no-build-isolation "$torch_spec" "$root[test,plot]"
 python -c "import tacq_ext, transformers; print('[tacq] built:', tacq_ext.build_info(), '| transformers', transformers.__version__)"

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from tacq_ext.demo.batches import collate, encode_example
+from tacq_ext.calib_data import collate, encode_example
 from tacq_ext.demo.evaluate import task_accuracy
 from tacq_ext.demo.model import ACCURACY_FILE, demo_config
 from tacq_ext.demo.tasks import TASKS, Example, load_split, split_of
 from tacq_ext.demo.tasks import facts, sql
-from tacq_ext.demo.tokenizer import CharTokenizer
+from tacq_ext.demo.tokenizer import BOS, EOS, CharTokenizer
 
 # What each training batch is drawn from, and how often.
 MIXTURE = {"arith": 0.35, "sql": 0.2, "facts": 0.25, "facts open book": 0.07, "facts statements": 0.13}
@@ -88,7 +88,7 @@ def main():
     model.train()
     for step in range(1, args.steps + 1):
         source = rng.choices(list(MIXTURE), weights=list(MIXTURE.values()))[0]
-        batch = collate([encode_example(tokenizer, ex, loss_on_prompt=full)
+        batch = collate([encode_example(ex, tokenizer, bos_token_id=BOS, eos_token_id=EOS, loss_on_prompt=full)
                          for ex, full in itertools.islice(streams[source], args.batch_size)])
         loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)

@@ -1,6 +1,7 @@
 """`tacq demo` end to end on a reduced setting, and its argument errors."""
 
 import json
+import sys
 
 import pytest
 
@@ -10,10 +11,14 @@ from tacq_ext.demo.model import ASSET_DIR
 pytestmark = pytest.mark.skipif(not (ASSET_DIR / "config.json").is_file(), reason="demo checkpoint not shipped")
 
 
+def run_small_demo(out):
+    return cli.main(["demo", "--out", str(out), "--limit", "4", "--calib-size", "4", "--bits", "2",
+                     "--methods", "rtn,tacq", "--quiet"])
+
+
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = cli.main(["demo", "--out", str(out), "--limit", "4", "--calib-size", "4", "--bits", "2",
-                   "--methods", "rtn,tacq", "--quiet"])
+    rc = run_small_demo(out)
     assert rc == 0
     printed = capsys.readouterr().out
     assert "method" in printed and "tacq" in printed and "rtn" in printed
@@ -29,6 +34,14 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert tacq["size_mb"] < rows[0]["size_mb"] / 3
     assert (out / "table.txt").read_text().splitlines()[0].split()[:2] == ["calib", "method"]
     assert (out / "accuracy_vs_bits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_without_matplotlib_writes_its_results_and_says_why_no_plot(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ModuleNotFoundError
+    out = tmp_path / "demo"
+    assert run_small_demo(out) == 0
+    assert "no accuracy plot: matplotlib is not installed" in capsys.readouterr().out
+    assert (out / "results.json").is_file() and not (out / "accuracy_vs_bits.png").exists()
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tacq_ext import cli
-from tacq_ext.calib_data import Example, make_batches, read_examples
+from tacq_ext.calib_data import Example, collate, encode_example, make_batches, read_examples
 
 
 
@@ -52,6 +52,40 @@ def test_prompt_answer_jsonl_and_batches(tmp_path):
 def test_max_length_keeps_the_answer(tmp_path):
     batch = make_batches([Example("x" * 50, "abc")], CharTokenizer(), max_length=10)[0]
     assert batch["input_ids"].shape[1] == 10 and (batch["labels"] != -100).sum() == 3
+
+
+def test_eos_is_appended_to_the_answer_and_carries_loss():
+    (batch,) = make_batches([Example("ab", "c"), Example("a", "bcd")], CharTokenizer(), eos_token_id=39)
+    enc = CharTokenizer().encode
+    assert batch["input_ids"][0].tolist() == [1] + enc("ab") + enc("c") + [39, 0]
+    assert batch["labels"][0].tolist() == [-100, -100, -100] + enc("c") + [39, -100]
+    assert batch["labels"][1].tolist() == [-100, -100] + enc("bcd") + [39]
+
+
+def test_max_length_truncates_the_prompt_from_the_left_after_eos():
+    ids, labels = encode_example(Example("0123456789", "ab"), CharTokenizer(), max_length=6,
+                                 bos_token_id=1, eos_token_id=39)
+    enc = CharTokenizer().encode
+    assert ids == enc("789") + enc("ab") + [39] and labels == [-100] * 3 + enc("ab") + [39]
+    with pytest.raises(ValueError, match="max_length"):
+        encode_example(Example("a", "b"), CharTokenizer(), max_length=1)
+
+
+def test_loss_on_prompt_and_collate_padding():
+    encoded = [encode_example(Example("ab", "c"), CharTokenizer(), bos_token_id=1, loss_on_prompt=True),
+               encode_example(Example("a", ""), CharTokenizer(), bos_token_id=1)]
+    batch = collate(encoded, pad_token_id=7)
+    assert batch["labels"][0].tolist() == encoded[0][0]
+    assert batch["input_ids"][1].tolist() == [1] + CharTokenizer().encode("a") + [7, 7]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+
+
+def test_demo_tasks_use_the_same_example_type():
+    from tacq_ext.demo.tasks import Example as TaskExample, load_split
+
+    assert TaskExample is Example
+    (example,) = load_split("arith", "calib", 1)
+    assert isinstance(example, Example) and example.meta
 
 
 def test_spider_reader(tmp_path):

@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
 
 @dataclass(frozen=True)
 class Example:
+    """prompt: the model's input; answer: the gold continuation (the loss is
+    taken on it); meta: whatever a scorer needs beyond the answer (the demo
+    tasks' gold SQL ordering, correct letter, ...)."""
+
     prompt: str
     answer: str
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 def _jsonl(path) -> Iterator[dict]:
@@ -173,29 +178,44 @@ def encode(tokenizer, text: str) -> List[int]:
         return list(tokenizer.encode(text))
 
 
-def make_batches(examples: List[Example], tokenizer, batch_size: int = 4, max_length: int = 512,
-                 bos_token_id: Optional[int] = None) -> List[dict]:
-    """Right-padded batches; the loss is on the answer tokens only. Prompts are
-    truncated from the left so the answer always fits in max_length."""
-    pad = getattr(tokenizer, "pad_token_id", None)
-    pad = 0 if pad is None else pad
-    bos = bos_token_id if bos_token_id is not None else getattr(tokenizer, "bos_token_id", None)
-    rows = []
-    for ex in examples:
-        prompt = ([bos] if bos is not None else []) + encode(tokenizer, ex.prompt)
-        answer = encode(tokenizer, ex.answer)[: max_length - 1]
+def encode_example(example: Example, tokenizer, max_length: Optional[int] = None,
+                   bos_token_id: Optional[int] = None, eos_token_id: Optional[int] = None,
+                   loss_on_prompt: bool = False) -> Tuple[List[int], List[int]]:
+    """(ids, labels) of bos + prompt + answer (+ eos): labels are -100 on the
+    prompt unless loss_on_prompt. With max_length, the prompt is truncated from
+    the left so that the answer always fits."""
+    answer = encode(tokenizer, example.answer) + ([eos_token_id] if eos_token_id is not None else [])
+    prompt = ([bos_token_id] if bos_token_id is not None else []) + encode(tokenizer, example.prompt)
+    if max_length is not None:
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2, got {max_length}")
+        answer = answer[: max_length - 1]
         prompt = prompt[-(max_length - len(answer)):]
-        rows.append((prompt + answer, len(prompt)))
-    batches = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        T = max(len(ids) for ids, _ in chunk)
-        input_ids = torch.full((len(chunk), T), pad, dtype=torch.long)
-        attention = torch.zeros(len(chunk), T, dtype=torch.long)
-        labels = torch.full((len(chunk), T), -100, dtype=torch.long)
-        for b, (ids, n_prompt) in enumerate(chunk):
-            input_ids[b, : len(ids)] = torch.tensor(ids)
-            attention[b, : len(ids)] = 1
-            labels[b, n_prompt: len(ids)] = torch.tensor(ids[n_prompt:])
-        batches.append({"input_ids": input_ids, "attention_mask": attention, "labels": labels})
-    return batches
+    labels = (prompt if loss_on_prompt else [-100] * len(prompt)) + answer
+    return prompt + answer, labels
+
+
+def collate(encoded: Sequence[Tuple[List[int], List[int]]], pad_token_id: int = 0) -> Dict[str, torch.Tensor]:
+    """[(ids, labels)] -> right-padded input_ids / attention_mask / labels."""
+    length = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(encoded), length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(encoded), length), dtype=torch.long)
+    labels = torch.full((len(encoded), length), -100, dtype=torch.long)
+    for row, (ids, row_labels) in enumerate(encoded):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+        labels[row, : len(row_labels)] = torch.tensor(row_labels)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def make_batches(examples: Sequence[Example], tokenizer, batch_size: int = 4, max_length: int = 512,
+                 bos_token_id: Optional[int] = None, eos_token_id: Optional[int] = None) -> List[dict]:
+    """Calibration batches: right-padded, the loss on the answer tokens only
+    (and eos_token_id, appended when given). bos_token_id defaults to the
+    tokenizer's; the pad id is the tokenizer's, or 0."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    pad = getattr(tokenizer, "pad_token_id", None)
+    bos = bos_token_id if bos_token_id is not None else getattr(tokenizer, "bos_token_id", None)
+    encoded = [encode_example(ex, tokenizer, max_length, bos, eos_token_id) for ex in examples]
+    return [collate(encoded[i: i + batch_size], 0 if pad is None else pad) for i in range(0, len(encoded), batch_size)]

@@ -106,6 +106,10 @@ def run_demo(args) -> int:
         {"settings": asdict(settings), "seconds": seconds, "torch": torch.__version__,
          "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
          "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
-    plot = plot_accuracy(rows, settings.eval_tasks, out / "accuracy_vs_bits.png")
-    print(f"wrote {out / 'results.json'}, {out / 'table.txt'} and {plot}")
+    written = [out / "results.json", out / "table.txt"]
+    try:
+        written.append(plot_accuracy(rows, settings.eval_tasks, out / "accuracy_vs_bits.png"))
+    except ModuleNotFoundError as e:
+        print(f"no accuracy plot: {e.name} is not installed (pip install 'tacq_ext[plot]')")
+    print("wrote " + ", ".join(map(str, written)))
     return 0

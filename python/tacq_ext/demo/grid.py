@@ -12,12 +12,13 @@ from typing import Dict, List, Tuple
 from tqdm.auto import tqdm
 
 from .. import TACQConfig, compute_saliency, quantize_model
+from ..calib_data import make_batches
 from ..saliency import accumulate_gradient_stats
 from ..targets import find_targets
-from .batches import calibration_batches
 from .evaluate import task_accuracy
 from .measure import decode_tokens_per_second, stored_megabytes
 from .tasks import get_task, load_split
+from .tokenizer import EOS
 
 
 @dataclass
@@ -99,8 +100,8 @@ def run_grid(model, tokenizer, settings: GridSettings, progress: bool = True) ->
     cache = _ScoreCache()
     runs = [(c, b, m) for c in settings.calib_tasks for b in settings.bits for m in settings.methods]
     for calib_task, bits, method in tqdm(runs, desc="demo grid", disable=not progress):
-        calib = calibration_batches(tokenizer, load_split(calib_task, "calib", settings.calib_size),
-                                    settings.calib_batch_size)
+        calib = make_batches(load_split(calib_task, "calib", settings.calib_size), tokenizer,
+                             settings.calib_batch_size, eos_token_id=EOS)
         cfg = TACQConfig(bits=bits, group_size=settings.group_size, ratio=settings.ratio, method=method)
         scores, score_seconds = cache.scores_for(model, calib, calib_task, cfg, progress=False)
         quantized = copy.deepcopy(model)

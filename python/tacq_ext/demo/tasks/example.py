@@ -1,25 +1,15 @@
-"""One task instance and the split it belongs to."""
+"""The split a task instance belongs to (instances are calib_data.Example)."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from typing import Callable, Iterator, List
+
+from ...calib_data import Example
 
 SPLITS = ("train", "calib", "test")
 _BUCKETS = 20  # by hash of the prompt: buckets 0-1 -> test, 2 -> calib, the rest -> train
 _MAX_DRAWS_PER_EXAMPLE = 2000
-
-
-@dataclass(frozen=True)
-class Example:
-    """prompt: the model's input; answer: the gold continuation (the model is
-    trained on prompt + answer with the loss on the answer); meta: what the
-    scorer needs (e.g. the gold SQL's ordering, the correct letter)."""
-
-    prompt: str
-    answer: str
-    meta: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 def split_of(prompt: str) -> str:
