@@ -12,4 +12,9 @@ if [ ! -f "$build/build.ninja" ]; then
         -DPython_EXECUTABLE="$(command -v "$python")" -DTACQ_CUDA="${TACQ_CUDA:-AUTO}" >/dev/null
 fi
 cmake --build "$build" -j "${JOBS:-2}"
-cp "$build"/_C*.so "$root/python/tacq_ext/"
+# Replaced by rename, never overwritten in place: a process that has the old
+# module loaded (a test run) keeps its mapping intact.
+for so in "$build"/_C*.so; do
+  cp "$so" "$root/python/tacq_ext/.$(basename "$so").tmp"
+  mv -f "$root/python/tacq_ext/.$(basename "$so").tmp" "$root/python/tacq_ext/$(basename "$so")"
+done

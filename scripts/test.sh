@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # From nothing to a full test run: environment + build (scripts/setup_env.sh),
-# then the whole test suite (which includes the nvcc-alone compile check of the
+# the C library's build, install, example and ctest (plain and under ASan +
+# UBSan), then the whole test suite (which includes the nvcc-alone compile check of the
 # CUDA kernels), the dry run of scripts/gpu_check.sh, and the tests that use
 # transformers once more against the oldest supported transformers
 # (requirements/oldest-transformers.txt, installed beside the environment;
@@ -9,6 +10,27 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/setup_env.sh"
 cd "$root"
+
+# The torch-free C library (docs/c-api.md): built and installed without torch
+# into $venv/tacq-c, examples/c built against the installed package, ctest,
+# then the C tests again under ASan + UBSan. tests/test_c_library.py (in the
+# pytest run below) compares the example's y with the torch op's.
+c_prefix="$venv/tacq-c"
+c_build="$root/build/c-lib"
+cmake -S "$root" -B "$c_build" -G Ninja -DTACQ_TORCH=OFF -DTACQ_CUDA=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$c_build" -j 2
+cmake --install "$c_build" --prefix "$c_prefix" >/dev/null
+cmake -S "$root/examples/c" -B "$c_build/example" -G Ninja -DCMAKE_PREFIX_PATH="$c_prefix" >/dev/null
+cmake --build "$c_build/example"
+(cd "$c_build" && ctest --output-on-failure)
+cmake -S "$root" -B "$root/build/c-sanitize" -G Ninja -DTACQ_TORCH=OFF -DTACQ_CUDA=OFF \
+      -DTACQ_BUILD_SHARED=OFF -DTACQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$root/build/c-sanitize" -j 2
+(cd "$root/build/c-sanitize" && \
+  ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  ctest --output-on-failure)
+export TACQ_C_EXAMPLE="$c_build/example/tacq_example"
+
 python -m pytest -q -p no:cacheprovider "$@"
 TACQ_GPU_CHECK_DRY_RUN=1 bash scripts/gpu_check.sh "$venv/gpu-check-dry-run"
 

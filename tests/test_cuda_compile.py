@@ -1,5 +1,5 @@
-"""Every torch-free CUDA kernel source compiles with nvcc alone (no torch
-headers) for sm_80 and sm_90, so CUDA compile errors fail CI on machines
+"""Every torch-free CUDA source (the kernels and the C library's CUDA entry
+point) compiles with nvcc alone (no torch headers) for sm_80 and sm_90, so CUDA compile errors fail CI on machines
 without a GPU. Skipped where nvcc is absent, unless CI=true."""
 
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = sorted((ROOT / "csrc" / "kernels" / "cuda").glob("*.cu"))
+SOURCES = sorted([*(ROOT / "csrc" / "kernels" / "cuda").glob("*.cu"), *(ROOT / "csrc" / "host").glob("*.cu")])
 ARCHS = ["sm_80", "sm_90"]
 NVCC = shutil.which("nvcc") or (
     "/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None
@@ -26,7 +26,8 @@ def _compile(src: Path, arch: str, out_dir: Path) -> subprocess.CompletedProcess
 
 
 def test_cuda_sources_exist():
-    assert SOURCES, "no CUDA kernel sources found under csrc/kernels/cuda"
+    assert any(s.parent.name == "cuda" for s in SOURCES), "no CUDA kernel sources under csrc/kernels/cuda"
+    assert any(s.parent.name == "host" for s in SOURCES), "no CUDA source under csrc/host"
 
 
 @pytest.mark.skipif(NVCC is None and os.environ.get("CI") != "true", reason="nvcc not installed")

@@ -12,7 +12,7 @@ enum class CpuIsa { kGeneric = 0, kAvx2 = 1, kAvx512 = 2 };
 CpuIsa cpu_isa();              // best ISA of this CPU, capped by TACQ_CPU_ISA
 const char* cpu_isa_name(CpuIsa isa);
 
-// AVX-512 BF16 + VBMI present (Sapphire Rapids, Zen 4) and cpu_isa() allows AVX-512.
+// AVX-512 BF16 present (Cooper Lake, Sapphire Rapids, Zen 4) and cpu_isa() allows AVX-512.
 bool cpu_has_avx512_bf16();
 
 }  // namespace tacq

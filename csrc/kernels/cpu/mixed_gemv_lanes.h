@@ -15,8 +15,8 @@
 // Either way lane L holds codes [L*cpl, (L+1)*cpl) of the chunk (LaneOrder,
 // mixed_gemv.h), and x is staged in that lane order.
 //
-// Mapping: a register tile of kR = 4 output rows (1 for the last N % 4; the
-// caller splits rows across threads) by kM <= 4 activation rows, one
+// Mapping: a register tile of kR = 4 output rows (1 each for the last
+// (row_end - row_begin) % 4 rows of the range a thread is given) by kM <= 4 activation rows, one
 // accumulator each. Step i of a chunk moves code i of all lanes to mantissa
 // bits [kMantissaBits - bits, kMantissaBits) with one immediate shift, and one
 // vpternlogd masks it and ORs in the bits of 1.0, giving 1 + code/2^bits

@@ -39,7 +39,7 @@ inline float pow_2_4(float x) {
   const float z = (y - n) * 0.693147181f;
   const float p = 1.f + z * (1.f + z * (0.5f + z * (1.f / 6 + z * (1.f / 24 + z * (1.f / 120 + z * (1.f / 720))))));
   const int32_t ni = static_cast<int32_t>(n);
-  const float two_n = bits_to_float(static_cast<uint32_t>((ni + 127) << 23));
+  const float two_n = bits_to_float(static_cast<uint32_t>(ni + 127) << 23);  // unsigned: no UB for ni < -127
   const bool vanishes = (x == 0.f) | (ni < -126);  // bitwise: keeps the loop branch-free
   return vanishes ? 0.f : p * two_n;
 }

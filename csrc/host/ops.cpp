@@ -1,0 +1,450 @@
+// Host drivers of the CPU ops (host.h): checks, staging, ISA dispatch,
+// threading. Shared by the C API (capi.cpp) and the ATen glue
+// (csrc/ops/cpu/*_ops.cpp), which checks tensors, allocates outputs and calls these.
+#include <atomic>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+
+#include "../kernels/cpu/dequantize.h"
+#include "../kernels/cpu/mixed_gemv.h"
+#include "../kernels/cpu/pack.h"
+#include "../kernels/cpu/quantize.h"
+#include "host.h"
+#include "parallel.h"
+#include "tacq/cpu_isa.h"
+#include "tacq/limits.h"
+#include "tacq/packing.h"
+
+namespace tacq::host {
+
+// ---- errors -------------------------------------------------------------------
+
+namespace {
+thread_local char g_error[512];
+}
+
+tacq_status fail(tacq_status status, const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(g_error, sizeof g_error, format, args);
+  va_end(args);
+  return status;
+}
+
+void clear_error() { g_error[0] = '\0'; }
+const char* last_error() { return g_error; }
+
+// ---- scalar conversions ---------------------------------------------------------
+
+float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu;
+  uint32_t bits;
+  if (exp == 0x1F) {
+    bits = sign | 0x7F800000u | (man << 13);
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112u) << 23) | (man << 13);
+  } else {  // zero or subnormal: man * 2^-24, exact in fp32
+    const float magnitude = static_cast<float>(man) * 5.9604644775390625e-8f;
+    std::memcpy(&bits, &magnitude, 4);
+    bits |= sign;
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+float bf16_to_float(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t float_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);  // quiet NaN
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+// ---- checks -------------------------------------------------------------------
+
+namespace {
+
+// N * (K rounded up to 32) elements must stay far from int64 / size_t overflow.
+constexpr int64_t kMaxElements = int64_t{1} << 50;
+constexpr int64_t kMaxK = INT32_MAX;  // columns are int32 (col_idx)
+
+int64_t padded(int64_t K) { return (K + 31) / 32 * 32; }
+
+tacq_status check_bits(const char* fn, int64_t bits) {
+  if (bits == 2 || bits == 3 || bits == 4) return TACQ_OK;
+  return fail(TACQ_ERROR_BAD_BITS, "%s: bits must be 2, 3 or 4, got %lld", fn, static_cast<long long>(bits));
+}
+
+tacq_status check_matrix(const char* fn, int64_t N, int64_t K) {
+  if (K < 1 || K > kMaxK)
+    return fail(TACQ_ERROR_BAD_SIZE, "%s: K must be in [1, %lld], got %lld", fn,
+                static_cast<long long>(kMaxK), static_cast<long long>(K));
+  if (N < 0 || N > kMaxElements / padded(K))
+    return fail(TACQ_ERROR_BAD_SIZE, "%s: N must be in [0, %lld] for K = %lld, got %lld", fn,
+                static_cast<long long>(kMaxElements / padded(K)), static_cast<long long>(K),
+                static_cast<long long>(N));
+  return TACQ_OK;
+}
+
+tacq_status group_shape(const char* fn, int64_t group_size, int64_t K, Shape* shape) {
+  if (group_size == -1 || group_size == K) {
+    *shape = Shape{1, K};
+    return TACQ_OK;
+  }
+  if (group_size > 0 && group_size % 32 == 0 && K % group_size == 0) {
+    *shape = Shape{K / group_size, group_size};
+    return TACQ_OK;
+  }
+  return fail(TACQ_ERROR_BAD_GROUP_SIZE,
+              "%s: group_size must be -1 (whole row), K, or a multiple of 32 that divides K = %lld, got %lld",
+              fn, static_cast<long long>(K), static_cast<long long>(group_size));
+}
+
+#define TACQ_TRY(expr)                     \
+  do {                                     \
+    const tacq_status _s = (expr);         \
+    if (_s != TACQ_OK) return _s;          \
+  } while (0)
+
+}  // namespace
+
+tacq_status check_threads(const char* fn, int num_threads) {
+  if (num_threads >= 0) return TACQ_OK;
+  return fail(TACQ_ERROR_BAD_ARGUMENT, "%s: num_threads must be >= 0 (0 = all), got %d", fn, num_threads);
+}
+
+tacq_status check_weights(const char* fn, const tacq_weights& w, Residual residual, Shape* shape) {
+  TACQ_TRY(check_bits(fn, w.bits));
+  TACQ_TRY(check_matrix(fn, w.N, w.K));
+  TACQ_TRY(group_shape(fn, w.group_size, w.K, shape));
+  if (w.scale_dtype != TACQ_DTYPE_F32 && w.scale_dtype != TACQ_DTYPE_F16)
+    return fail(TACQ_ERROR_BAD_DTYPE, "%s: scale_dtype must be TACQ_DTYPE_F32 or TACQ_DTYPE_F16, got %d", fn,
+                static_cast<int>(w.scale_dtype));
+  // Pointers to empty arrays (N = 0, nnz = 0) may be NULL.
+  if (w.N > 0 && (w.packed == nullptr || w.scale == nullptr || w.zero == nullptr))
+    return fail(TACQ_ERROR_NULL_POINTER, "%s: weights packed, scale and zero must not be NULL", fn);
+  if (residual == Residual::kSkip) return TACQ_OK;
+  if (w.nnz < 0 || w.nnz > INT32_MAX)
+    return fail(TACQ_ERROR_BAD_SIZE, "%s: nnz must be in [0, %d], got %lld", fn, INT32_MAX,
+                static_cast<long long>(w.nnz));
+  if (w.row_ptr == nullptr || (w.nnz > 0 && (w.col_idx == nullptr || w.values == nullptr)))
+    return fail(TACQ_ERROR_NULL_POINTER, "%s: weights row_ptr (and col_idx, values when nnz > 0) must not be NULL",
+                fn);
+  if (residual == Residual::kPointers) return TACQ_OK;
+  const int32_t* rp = w.row_ptr;
+  if (rp[0] != 0) return fail(TACQ_ERROR_BAD_CSR, "%s: row_ptr[0] must be 0, got %d", fn, rp[0]);
+  if (rp[w.N] != w.nnz)
+    return fail(TACQ_ERROR_BAD_CSR, "%s: row_ptr[N] must equal nnz = %lld, got %d", fn,
+                static_cast<long long>(w.nnz), rp[w.N]);
+  for (int64_t n = 0; n < w.N; ++n)
+    if (rp[n] > rp[n + 1])
+      return fail(TACQ_ERROR_BAD_CSR, "%s: row_ptr must be non-decreasing, row_ptr[%lld] = %d > row_ptr[%lld] = %d",
+                  fn, static_cast<long long>(n), rp[n], static_cast<long long>(n + 1), rp[n + 1]);
+  return TACQ_OK;
+}
+
+namespace {
+
+// Names the first invalid column (rows already checked); TACQ_OK if none.
+tacq_status check_columns(const char* fn, const tacq_weights& w) {
+  for (int64_t n = 0; n < w.N; ++n) {
+    for (int64_t i = w.row_ptr[n]; i < w.row_ptr[n + 1]; ++i) {
+      const int32_t c = w.col_idx[i];
+      if (c < 0 || c >= w.K)
+        return fail(TACQ_ERROR_BAD_CSR, "%s: col_idx[%lld] = %d (row %lld) is out of range [0, K = %lld)", fn,
+                    static_cast<long long>(i), c, static_cast<long long>(n), static_cast<long long>(w.K));
+      if (i > w.row_ptr[n] && c <= w.col_idx[i - 1])
+        return fail(TACQ_ERROR_BAD_CSR, "%s: col_idx must be strictly increasing within a row, row %lld has %d then %d",
+                    fn, static_cast<long long>(n), w.col_idx[i - 1], c);
+    }
+  }
+  return TACQ_OK;
+}
+
+// scale/zero as fp32: the caller's arrays, or converted copies in `storage`.
+tacq_status scales_f32(const tacq_weights& w, int64_t G, AlignedBuffer& storage, const float** scale,
+                       const float** zero) {
+  if (w.scale_dtype == TACQ_DTYPE_F32) {
+    *scale = static_cast<const float*>(w.scale);
+    *zero = static_cast<const float*>(w.zero);
+    return TACQ_OK;
+  }
+  const int64_t count = w.N * G;
+  if (!storage.allocate(2 * static_cast<size_t>(count) * sizeof(float)))
+    return fail(TACQ_ERROR_OUT_OF_MEMORY, "out of memory for %lld scales", static_cast<long long>(count));
+  float* s = storage.as<float>();
+  const auto* s16 = static_cast<const uint16_t*>(w.scale);
+  const auto* z16 = static_cast<const uint16_t*>(w.zero);
+  for (int64_t i = 0; i < count; ++i) {
+    s[i] = half_to_float(s16[i]);
+    s[count + i] = half_to_float(z16[i]);
+  }
+  *scale = s;
+  *zero = s + count;
+  return TACQ_OK;
+}
+
+int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+}  // namespace
+
+// ---- pack / unpack ----------------------------------------------------------------
+
+tacq_status pack(const uint8_t* codes, int64_t N, int64_t K, int bits, int32_t* packed, int num_threads) {
+  const char* fn = "tacq_pack";
+  TACQ_TRY(check_bits(fn, bits));
+  TACQ_TRY(check_matrix(fn, N, K));
+  TACQ_TRY(check_threads(fn, num_threads));
+  if (N == 0) return TACQ_OK;
+  if (codes == nullptr || packed == nullptr)
+    return fail(TACQ_ERROR_NULL_POINTER, "%s: codes and packed must not be NULL", fn);
+  const uint8_t limit = static_cast<uint8_t>(1u << bits);
+  for (int64_t i = 0; i < N * K; ++i)
+    if (codes[i] >= limit)
+      return fail(TACQ_ERROR_BAD_VALUE, "%s: codes must be < 2^bits = %d, got a code %d at index %lld", fn,
+                  static_cast<int>(limit), static_cast<int>(codes[i]), static_cast<long long>(i));
+  auto* dst = reinterpret_cast<uint32_t*>(packed);
+  parallel_for(0, N, max64(1, (1 << 16) / K), num_threads, [&](int64_t b, int64_t e, int) {
+    cpu::pack_rows(codes, K, bits, dst, b, e);
+  });
+  return TACQ_OK;
+}
+
+tacq_status unpack(const int32_t* packed, int64_t N, int64_t K, int bits, uint8_t* codes, int num_threads) {
+  const char* fn = "tacq_unpack";
+  TACQ_TRY(check_bits(fn, bits));
+  TACQ_TRY(check_matrix(fn, N, K));
+  TACQ_TRY(check_threads(fn, num_threads));
+  if (N == 0) return TACQ_OK;
+  if (codes == nullptr || packed == nullptr)
+    return fail(TACQ_ERROR_NULL_POINTER, "%s: packed and codes must not be NULL", fn);
+  const auto* src = reinterpret_cast<const uint32_t*>(packed);
+  parallel_for(0, N, max64(1, (1 << 16) / K), num_threads, [&](int64_t b, int64_t e, int) {
+    cpu::unpack_rows(src, K, bits, codes, b, e);
+  });
+  return TACQ_OK;
+}
+
+// ---- dequantize ---------------------------------------------------------------------
+
+namespace {
+
+cpu::DequantizeRowsFn dequantize_kernel_for(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kAvx512: return &cpu::avx512::dequantize_rows;
+    case CpuIsa::kAvx2: return &cpu::avx2::dequantize_rows;
+    case CpuIsa::kGeneric: break;
+  }
+  return &cpu::generic::dequantize_rows;
+}
+
+}  // namespace
+
+tacq_status dequantize(const tacq_weights& w, float* out, int num_threads) {
+  const char* fn = "tacq_dequantize";
+  Shape shape{};
+  TACQ_TRY(check_weights(fn, w, Residual::kSkip, &shape));
+  TACQ_TRY(check_threads(fn, num_threads));
+  if (w.N == 0) return TACQ_OK;
+  if (out == nullptr) return fail(TACQ_ERROR_NULL_POINTER, "%s: out must not be NULL", fn);
+  AlignedBuffer converted;
+  const float *scale = nullptr, *zero = nullptr;
+  TACQ_TRY(scales_f32(w, shape.G, converted, &scale, &zero));
+  const cpu::DequantizeProblem problem{reinterpret_cast<const uint32_t*>(w.packed), scale, zero, w.K,
+                                       shape.group_len, static_cast<int>(w.bits), out};
+  const cpu::DequantizeRowsFn kernel = dequantize_kernel_for(cpu_isa());
+  parallel_for(0, w.N, max64(1, (1 << 15) / w.K), num_threads,
+               [&](int64_t b, int64_t e, int) { kernel(problem, b, e); });
+  return TACQ_OK;
+}
+
+// ---- quantize -------------------------------------------------------------------------
+
+namespace {
+
+cpu::QuantizeGroupsFn quantize_kernel_for(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kAvx512: return &cpu::avx512::quantize_groups;
+    case CpuIsa::kAvx2: return &cpu::avx2::quantize_groups;
+    case CpuIsa::kGeneric: break;
+  }
+  return &cpu::generic::quantize_groups;
+}
+
+}  // namespace
+
+tacq_status quantize(const float* w, const uint8_t* keep, int64_t N, int64_t K, int bits, int64_t group_size,
+                     uint8_t* codes, float* scale, float* zero, int num_threads) {
+  const char* fn = "tacq_quantize";
+  TACQ_TRY(check_bits(fn, bits));
+  TACQ_TRY(check_matrix(fn, N, K));
+  Shape shape{};
+  TACQ_TRY(group_shape(fn, group_size, K, &shape));
+  TACQ_TRY(check_threads(fn, num_threads));
+  if (N == 0) return TACQ_OK;
+  if (w == nullptr || codes == nullptr || scale == nullptr || zero == nullptr)
+    return fail(TACQ_ERROR_NULL_POINTER, "%s: w, codes, scale and zero must not be NULL", fn);
+  for (int64_t i = 0; i < N * K; ++i) {
+    if (!std::isfinite(w[i]))
+      return fail(TACQ_ERROR_BAD_VALUE, "%s: w contains NaN or infinity (index %lld)", fn, static_cast<long long>(i));
+    if (keep != nullptr && keep[i] > 1)
+      return fail(TACQ_ERROR_BAD_VALUE, "%s: keep must hold 0 or 1, got %d at index %lld", fn,
+                  static_cast<int>(keep[i]), static_cast<long long>(i));
+  }
+  static_assert(sizeof(bool) == 1, "keep flags are read as bool");
+  const cpu::QuantizeProblem problem{w, reinterpret_cast<const bool*>(keep), K, shape.group_len, bits,
+                                     codes, scale, zero};
+  const cpu::QuantizeGroupsFn kernel = quantize_kernel_for(cpu_isa());
+  // ~80 passes over each group: a few thousand elements per task is plenty.
+  const int64_t groups = N * shape.G;
+  const int threads = plan_threads(groups, max64(1, 4096 / shape.group_len), num_threads);
+  AlignedBuffer scratch;
+  if (!scratch.allocate(static_cast<size_t>(threads) * static_cast<size_t>(shape.group_len) * sizeof(float)))
+    return fail(TACQ_ERROR_OUT_OF_MEMORY, "%s: out of memory for the scratch of %d threads", fn, threads);
+  parallel_for(0, groups, threads, [&](int64_t b, int64_t e, int tid) {
+    kernel(problem, b, e, scratch.as<float>() + static_cast<int64_t>(tid) * shape.group_len);
+  });
+  return TACQ_OK;
+}
+
+// ---- mixed_gemv ------------------------------------------------------------------------
+
+namespace {
+
+// The kernel for this call: the AVX-512 lane kernels read x in lane order
+// (bf16 lanes for bf16 x where the CPU multiplies bf16), the others natural x.
+cpu::GemvKernel gemv_kernel_for(CpuIsa isa, tacq_dtype x_dtype) {
+  switch (isa) {
+    case CpuIsa::kAvx512:
+      if (x_dtype == TACQ_DTYPE_BF16 && cpu_has_avx512_bf16())
+        return {&cpu::avx512bf16::mixed_gemv_rows, cpu::avx512bf16::kLaneBits, &cpu::avx512bf16::stage_lanes};
+      return {&cpu::avx512::mixed_gemv_rows, cpu::avx512::kLaneBits, &cpu::avx512::stage_lanes};
+    case CpuIsa::kAvx2: return {&cpu::avx2::mixed_gemv_rows, 0, nullptr};
+    case CpuIsa::kGeneric: break;
+  }
+  return {&cpu::generic::mixed_gemv_rows, 0, nullptr};
+}
+
+template <typename Load>
+void stage_row(const Activations& x, int64_t m, int64_t Kp, int64_t group_len, float* row, float* sums,
+               Load load) {
+  const int64_t K = x.K, G = K / group_len;
+  for (int64_t k = 0; k < K; ++k) row[k] = load(m * x.stride_m + k * x.stride_k);
+  for (int64_t k = K; k < Kp; ++k) row[k] = 0.f;
+  for (int64_t g = 0; g < G; ++g) {
+    float partial[8] = {0.f};  // independent adds: no serial dependency chain
+    int64_t k = g * group_len;
+    for (; k + 8 <= (g + 1) * group_len; k += 8)
+      for (int i = 0; i < 8; ++i) partial[i] += row[k + i];
+    for (; k < (g + 1) * group_len; ++k) partial[0] += row[k];
+    float sum = 0.f;
+    for (float v : partial) sum += v;
+    sums[g] = sum;
+  }
+}
+
+// x -> xs fp32 [M, Kp] zero-padded and xsum [M, G] (sum of xs over each
+// group), one thread per activation row.
+void stage_activations(const Activations& x, int64_t Kp, int64_t group_len, float* xs, float* xsum,
+                       int num_threads) {
+  const int64_t G = x.K / group_len;
+  parallel_for(0, x.M, 1, num_threads, [&](int64_t b, int64_t e, int) {
+    for (int64_t m = b; m < e; ++m) {
+      float* row = xs + m * Kp;
+      float* sums = xsum + m * G;
+      switch (x.dtype) {
+        case TACQ_DTYPE_F16: {
+          const auto* src = static_cast<const uint16_t*>(x.data);
+          stage_row(x, m, Kp, group_len, row, sums, [src](int64_t i) { return half_to_float(src[i]); });
+          break;
+        }
+        case TACQ_DTYPE_BF16: {
+          const auto* src = static_cast<const uint16_t*>(x.data);
+          stage_row(x, m, Kp, group_len, row, sums, [src](int64_t i) { return bf16_to_float(src[i]); });
+          break;
+        }
+        default: {
+          const auto* src = static_cast<const float*>(x.data);
+          stage_row(x, m, Kp, group_len, row, sums, [src](int64_t i) { return src[i]; });
+          break;
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, int num_threads) {
+  const char* fn = "tacq_mixed_gemv";
+  Shape shape{};
+  TACQ_TRY(check_weights(fn, w, Residual::kContent, &shape));
+  TACQ_TRY(check_threads(fn, num_threads));
+  if (x.M < 1 || x.M > kMixedGemvMaxRows)
+    return fail(TACQ_ERROR_BAD_SIZE, "%s: x must have 1 to %lld rows (M), got %lld", fn,
+                static_cast<long long>(kMixedGemvMaxRows), static_cast<long long>(x.M));
+  if (x.K != w.K)
+    return fail(TACQ_ERROR_BAD_SIZE, "%s: x has K = %lld columns but the weights have K = %lld", fn,
+                static_cast<long long>(x.K), static_cast<long long>(w.K));
+  if (x.dtype != TACQ_DTYPE_F32 && x.dtype != TACQ_DTYPE_F16 && x.dtype != TACQ_DTYPE_BF16)
+    return fail(TACQ_ERROR_BAD_DTYPE, "%s: x dtype must be F32, F16 or BF16, got %d", fn, static_cast<int>(x.dtype));
+  if (x.data == nullptr) return fail(TACQ_ERROR_NULL_POINTER, "%s: x must not be NULL", fn);
+  if (w.N == 0) return TACQ_OK;
+  if (y == nullptr) return fail(TACQ_ERROR_NULL_POINTER, "%s: y must not be NULL", fn);
+
+  const int64_t M = x.M, K = w.K, N = w.N, G = shape.G, bits = w.bits;
+  const int64_t Kp = padded(K);
+  AlignedBuffer xs_buffer, xsum_buffer, lanes_buffer, converted;
+  if (!xs_buffer.allocate(static_cast<size_t>(M * Kp) * sizeof(float)) ||
+      !xsum_buffer.allocate(static_cast<size_t>(M * G) * sizeof(float)))
+    return fail(TACQ_ERROR_OUT_OF_MEMORY, "%s: out of memory for staging x", fn);
+  float* xs = xs_buffer.as<float>();
+  float* xsum = xsum_buffer.as<float>();
+  stage_activations(x, Kp, shape.group_len, xs, xsum, num_threads);
+
+  const cpu::GemvKernel kernel = gemv_kernel_for(cpu_isa(), x.dtype);
+  int64_t Kc = 0;
+  if (kernel.lane_bits != 0) {
+    Kc = cpu::LaneOrder{static_cast<int>(bits), kernel.lane_bits}.staged_length(Kp);
+    const int64_t row_bytes = Kc * (kernel.lane_bits / 8);
+    if (!lanes_buffer.allocate(static_cast<size_t>(M * row_bytes)))
+      return fail(TACQ_ERROR_OUT_OF_MEMORY, "%s: out of memory for staging x", fn);
+    auto* lanes = lanes_buffer.as<char>();
+    parallel_for(0, M, 1, num_threads, [&](int64_t b, int64_t e, int) {
+      for (int64_t m = b; m < e; ++m)
+        kernel.stage_lanes(xs + m * Kp, Kp, static_cast<int>(bits), Kc, lanes + m * row_bytes);
+    });
+  }
+  const float *scale = nullptr, *zero = nullptr;
+  TACQ_TRY(scales_f32(w, G, converted, &scale, &zero));
+  const cpu::GemvProblem problem{reinterpret_cast<const uint32_t*>(w.packed), scale, zero, xs, xsum,
+                                 lanes_buffer.get() != nullptr ? lanes_buffer.get() : nullptr,
+                                 w.row_ptr, w.col_idx, w.values, M, N, K, Kp, Kc, shape.group_len,
+                                 static_cast<int>(bits), y};
+  // ~64 KiB of packed codes per task keeps scheduling overhead negligible.
+  const int64_t row_bytes = Kp / 32 * bits * 4;
+  std::atomic<bool> residual_ok{true};
+  parallel_for(0, N, max64(1, (64 << 10) / row_bytes), num_threads, [&](int64_t b, int64_t e, int) {
+    if (!kernel.rows(problem, b, e)) residual_ok = false;
+  });
+  // The kernels check residual columns as they read them; the full check
+  // names the offending entry.
+  if (!residual_ok) {
+    TACQ_TRY(check_columns(fn, w));
+    return fail(TACQ_ERROR_INTERNAL, "%s: a kernel rejected residual columns that pass the column check", fn);
+  }
+  return TACQ_OK;
+}
+
+}  // namespace tacq::host
