@@ -7,6 +7,7 @@
 #   3. runs the kernel benchmarks on the GPU (bench/run.py --device cuda)
 #   4. quantizes the demo model on the GPU and checks that the checkpoint's
 #      logits on CUDA match its logits on the CPU (scripts/gpu_demo_check.py)
+#   5. builds the C library with CUDA and runs its ctest, tacq_mixed_gemv_cuda included
 # Every log, versions.txt, summary.txt and the bench/results/cuda-* files go to
 # OUT_DIR (default: $OUT if set, else gpu_check_out). Each step's exit status is
 # in summary.txt; the script exits 1 if any step failed.
@@ -36,7 +37,11 @@ step() {
   [ "$rc" -eq 0 ] || failed=1
 }
 
-cuda_tests=(tests/test_cuda_inference.py tests/test_cuda_quantization.py)
+# The CUDA tests are the `cuda` cases of the op tests (their ids hold "cuda":
+# tests/conftest.py) plus the nvcc-alone compile check; the op test files are
+# what compute-sanitizer runs.
+cuda_op_tests=(tests/test_pack.py tests/test_dequantize.py tests/test_mixed_gemv.py tests/test_quantize.py
+               tests/test_saliency.py tests/test_error_messages.py)
 
 step versions 60 bash -c "date -u; git rev-parse HEAD; nvidia-smi || true; nvcc --version || true; \
   $python_bin -c 'import torch, transformers; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \
@@ -45,24 +50,29 @@ cp "$out/logs/versions.log" "$out/versions.txt"
 
 if [ "$dry" = 1 ]; then  # the installed tacq_ext (scripts/setup_env.sh) stands in for the GPU build
   step build 120 bash -c "test -f CMakeLists.txt && cmake --version && bash -n scripts/dev_build.sh"
-  step cuda_tests 300 "$python_bin" -m pytest -q -p no:cacheprovider --collect-only "${cuda_tests[@]}" tests -k cuda
+  step cuda_tests 300 bash -c "$python_bin -m pytest -q -p no:cacheprovider --collect-only tests -k cuda && \
+    $python_bin -m pytest -q -p no:cacheprovider --collect-only ${cuda_op_tests[*]} -k cuda"
   step memcheck 60 bash -c "command -v compute-sanitizer || echo 'compute-sanitizer: not on this machine (dry run)'"
   step bench 300 bash -c "$python_bin bench/run.py --help > /dev/null && \
     $python_bin bench/run.py --device cpu --quick --only cpu_gemv --name gpu-check-dry-run && \
     rm -f bench/results/gpu-check-dry-run.*"
   step demo 300 "$python_bin" scripts/gpu_demo_check.py "$out/demo" --dry-run
+  step c_library 120 bash -c "cmake -S . -B '$out/c-build' -G Ninja -DTACQ_TORCH=OFF -DTACQ_CUDA=OFF >/dev/null && \
+    test -f tests/c/test_cuda.cpp"
 else
   export TACQ_CUDA=ON JOBS="${JOBS:-16}"
   step build 420 bash scripts/dev_build.sh "$root/build/gpu"
   export PYTHONPATH="$root/python${PYTHONPATH:+:$PYTHONPATH}"
-  step cuda_tests 300 "$python_bin" -m pytest -q -p no:cacheprovider -x "${cuda_tests[@]}"
-  step cuda_device_tests 300 "$python_bin" -m pytest -q -p no:cacheprovider tests -k cuda \
-    --deselect tests/test_cuda_inference.py --deselect tests/test_cuda_quantization.py
-  step memcheck 300 compute-sanitizer --tool memcheck --error-exitcode 1 \
-    "$python_bin" -m pytest -q -p no:cacheprovider -x tests/test_cuda_inference.py -k "not slow"
+  step cuda_tests 420 "$python_bin" -m pytest -q -p no:cacheprovider tests -k cuda
+  step memcheck 420 compute-sanitizer --tool memcheck --error-exitcode 1 \
+    "$python_bin" -m pytest -q -p no:cacheprovider -x "${cuda_op_tests[@]}" -k cuda
   step bench 420 "$python_bin" bench/run.py --device cuda --name cuda-kernels
   cp bench/results/cuda-kernels.* "$out/" 2>/dev/null || true
   step demo 300 "$python_bin" scripts/gpu_demo_check.py "$out/demo"
+  # the torch-free C library with its CUDA entry point, and its ctest (tests/c/test_cuda.cpp)
+  step c_library 300 bash -c "cmake -S . -B build/gpu-c -G Ninja -DTACQ_TORCH=OFF -DTACQ_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=native >/dev/null && cmake --build build/gpu-c -j $JOBS && \
+    cd build/gpu-c && ctest --output-on-failure"
 fi
 
 echo "[gpu_check] results in $out"

@@ -5,12 +5,27 @@ import torch
 
 import tacq_ext  # registers torch.ops.tacq
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# Every op test that takes `device` runs on the CPU and on CUDA; the CUDA case
+# is collected everywhere (its id holds "cuda", so `pytest -k cuda` selects
+# exactly the CUDA tests, as scripts/gpu_check.sh does) and skipped without a GPU.
+CUDA = pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device: the CUDA kernels are compile-checked only "
+    "(tests/test_cuda_compile.py)"))
+DEVICES = ["cpu", CUDA]
+OPS = ["saliency_accumulate", "quantize", "pack", "unpack", "dequantize", "mixed_gemv"]
 
 
-@pytest.fixture(params=DEVICES)
+@pytest.fixture
 def device(request):
-    return request.param
+    """The device an op test runs on, "cpu" or "cuda" (parametrized by
+    pytest_generate_tests below). With a GPU, an extension built without CUDA
+    kernels fails the CUDA cases rather than skipping them."""
+    device = getattr(request, "param", "cpu")
+    if device == "cuda":
+        missing = [op for op in OPS if not has_kernel(op, "cuda")]
+        assert not missing, (f"tacq.{missing} have no CUDA kernel although a GPU is present: the extension "
+                             "was built without CUDA (TACQ_CUDA=ON makes that an error)")
+    return device
 
 
 @pytest.fixture
@@ -36,12 +51,36 @@ def _isa_paths():
 ISA_PATHS = _isa_paths()
 
 
-@pytest.fixture(params=ISA_PATHS)
+@pytest.fixture
 def cpu_isa(request, monkeypatch):
     """Runs a CPU test once per vector ISA path this CPU has (set through
-    TACQ_CPU_ISA, which caps the ISA the kernels dispatch to)."""
-    monkeypatch.setenv("TACQ_CPU_ISA", request.param)
-    return request.param
+    TACQ_CPU_ISA, which caps the ISA the kernels dispatch to); None, leaving the
+    CPU's best ISA, in the CUDA case of a test that also takes `device`."""
+    isa = getattr(request, "param", None)
+    if isa is not None:
+        monkeypatch.setenv("TACQ_CPU_ISA", isa)
+    return isa
+
+
+def _parametrized_by_mark(metafunc, name):
+    return any(name in (m.args[0] if isinstance(m.args[0], (list, tuple)) else m.args[0].replace(" ", "").split(","))
+               for m in metafunc.definition.iter_markers("parametrize"))
+
+
+def pytest_generate_tests(metafunc):
+    """`device` alone: cpu, cuda. `cpu_isa` alone: each ISA path. Both: each ISA
+    path on the CPU (ids cpu-<isa>) and once on CUDA (id cuda), where the CPU
+    ISA does not matter."""
+    names = [n for n in ("device", "cpu_isa")
+             if n in metafunc.fixturenames and not _parametrized_by_mark(metafunc, n)]
+    if names == ["device", "cpu_isa"]:
+        metafunc.parametrize(("device", "cpu_isa"),
+                             [pytest.param("cpu", isa, id=f"cpu-{isa}") for isa in ISA_PATHS]
+                             + [pytest.param("cuda", None, id="cuda", marks=CUDA.marks)], indirect=True)
+    elif names == ["device"]:
+        metafunc.parametrize("device", DEVICES, indirect=True)
+    elif names == ["cpu_isa"]:
+        metafunc.parametrize("cpu_isa", ISA_PATHS, indirect=True)
 
 
 def has_kernel(op_name: str, device: str) -> bool:

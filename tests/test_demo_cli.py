@@ -16,11 +16,22 @@ def run_small_demo(out):
                      "--methods", "rtn,tacq", "--quiet"])
 
 
-def test_demo_runs_end_to_end(tmp_path, capsys):
-    out = tmp_path / "demo"
-    rc = run_small_demo(out)
-    assert rc == 0
-    printed = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory):
+    """(output directory, what it printed) of one small demo run, shared by the
+    tests below."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert run_small_demo(out) == 0
+    return out, printed.getvalue()
+
+
+def test_demo_runs_end_to_end(small_demo):
+    out, printed = small_demo
     assert "method" in printed and "tacq" in printed and "rtn" in printed
     results = json.loads((out / "results.json").read_text())
     rows = results["rows"]
@@ -36,7 +47,14 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert (out / "accuracy_vs_bits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_demo_without_matplotlib_writes_its_results_and_says_why_no_plot(tmp_path, capsys, monkeypatch):
+def test_demo_without_matplotlib_writes_its_results_and_says_why_no_plot(small_demo, tmp_path, capsys, monkeypatch):
+    """The same demo with matplotlib missing; its grid (quantization and
+    evaluation, identical to the run above) is the run above's rows."""
+    from tacq_ext.demo import command
+    from tacq_ext.demo.grid import Row
+
+    rows = [Row(**r) for r in json.loads((small_demo[0] / "results.json").read_text())["rows"]]
+    monkeypatch.setattr(command, "run_grid", lambda *args, **kwargs: rows)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ModuleNotFoundError
     out = tmp_path / "demo"
     assert run_small_demo(out) == 0

@@ -1,11 +1,13 @@
-"""tacq.dequantize against the pure-torch reference (docs/format.md)."""
+"""tacq.dequantize against the pure-torch reference (docs/format.md), bit for
+bit, on the CPU (every ISA path) and on CUDA (where the CPU op is checked to
+give the same bits too)."""
+
+import functools
 
 import pytest
 import torch
 
 from tacq_ext import ops, reference
-
-from conftest import has_kernel
 
 
 def quantized(N, K, bits, group_size, seed=0):
@@ -17,27 +19,33 @@ def quantized(N, K, bits, group_size, seed=0):
     return ops.pack(codes, bits), scale, zero
 
 
-@pytest.mark.parametrize("bits", [2, 3, 4])
-@pytest.mark.parametrize("N,K,group_size", [(1, 1, -1), (3, 31, -1), (2, 33, 33), (4, 64, 32),
-                                            (5, 100, -1), (3, 256, 128), (2, 4096, 128)])
-@pytest.mark.parametrize("scale_dtype", [torch.float32, torch.float16])
-def test_matches_reference(cpu_isa, bits, N, K, group_size, scale_dtype):
+@functools.lru_cache(maxsize=None)
+def reference_case(N, K, bits, group_size, scale_dtype):
+    """(packed, scale, zero, reference.dequantize in fp32), computed once for
+    all ISA paths and devices (the reference unpacks bit by bit: slow). The
+    reference computes in fp32 and casts, so its fp16 / bf16 output is this
+    result cast."""
     packed, scale, zero = quantized(N, K, bits, group_size, seed=N + K)
     scale, zero = scale.to(scale_dtype), zero.to(scale_dtype)
-    ours = ops.dequantize(packed, scale, zero, bits, group_size, K)
-    assert ours.dtype == torch.float32 and ours.shape == (N, K)
-    torch.testing.assert_close(ours, reference.dequantize(packed, scale, zero, bits, group_size, K), rtol=0, atol=0)
+    return packed, scale, zero, reference.dequantize(packed, scale, zero, bits, group_size, K)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_output_dtype(device, dtype):
-    if not has_kernel("dequantize", device):
-        pytest.skip(f"no dequantize kernel for {device}")
-    packed, scale, zero = quantized(4, 96, 3, 32)
-    ours = ops.dequantize(packed.to(device), scale.to(device), zero.to(device), 3, 32, 96, dtype)
-    assert ours.dtype == dtype and ours.device.type == device
-    expected = reference.dequantize(packed, scale, zero, 3, 32, 96, dtype)
-    torch.testing.assert_close(ours.cpu(), expected, rtol=0, atol=0)
+# K = 31, 33 and 100: rows of fp16 / bf16 output not a multiple of 16 bytes
+# (CUDA: the element-wise store path); N = 17 with K = 4096: several CUDA blocks.
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("N,K,group_size", [(1, 1, -1), (3, 31, -1), (2, 33, 33), (4, 64, 32), (5, 100, -1),
+                                            (5, 192, 64), (3, 256, 128), (17, 4096, 128)])
+@pytest.mark.parametrize("scale_dtype", [torch.float32, torch.float16], ids=str)
+def test_matches_reference(device, cpu_isa, bits, N, K, group_size, scale_dtype):
+    """Every output dtype (default fp32, fp16, bf16)."""
+    packed, scale, zero, expected_fp32 = reference_case(N, K, bits, group_size, scale_dtype)
+    for out_dtype in (None, torch.float16, torch.bfloat16):
+        ours = ops.dequantize(packed.to(device), scale.to(device), zero.to(device), bits, group_size, K, out_dtype)
+        expected = expected_fp32.to(out_dtype or torch.float32)
+        assert ours.dtype == (out_dtype or torch.float32) and ours.shape == (N, K) and ours.device.type == device
+        assert torch.equal(ours.cpu(), expected)
+        if device != "cpu":
+            assert torch.equal(ops.dequantize(packed, scale, zero, bits, group_size, K, out_dtype), expected)
 
 
 def test_round_trip_with_quantize():
@@ -51,13 +59,14 @@ def test_round_trip_with_quantize():
     assert torch.all((deq - w).abs()[unclipped] <= step[unclipped] / 2 + 1e-6)
 
 
-def test_opcheck(device):
-    if not has_kernel("dequantize", device):
-        pytest.skip(f"no dequantize kernel for {device}")
-    packed, scale, zero = quantized(4, 70, 3, -1)
-    args = (packed.to(device), scale.to(device), zero.to(device), 3, -1, 70)
-    torch.library.opcheck(torch.ops.tacq.dequantize.default, args)
-    torch.library.opcheck(torch.ops.tacq.dequantize.default, args + (torch.bfloat16,))
+@pytest.mark.parametrize("bits", [2, 3])
+def test_opcheck(device, bits):
+    """fp32 scales with the default and bf16 output; on CUDA fp16 scales too."""
+    packed, scale, zero = quantized(4, 70, bits, -1)
+    for scale_dtype in [torch.float32] + ([torch.float16] if device != "cpu" else []):
+        args = (packed.to(device), scale.to(device, scale_dtype), zero.to(device, scale_dtype), bits, -1, 70)
+        torch.library.opcheck(torch.ops.tacq.dequantize.default, args)
+        torch.library.opcheck(torch.ops.tacq.dequantize.default, args + (torch.bfloat16,))
 
 
 @pytest.mark.parametrize(

@@ -1,35 +1,63 @@
-"""tacq.saliency_accumulate against the per-sample fp64 reference."""
+"""tacq.saliency_accumulate against the per-sample reference, on the CPU (every
+ISA path) and on CUDA (where the CPU op is checked on the same inputs too):
+B = 1, T = 1, N / K / T that are not multiples of the CPU's 6 x 64 tiles or
+the CUDA kernel's 128 x 128 tiles and 32 / 16-token stages, unaligned and
+strided inputs, every dtype, padding, empty inputs, opcheck, bad input."""
 
 import pytest
 import torch
 
 from tacq_ext import ops, reference
 
-from conftest import ISA_PATHS, has_kernel
+from conftest import CUDA
 
-def check(acc0, grad_out, act, device="cpu"):
+
+def check(acc0, grad_out, act, device="cpu", via=None):
+    """acc0 + sum_b |grad_out[b]^T act[b]| from the op on `device` against the
+    reference (on CUDA the CPU op's result on the same inputs too). `via` moves
+    the inputs to the device (default: .to(device))."""
+    via = via or (lambda t: t.to(device))
     acc = acc0.clone().to(device)
-    ops.saliency_accumulate(acc, grad_out.to(device), act.to(device))
+    ops.saliency_accumulate(acc, via(grad_out), via(act))
     expected = acc0.clone()
     reference.saliency_accumulate(expected, grad_out.float(), act.float())
-    # fp32 rounding of a T-term dot product of unit-scale terms grows like sqrt(T).
     tokens = grad_out.shape[-2]
-    atol = 1e-5 * max(1.0, (tokens / 16) ** 0.5)
+    if device == "cpu":
+        # fp32 rounding of a T-term dot product of unit-scale terms grows like sqrt(T).
+        atol = 1e-5 * max(1.0, (tokens / 16) ** 0.5)
+    else:
+        # fp32 accumulation over T exact products: relative error ~ T * 2^-24.
+        atol = 1e-5 * max(tokens, 16) * expected.abs().max().item()
     torch.testing.assert_close(acc.cpu(), expected, rtol=1e-5, atol=atol)
+    if device != "cpu":
+        cpu = acc0.clone()
+        ops.saliency_accumulate(cpu, grad_out, act)
+        torch.testing.assert_close(acc.cpu(), cpu, rtol=1e-5, atol=atol)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("B,T,N,K", [(1, 1, 1, 1), (3, 5, 7, 9), (2, 33, 64, 100), (4, 1, 17, 31),
-                                     (1, 64, 128, 96)])
+SHAPES = [  # (B, T, N, K)
+    (1, 1, 1, 1),
+    (3, 5, 7, 9),
+    (4, 1, 17, 31),
+    (2, 33, 64, 100),
+    (1, 64, 128, 96),
+    (1, 1, 128, 128),
+    (1, 37, 130, 70),       # CUDA: N, K past one tile; T not a stage multiple
+    (2, 64, 128, 256),      # CUDA: exact tiles
+    (3, 33, 129, 257),      # CUDA: odd N, K: element-wise loads
+    (4, 100, 264, 136),     # CUDA: N, K multiples of 8 but not of the tile
+    (2, 17, 8, 1000),       # CUDA: single tile row, many tile columns
+    (1, 300, 1100, 24),     # CUDA: > 8 tile rows: second rasterization group
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("B,T,N,K", SHAPES)
 def test_matches_reference(device, cpu_isa, dtype, B, T, N, K):
-    if device != "cpu" and cpu_isa != ISA_PATHS[-1]:
-        pytest.skip("the ISA path only matters on the CPU")
-    if not has_kernel("saliency_accumulate", device):
-        pytest.skip(f"no saliency_accumulate kernel for {device}")
     g = torch.Generator().manual_seed(B * 100 + N)
     grad_out = torch.randn(B, T, N, generator=g).to(dtype)
     act = torch.randn(B, T, K, generator=g).to(dtype)
-    check(torch.rand(N, K, generator=g), grad_out, act, device)
+    check(torch.rand(N, K, generator=g) * 3, grad_out, act, device)
 
 
 @pytest.mark.parametrize("B,T,N,K", [
@@ -105,35 +133,55 @@ def test_thread_count_does_not_change_the_result(dtype, threads):
     torch.testing.assert_close(acc, expected, rtol=0, atol=0)
 
 
-def test_two_dimensional_inputs_are_one_sample():
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_two_dimensional_inputs_are_one_sample(device, dtype):
     g = torch.Generator().manual_seed(1)
-    grad_out, act = torch.randn(6, 10, generator=g), torch.randn(6, 12, generator=g)
-    acc2, acc3 = torch.zeros(10, 12), torch.zeros(10, 12)
-    ops.saliency_accumulate(acc2, grad_out, act)
-    ops.saliency_accumulate(acc3, grad_out[None], act[None])
+    grad_out, act = torch.randn(45, 140, generator=g).to(dtype), torch.randn(45, 90, generator=g).to(dtype)
+    acc0 = torch.rand(140, 90, generator=g)
+    check(acc0, grad_out, act, device)
+    acc2, acc3 = acc0.clone().to(device), acc0.clone().to(device)
+    ops.saliency_accumulate(acc2, grad_out.to(device), act.to(device))
+    ops.saliency_accumulate(acc3, grad_out[None].to(device), act[None].to(device))
     torch.testing.assert_close(acc2, acc3, rtol=0, atol=0)
-    torch.testing.assert_close(acc2, (grad_out.T @ act).abs(), rtol=1e-5, atol=1e-5)
 
 
-def test_absolute_value_is_taken_per_sample():
-    """Two samples with opposite gradients cancel in |sum| but not in sum |.|."""
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_absolute_value_is_taken_per_sample(device, dtype):
+    """Sample 1 is sample 0 with the gradient negated: they cancel in |sum| but
+    not in sum |.| (a sum-then-abs kernel gives 0)."""
     g = torch.Generator().manual_seed(2)
-    grad = torch.randn(4, 8, generator=g)
-    act = torch.randn(4, 5, generator=g)
-    acc = torch.zeros(8, 5)
-    ops.saliency_accumulate(acc, torch.stack([grad, -grad]), torch.stack([act, act]))
-    torch.testing.assert_close(acc, 2 * (grad.T @ act).abs(), rtol=1e-5, atol=1e-5)
+    grad = torch.randn(40, 136, generator=g).to(dtype)
+    act = torch.randn(40, 136, generator=g).to(dtype)
+    acc = torch.zeros(136, 136, device=device)
+    ops.saliency_accumulate(acc, torch.stack([grad, -grad]).to(device), torch.stack([act, act]).to(device))
+    one = (grad.double().T @ act.double()).abs()
+    torch.testing.assert_close(acc.cpu().double(), 2 * one, rtol=1e-4, atol=1e-4 * one.max().item())
 
 
-def test_padded_positions_add_nothing():
-    g = torch.Generator().manual_seed(3)
-    grad, act = torch.randn(2, 6, 8, generator=g), torch.randn(2, 6, 5, generator=g)
-    grad[0, 4:] = 0  # sample 0 is 4 tokens long, padded to 6
+def test_padded_positions_add_nothing(device):
+    """Zero gradients past each sample's length: the result is the reference's
+    over the unpadded tokens, whatever sits in the padded activations."""
+    g = torch.Generator().manual_seed(4)
+    B, T, N, K = 3, 50, 130, 70
+    grad = torch.randn(B, T, N, generator=g).to(torch.bfloat16)
+    act = torch.randn(B, T, K, generator=g).to(torch.bfloat16)
+    lengths = (50, 20, 45)
+    for b, length in enumerate(lengths):
+        grad[b, length:] = 0
+    acc0 = torch.rand(N, K, generator=g) * 3
+    expected = acc0.clone()
+    for b, length in enumerate(lengths):
+        reference.saliency_accumulate(expected, grad[b, :length].float(), act[b, :length].float())
+    a = acc0.clone().to(device)
+    ops.saliency_accumulate(a, grad.to(device), act.to(device))
+    torch.testing.assert_close(a.cpu(), expected, rtol=1e-5, atol=1e-5 * T * expected.abs().max().item())
     act_noise = act.clone()
-    act_noise[0, 4:] = 1e3  # whatever sits in the padded activations
-    a, b = torch.zeros(8, 5), torch.zeros(8, 5)
-    ops.saliency_accumulate(a, grad, act)
-    ops.saliency_accumulate(b, grad, act_noise)
+    act_noise[1, 20:] = 1e3
+    b = acc0.clone().to(device)
+    ops.saliency_accumulate(b, grad.to(device), act_noise.to(device))
     torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
 
 
@@ -145,39 +193,83 @@ def test_spans_several_row_tiles():
     check(torch.zeros(N, K), grad_out, act)
 
 
-def test_empty_token_dimension_leaves_acc_unchanged():
-    acc = torch.rand(4, 6)
+def test_empty_inputs_leave_acc_unchanged(device):
+    """No tokens (3-D and 2-D inputs) or no samples."""
+    acc = torch.rand(40, 50, device=device)
     before = acc.clone()
-    ops.saliency_accumulate(acc, torch.zeros(2, 0, 4), torch.zeros(2, 0, 6))
+    ops.saliency_accumulate(acc, torch.zeros(2, 0, 40, device=device), torch.zeros(2, 0, 50, device=device))
+    ops.saliency_accumulate(acc, torch.zeros(0, 7, 40, device=device), torch.zeros(0, 7, 50, device=device))
+    ops.saliency_accumulate(acc, torch.zeros(0, 40, device=device), torch.zeros(0, 50, device=device))
     assert torch.equal(acc, before)
 
 
-def test_non_contiguous_inputs():
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_unaligned_and_strided_inputs(device, dtype):
+    """A base pointer off the 16-byte grid (CUDA: the element-wise path) and
+    transposed views give the reference's result."""
+    g = torch.Generator().manual_seed(3)
+    B, T, N, K = 2, 40, 136, 144
+    grad, act = torch.randn(B, T, N, generator=g).to(dtype), torch.randn(B, T, K, generator=g).to(dtype)
+    acc0 = torch.rand(N, K, generator=g) * 3
+
+    def shifted(t):
+        out = torch.empty(t.numel() + 1, dtype=t.dtype, device=device)[1:].view(t.shape)
+        out.copy_(t)
+        assert out.data_ptr() % 16 != 0
+        return out
+
+    def transposed(t):  # same values, the token dimension innermost
+        return t.transpose(1, 2).contiguous().to(device).transpose(1, 2)
+
+    check(acc0, grad, act, device, via=shifted)
+    check(acc0, grad, act, device, via=transposed)
+
+
+@pytest.mark.parametrize("device", [CUDA], indirect=True)
+def test_cuda_runs_on_the_current_stream(device):
     g = torch.Generator().manual_seed(5)
-    grad_out = torch.randn(2, 8, 5, generator=g).transpose(1, 2)  # [2, 5, 8] view
-    act = torch.randn(2, 7, 5, generator=g).transpose(1, 2)       # [2, 5, 7] view
-    check(torch.zeros(8, 7), grad_out, act)
+    acc0, grad, act = torch.rand(256, 256, generator=g), torch.randn(2, 64, 256, generator=g).half(), \
+        torch.randn(2, 64, 256, generator=g).half()
+    expected = acc0.clone()
+    reference.saliency_accumulate(expected, grad.float(), act.float())
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        got, a, b = acc0.clone().to(device), grad.to(device), act.to(device)
+        ops.saliency_accumulate(got, a, b)
+    stream.synchronize()
+    torch.testing.assert_close(got.cpu(), expected, rtol=1e-5, atol=1e-5 * 64 * expected.abs().max().item())
 
 
-def test_opcheck(device):
-    if not has_kernel("saliency_accumulate", device):
-        pytest.skip(f"no saliency_accumulate kernel for {device}")
-    acc = torch.zeros(6, 10, device=device)
-    args = (acc, torch.randn(2, 3, 6, device=device), torch.randn(2, 3, 10, device=device))
-    torch.library.opcheck(torch.ops.tacq.saliency_accumulate.default, args)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_opcheck(device, dtype):
+    g = torch.Generator().manual_seed(6)
+    B, T, N, K = (2, 3, 6, 10) if device == "cpu" else (2, 19, 130, 40)
+    args = (torch.zeros(N, K), torch.randn(B, T, N, generator=g).to(dtype), torch.randn(B, T, K, generator=g).to(dtype))
+    torch.library.opcheck(torch.ops.tacq.saliency_accumulate.default, tuple(a.to(device) for a in args))
 
 
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: ops.saliency_accumulate(torch.zeros(4, 8).t(), torch.zeros(3, 8), torch.zeros(3, 4)), "acc must be contiguous"),
-        (lambda: ops.saliency_accumulate(torch.zeros(4, 8), torch.zeros(3, 4, 1, 1), torch.zeros(3, 8, 1, 1)), "grad_out must be 2-D"),
-        (lambda: ops.saliency_accumulate(torch.zeros(4, 8), torch.zeros(3, 4), torch.zeros(1, 3, 8)), "act must have the rank of grad_out"),
-        (lambda: ops.saliency_accumulate(torch.zeros(4, 8), torch.zeros(3, 4, dtype=torch.int32), torch.zeros(3, 8, dtype=torch.int32)), "grad_out must have dtype"),
-        (lambda: ops.saliency_accumulate(torch.zeros(4, 8), torch.zeros(2, 3, 4), torch.zeros(3, 3, 8)), "agree on the batch and token"),
-        (lambda: ops.saliency_accumulate(torch.zeros(4, 8), torch.zeros(3, 4), torch.zeros(3, 9)), r"act.shape\[1\] must be K"),
+        (lambda d: ops.saliency_accumulate(torch.zeros(4, 8, device=d).t(), torch.zeros(3, 8, device=d),
+                                           torch.zeros(3, 4, device=d)), "acc must be contiguous"),
+        (lambda d: ops.saliency_accumulate(torch.zeros(4, 8, dtype=torch.float64, device=d), torch.zeros(3, 4, device=d),
+                                           torch.zeros(3, 8, device=d)), "acc must have dtype"),
+        (lambda d: ops.saliency_accumulate(torch.zeros(4, 8, device=d), torch.zeros(3, 4, 1, 1, device=d),
+                                           torch.zeros(3, 8, 1, 1, device=d)), "grad_out must be 2-D"),
+        (lambda d: ops.saliency_accumulate(torch.zeros(4, 8, device=d), torch.zeros(3, 4, device=d),
+                                           torch.zeros(1, 3, 8, device=d)), "act must have the rank of grad_out"),
+        (lambda d: ops.saliency_accumulate(torch.zeros(4, 8, device=d), torch.zeros(3, 4, dtype=torch.int32, device=d),
+                                           torch.zeros(3, 8, dtype=torch.int32, device=d)), "grad_out must have dtype"),
+        (lambda d: ops.saliency_accumulate(torch.zeros(4, 8, device=d), torch.zeros(3, 4, device=d),
+                                           torch.zeros(3, 8, dtype=torch.float16, device=d)),
+         "act and grad_out must have the same dtype"),
+        (lambda d: ops.saliency_accumulate(torch.zeros(4, 8, device=d), torch.zeros(2, 3, 4, device=d),
+                                           torch.zeros(3, 3, 8, device=d)), "agree on the batch and token"),
+        (lambda d: ops.saliency_accumulate(torch.zeros(4, 8, device=d), torch.zeros(3, 4, device=d),
+                                           torch.zeros(3, 9, device=d)), r"act.shape\[1\] must be K"),
     ],
 )
-def test_bad_input(make, match):
-    with pytest.raises(RuntimeError, match=match):
-        make()
+def test_bad_input(device, make, match):
+    with pytest.raises(RuntimeError, match=f"tacq.saliency_accumulate: .*{match}"):
+        make(device)
