@@ -314,3 +314,29 @@ def test_module_casts_reach_the_bias_only():
     assert y.dtype == torch.bfloat16
     q.float()
     torch.testing.assert_close(y.float(), q(x), rtol=0.02, atol=0.02)
+
+
+def test_interrupted_save_leaves_nothing_that_looks_complete(saved, ckpt, tmp_path, monkeypatch):
+    """save_quantized writes into a hidden directory next to the target and
+    moves the files in at the end; a failure before that leaves the target as
+    it was (new) or without tacq_config.json (existing), and no staging files."""
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    model = saved[1]
+    cfg = TACQConfig(bits=3, ratio=0.05, method="tacq", reference="rtn")
+    monkeypatch.setattr(tacq_ext.serialization, "file_sha256", fail)
+    with pytest.raises(OSError, match="disk full"):
+        tacq_ext.save_quantized(model, tmp_path / "new", cfg=cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q"]
+    monkeypatch.undo()
+    monkeypatch.setattr(tacq_ext.serialization.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        tacq_ext.save_quantized(model, ckpt, cfg=cfg)
+    assert not (ckpt / "tacq_config.json").exists()
+    with pytest.raises(FileNotFoundError, match="not a tacq checkpoint"):
+        tacq_ext.load_quantized(ckpt, copy_model(tiny_llama()))
+    monkeypatch.undo()
+    tacq_ext.save_quantized(model, ckpt, cfg=cfg)  # over an existing directory: loads again
+    tacq_ext.load_quantized(ckpt, copy_model(tiny_llama()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q"]

@@ -11,6 +11,8 @@ import torch
 from tacq_ext import cli
 from tacq_ext.calib_data import Example, collate, encode_example, make_batches, read_examples
 
+from method_fixtures import save_tiny_hf_model
+
 
 
 def datasets_dir() -> Path:
@@ -170,22 +172,7 @@ def test_real_gsm8k_and_mmlu_layouts():
 @pytest.fixture(scope="module")
 def hf_model_dir(tmp_path_factory):
     """A tiny random Llama with a character-level fast tokenizer, saved locally."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    chars = [chr(c) for c in range(32, 127)] + ["\n"]
-    vocab = {"<pad>": 0, "<s>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", unk_token="<unk>")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=96,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         max_position_embeddings=128, pad_token_id=0, bos_token_id=1))
-    path = tmp_path_factory.mktemp("hf") / "tiny"
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny_hf_model(tmp_path_factory.mktemp("hf") / "tiny")
 
 
 def test_cli_quantize_info_eval(tmp_path, hf_model_dir, capsys):

@@ -23,7 +23,9 @@ from typing import Tuple
 import torch
 
 from .commands import COMMANDS, command
+from .distributed import RankFailed
 from .demo import command as _demo_command  # noqa: F401  (registers `tacq demo`)
+from . import sweep_command as _sweep_command  # noqa: F401  (registers `tacq sweep`)
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -120,6 +122,9 @@ def _add_quantize(p):
                         "(long sequences; about one more forward pass of time)")
     p.add_argument("--out", required=True, help="output checkpoint directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--dist-timeout", type=float, default=1800.0,
+                   help="under torchrun: seconds any collective may wait for the other ranks before the run "
+                        "fails (default 1800; must exceed the longest stage's skew between ranks)")
     _add_runtime_options(p)
 
 
@@ -127,21 +132,31 @@ def _add_quantize(p):
 def _run_quantize(args) -> int:
     from . import TACQConfig, quantize_model, save_quantized
     from .calib_data import make_batches, read_examples
+    from .distributed import Ranks, process_group_from_env
 
     cfg = TACQConfig(bits=args.bits, group_size=args.group_size, ratio=args.ratio, method=args.method,
                      reference=args.reference)
     device, dtype = _runtime(args)
-    model, tokenizer = _load_hf(args.model, args.tokenizer, device, dtype)
-    examples = read_examples(args.calib, args.format)[: args.num_samples]
-    calib = [_on(device, b) for b in make_batches(examples, tokenizer, args.batch_size, args.max_length)]
-    start = time.perf_counter()
-    report = quantize_model(model, calib, cfg, progress=not args.quiet,
-                            activation_checkpointing=args.activation_checkpointing)
-    save_quantized(model, args.out, cfg=cfg, report=report,
-                   calibration=f"{Path(args.calib).name}: {len(examples)} examples")
-    tokenizer.save_pretrained(args.out)
-    print(report.table())
-    print(f"quantized in {time.perf_counter() - start:.1f}s -> {args.out}")
+    with process_group_from_env(device, args.dist_timeout) as device:
+        ranks = Ranks.current()
+        model, tokenizer = _load_hf(args.model, args.tokenizer, device, dtype)
+        examples = read_examples(args.calib, args.format)[: args.num_samples]
+        batches = make_batches(examples, tokenizer, args.batch_size, args.max_length)
+        if len(batches) < ranks.world:
+            raise ValueError(f"{len(batches)} calibration batches for {ranks.world} ranks: lower --batch-size "
+                             f"or raise --num-samples")
+        calib = [_on(device, b) for b in batches[ranks.rank::ranks.world]]  # batch i goes to rank i % world
+        start = time.perf_counter()
+        report = quantize_model(model, calib, cfg, progress=not args.quiet,
+                                activation_checkpointing=args.activation_checkpointing)
+        with ranks.agree("saving the checkpoint"):
+            if ranks.leader:
+                save_quantized(model, args.out, cfg=cfg, report=report,
+                               calibration=f"{Path(args.calib).name}: {len(examples)} examples")
+                tokenizer.save_pretrained(args.out)
+        if ranks.leader:
+            print(report.table())
+            print(f"quantized in {time.perf_counter() - start:.1f}s on {ranks.world} rank(s) -> {args.out}")
     return 0
 
 
@@ -226,7 +241,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command][2](args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, RankFailed) as e:
         print(f"tacq {args.command}: error: {e}", file=sys.stderr)
         return 2
 

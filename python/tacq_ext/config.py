@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 METHODS = ("tacq", "rtn", "gptq", "spqr_like", "squeezellm_like")
 REFERENCES = ("gptq", "rtn")
+BUDGETS = ("global", "layer", "row")
 
 
 @dataclass
@@ -15,7 +16,11 @@ class TACQConfig:
     method: tacq | rtn | gptq | spqr_like | squeezellm_like (docs/method.md, Baselines).
     reference: the quantizer behind Q(W) in the TACQ score, "gptq" or "rtn".
     damp: GPTQ dampening as a fraction of the Hessian's mean diagonal.
-    block_size: GPTQ lazy-update block width."""
+    block_size: GPTQ lazy-update block width.
+    act_order: GPTQ takes the columns in decreasing order of the Hessian's
+    diagonal (group parameters then fixed up front); off in the paper's recipe.
+    budget: "global" (the paper: top-k over all layers), or the kept weights
+    split over layers ("layer") or rows ("row") by score mass."""
 
     bits: int = 2
     group_size: int = -1
@@ -24,6 +29,8 @@ class TACQConfig:
     reference: str = "gptq"
     damp: float = 0.01
     block_size: int = 128
+    act_order: bool = False
+    budget: str = "global"
 
     def __post_init__(self):
         if self.bits not in (2, 3, 4):
@@ -38,6 +45,10 @@ class TACQConfig:
             raise ValueError(f"TACQConfig.reference must be one of {REFERENCES}, got {self.reference!r}")
         if not 0.0 < self.damp < 1.0:
             raise ValueError(f"TACQConfig.damp must be in (0, 1), got {self.damp}")
+        if not isinstance(self.act_order, bool):
+            raise ValueError(f"TACQConfig.act_order must be True or False, got {self.act_order!r}")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"TACQConfig.budget must be one of {BUDGETS}, got {self.budget!r}")
         if self.block_size <= 0:
             raise ValueError(f"TACQConfig.block_size must be positive, got {self.block_size}")
 

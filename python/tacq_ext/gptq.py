@@ -11,6 +11,10 @@ group's current values. In both, kept weights count as the mean of the
 others (tacq.quantize's keep_mask). Scales are clamped into fp16's range and
 rounded to fp16 before use (quantizer.storable_scale), since fp16 is what is
 stored: rows of equal, zero or tiny weights never divide by a zero scale.
+
+act_order processes the columns in decreasing order of the Hessian's
+diagonal; the stored groups stay contiguous in the original column order,
+so their parameters are then fixed up front from the original weights.
 """
 
 from __future__ import annotations
@@ -44,9 +48,10 @@ def hessian_inverse_factor(H: torch.Tensor, damp: float) -> torch.Tensor:
     return torch.linalg.cholesky(Hinv, upper=True).float()
 
 
-def _qparams(values: torch.Tensor, keep: Optional[torch.Tensor], bits: int):
-    _, scale, zero = ops.quantize(values.contiguous(), bits, -1, None if keep is None else keep.contiguous())
-    return storable_scale(scale[:, 0]), zero[:, 0]
+def _qparams(values: torch.Tensor, keep: Optional[torch.Tensor], bits: int, group_size: int = -1):
+    """(scale, zero) [N, G] of `values`, scales as stored."""
+    _, scale, zero = ops.quantize(values.contiguous(), bits, group_size, None if keep is None else keep.contiguous())
+    return storable_scale(scale), zero
 
 
 def gptq_quantize(
@@ -57,23 +62,33 @@ def gptq_quantize(
     keep: Optional[torch.Tensor] = None,
     damp: float = 0.01,
     block_size: int = 128,
+    act_order: bool = False,
 ) -> GPTQResult:
     N, K = W.shape
     W = W.detach().float().clone()
+    H = H.to(W.device)
     keep_any = keep is not None and bool(keep.any())
     keep = keep if keep_any else None
-    U = hessian_inverse_factor(H.to(W.device), damp)
+    order = torch.argsort(torch.diag(H), descending=True, stable=True) if act_order else None
+    if order is not None:
+        W, H = W[:, order], H[order][:, order]
+        keep = None if keep is None else keep[:, order]
+    U = hessian_inverse_factor(H, damp)
     dead = torch.diag(H) == 0
     if dead.any():
         W[:, dead] = 0.0 if keep is None else torch.where(keep[:, dead], W[:, dead], 0.0)
     maxq = 2**bits - 1
     glen = K if group_size in (-1, K) else group_size
     G = K // glen
+    group_of = (order if order is not None else torch.arange(K, device=W.device)) // glen
     codes = torch.empty(N, K, dtype=torch.uint8, device=W.device)
     scale = torch.empty(N, G, device=W.device)
     zero = torch.empty(N, G, device=W.device)
-    if G == 1:
-        scale[:, 0], zero[:, 0] = _qparams(W, keep, bits)
+    static = G == 1 or order is not None
+    if static:
+        inverse = None if order is None else torch.argsort(order)
+        original = lambda t: t if inverse is None else t[:, inverse]
+        scale, zero = _qparams(original(W), None if keep is None else original(keep), bits, group_size)
 
     for b0 in range(0, K, block_size):
         b1 = min(b0 + block_size, K)
@@ -82,8 +97,8 @@ def gptq_quantize(
         U1 = U[b0:b1, b0:b1]
         for i in range(b1 - b0):
             col = b0 + i
-            g = col // glen
-            if G > 1 and col % glen == 0:
+            g = int(group_of[col])
+            if not static and col % glen == 0:
                 # current values of the group: in-block columns are up to date in
                 # W1; later columns still owe this block's pending updates
                 g_end = col + glen
@@ -91,7 +106,8 @@ def gptq_quantize(
                 if g_end > b1:
                     later = W[:, b1:g_end] - Err[:, :i] @ U[b0:b0 + i, b1:g_end]
                     cur = torch.cat([cur, later], dim=1)
-                scale[:, g], zero[:, g] = _qparams(cur, None if keep is None else keep[:, col:g_end], bits)
+                s_g, z_g = _qparams(cur, None if keep is None else keep[:, col:g_end], bits)
+                scale[:, g], zero[:, g] = s_g[:, 0], z_g[:, 0]
             w = W1[:, i]
             s, z = scale[:, g], zero[:, g]
             q = torch.clamp(torch.round(w / s) + z, 0, maxq)
@@ -106,6 +122,8 @@ def gptq_quantize(
             W1[:, i:] -= err[:, None] * U1[i, i:][None, :]
             Err[:, i] = err
         W[:, b1:] -= Err @ U[b0:b1, b1:]
+    if order is not None:
+        codes, W = original(codes), original(W)
     return GPTQResult(codes, scale, zero, W)
 
 

@@ -13,59 +13,95 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from . import ops
+from .budget import mass_budget_masks
 from .config import TACQConfig
+from .distributed import Ranks, gptq_cost
 from .gptq import gptq_quantize, hessian_inverse_factor
 from .qlinear import QuantizedLinear, average_bits
 from .quantizer import rtn_dequantized, rtn_quantize
 from .report import LayerReport, QuantizationReport
 from .saliency import LossFn, accumulate_gradient_stats
-from .selection import global_topk_masks
+from .selection import check_scores, global_topk_masks
 from .sequential import quantize_sequentially
-from .targets import TargetFilter, find_targets, set_module
+from .targets import TargetFilter, find_targets, set_module, targets_by_block
 
 
-def _materialize(calib: Iterable) -> list:
-    batches = list(calib)
-    if not batches:
-        raise ValueError("calibration data is empty")
+def _ranks(model: nn.Module, targets: Dict[str, nn.Linear]) -> Ranks:
+    """Ranks of the process group in use (one process without one); the
+    layers of each decoder block are spread over the ranks by GPTQ cost."""
+    per_block, rest = targets_by_block(model, targets)
+    groups = [[(n, gptq_cost(targets[n].out_features, targets[n].in_features)) for n in names]
+              for names in per_block + [[n] for n in rest]]
+    return Ranks.current(groups)
+
+
+def _materialize(calib: Iterable, ranks: Ranks) -> list:
+    with ranks.agree("reading the calibration data"):
+        batches = list(calib)
+        if not batches:
+            raise ValueError("calibration data is empty" + (f" on rank {ranks.rank}" if ranks.world > 1 else ""))
     return batches
 
 
-def _reference_pass(model, calib, targets, cfg, loss_fn, progress,
+def _saliency(model, calib, targets, loss_fn, progress, checkpointing, ranks, squared=False):
+    """Gradient statistics over every rank's batches, on the owner ranks."""
+    with ranks.agree("saliency"):
+        acc = accumulate_gradient_stats(model, calib, targets, loss_fn, squared=squared, progress=progress,
+                                        activation_checkpointing=checkpointing)
+    return ranks.reduce_to_owners(acc)
+
+
+def reference_pass(model, calib, targets, cfg, loss_fn, progress, ranks,
                     use: Callable[[str, torch.Tensor, torch.Tensor], None]) -> None:
     """Step 1 of docs/method.md with GPTQ: every target quantized with nothing kept,
     in sequence, each layer's Hessian taken from inputs that flow through the
     already GPTQ-quantized prefix, as the final masked GPTQ will see them.
-    use(name, H, Q(W)) is called once per target; Q(W) stands in for W only
-    for the rest of this pass, the model is left as it was."""
-    def quantize_group(hessians: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        quantized = {}
-        for name in list(hessians):
-            H = hessians.pop(name)
-            quantized[name] = gptq_quantize(targets[name].weight, H, cfg.bits, cfg.group_size, None,
-                                            cfg.damp, cfg.block_size).weight
-            use(name, H, quantized[name])
-        return quantized
+    use(name, H, Q(W)) is called once per target, on its owner rank; Q(W)
+    stands in for W only for the rest of this pass, the model is left as it was."""
+    def quantize_group(hessians: Dict[str, Optional[torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        names, local = list(hessians), {}
+        with ranks.agree("reference GPTQ"):
+            for name in names:
+                H = hessians.pop(name)
+                if H is not None:
+                    Q = gptq_quantize(targets[name].weight, H, cfg.bits, cfg.group_size, None,
+                                      cfg.damp, cfg.block_size, cfg.act_order).weight
+                    use(name, H, Q)
+                    local[name] = {"weight": Q}
+        return {name: t["weight"] for name, t in ranks.share(names, local).items()}
 
-    quantize_sequentially(model, calib, targets, quantize_group, loss_fn, "reference GPTQ", progress)
+    quantize_sequentially(model, calib, targets, quantize_group, loss_fn, "reference GPTQ", progress, ranks)
 
 
-def _tacq_scores(model, calib, targets, cfg, loss_fn, progress, stage, checkpointing) -> Dict[str, torch.Tensor]:
-    """S = |A * (W - Q(W)) * W|; each layer's score overwrites its accumulator A."""
+def tacq_score_(acc: torch.Tensor, W: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+    """The TACQ score |A * (W - Q(W)) * W|, written over the accumulator A."""
+    W = W.detach().float()
+    return acc.mul_(W - Q).mul_(W).abs_()
+
+
+def spqr_saliency(W: torch.Tensor, H: torch.Tensor, damp: float) -> torch.Tensor:
+    """GPTQ saliency w^2 / [H^-1]_jj^2."""
+    U = hessian_inverse_factor(H, damp)
+    hinv_diag = (U * U).sum(dim=0)  # diag(U^T U) = diag(H^-1)
+    return W.detach().float() ** 2 / hinv_diag[None, :] ** 2
+
+
+def _tacq_scores(model, calib, targets, cfg, loss_fn, progress, stage, checkpointing, ranks
+                 ) -> Dict[str, torch.Tensor]:
+    """S = |A * (W - Q(W)) * W| of the layers this rank owns; each layer's
+    score overwrites its accumulator A."""
     with stage("saliency"):
-        scores = accumulate_gradient_stats(model, calib, targets, loss_fn, progress=progress,
-                                           activation_checkpointing=checkpointing)
+        scores = _saliency(model, calib, targets, loss_fn, progress, checkpointing, ranks)
 
     def score(name, H, Q):
-        W = targets[name].weight.detach().float()
-        scores[name].mul_(W - Q).mul_(W).abs_()
+        tacq_score_(scores[name], targets[name].weight, Q)
 
     with stage("reference"):
         if cfg.reference == "rtn":
-            for name, m in targets.items():
-                score(name, None, rtn_dequantized(m.weight, cfg.bits, cfg.group_size))
+            for name in scores:
+                score(name, None, rtn_dequantized(targets[name].weight, cfg.bits, cfg.group_size))
         else:
-            _reference_pass(model, calib, targets, cfg, loss_fn, progress, score)
+            reference_pass(model, calib, targets, cfg, loss_fn, progress, ranks, score)
     return scores
 
 
@@ -74,34 +110,39 @@ def compute_saliency(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn
                      activation_checkpointing: bool = False) -> Dict[str, torch.Tensor]:
     """TACQ scores S = |A * (W - Q(W)) * W| per target layer (fp32 [N, K]).
     activation_checkpointing: recompute each decoder block during the
-    gradient pass instead of keeping its activations (long sequences)."""
+    gradient pass instead of keeping its activations (long sequences).
+    With a process group initialized, `calib` is this rank's share and every
+    rank gets the scores over all ranks' batches (docs/distributed.md)."""
     targets = find_targets(model, target_filter)
-    return _tacq_scores(model, _materialize(calib), targets, cfg, loss_fn, progress, lambda name: nullcontext(),
-                        activation_checkpointing)
+    ranks = _ranks(model, targets)
+    scores = _tacq_scores(model, _materialize(calib, ranks), targets, cfg, loss_fn, progress and ranks.leader,
+                          lambda name: nullcontext(), activation_checkpointing, ranks)
+    return {name: t["scores"] for name, t in
+            ranks.share(list(targets), {n: {"scores": s} for n, s in scores.items()}).items()}
 
 
-def _spqr_scores(model, calib, targets, cfg, loss_fn, progress) -> Dict[str, torch.Tensor]:
+def _spqr_scores(model, calib, targets, cfg, loss_fn, progress, ranks: Optional[Ranks] = None
+                 ) -> Dict[str, torch.Tensor]:
     """GPTQ saliency w^2 / [H^-1]_jj^2, H from the GPTQ-quantized prefix."""
-    scores = {}
+    ranks, scores = ranks or Ranks.single(), {}
 
     def score(name, H, Q):
-        U = hessian_inverse_factor(H, cfg.damp)
-        hinv_diag = (U * U).sum(dim=0)  # diag(U^T U) = diag(H^-1)
-        scores[name] = targets[name].weight.detach().float() ** 2 / hinv_diag[None, :] ** 2
+        scores[name] = spqr_saliency(targets[name].weight, H, cfg.damp)
 
-    _reference_pass(model, calib, targets, cfg, loss_fn, progress, score)
+    reference_pass(model, calib, targets, cfg, loss_fn, progress, ranks, score)
     return scores
 
 
-def _method_scores(model, calib, targets, cfg, loss_fn, progress, stage, checkpointing) -> Dict[str, torch.Tensor]:
+def _method_scores(model, calib, targets, cfg, loss_fn, progress, stage, checkpointing, ranks
+                   ) -> Dict[str, torch.Tensor]:
+    """Scores of the layers this rank owns."""
     if cfg.method == "tacq":
-        return _tacq_scores(model, calib, targets, cfg, loss_fn, progress, stage, checkpointing)
+        return _tacq_scores(model, calib, targets, cfg, loss_fn, progress, stage, checkpointing, ranks)
     if cfg.method == "spqr_like":
         with stage("reference"):
-            return _spqr_scores(model, calib, targets, cfg, loss_fn, progress)
+            return _spqr_scores(model, calib, targets, cfg, loss_fn, progress, ranks)
     with stage("saliency"):  # squeezellm_like: Fisher sum_s G_s^2
-        return accumulate_gradient_stats(model, calib, targets, loss_fn, squared=True, progress=progress,
-                                         activation_checkpointing=checkpointing)
+        return _saliency(model, calib, targets, loss_fn, progress, checkpointing, ranks, squared=True)
 
 
 def _check_scores(scores: Dict[str, torch.Tensor], targets: Dict[str, nn.Linear]) -> None:
@@ -123,9 +164,14 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
     compute_saliency, or any non-negative per-layer ranking) skips the
     gradient pass, so the budget or method can change without recomputing.
     activation_checkpointing: the gradient pass (tacq, squeezellm_like)
-    recomputes each decoder block instead of keeping its activations."""
+    recomputes each decoder block instead of keeping its activations.
+    With a process group initialized, `calib` is this rank's share of the
+    batches and every rank ends with the model one process would produce
+    from all of them (docs/distributed.md)."""
     targets = find_targets(model, target_filter)
-    calib = _materialize(calib)
+    ranks = _ranks(model, targets)
+    progress = progress and ranks.leader
+    calib = _materialize(calib, ranks)
     report = QuantizationReport(cfg.method, cfg.bits, cfg.group_size, cfg.ratio)
     for name, m in targets.items():
         ops.check_group_size("quantize_model", cfg.group_size, m.in_features)
@@ -134,11 +180,22 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
     if cfg.keeps_weights:
         if scores is None:
             scores = _method_scores(model, calib, targets, cfg, loss_fn, progress, report.stage,
-                                    activation_checkpointing)
-        _check_scores(scores, targets)
+                                    activation_checkpointing, ranks)
+        else:
+            with ranks.agree("checking the scores= argument"):
+                _check_scores(scores, targets)
+            scores = {n: s for n, s in scores.items() if ranks.owns(n)}
         with report.stage("selection"):
+            with ranks.agree("selection"):
+                check_scores(scores)
             total = sum(m.weight.numel() for m in targets.values())
-            masks = global_topk_masks(scores, math.floor(cfg.ratio * total))
+            k = math.floor(cfg.ratio * total)
+            if cfg.budget == "global":
+                masks.update(global_topk_masks(scores, k, list(targets), ranks.all_sum))
+            elif ranks.world > 1:
+                raise ValueError(f"TACQConfig.budget={cfg.budget!r} runs in one process only; use 'global'")
+            else:
+                masks.update(mass_budget_masks(scores, k, cfg.budget))
 
     if cfg.method == "rtn":
         with report.stage("rtn"):
@@ -147,18 +204,26 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
                 _replace(model, name, m, QuantizedLinear.from_quantized(
                     codes, scale, zero, None, None, cfg.bits, cfg.group_size, m.bias), report)
     else:
-        def quantize_group(hessians: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-            for name in tqdm(list(hessians), desc="layers", disable=not progress, leave=False):
+        def quantize_group(hessians: Dict[str, Optional[torch.Tensor]]) -> Dict[str, torch.Tensor]:
+            names, local = list(hessians), {}
+            with ranks.agree("gptq"):
+                for name in tqdm([n for n in names if hessians[n] is not None], desc="layers",
+                                 disable=not progress, leave=False):
+                    r = gptq_quantize(targets[name].weight, hessians.pop(name), cfg.bits, cfg.group_size,
+                                      masks[name], cfg.damp, cfg.block_size, cfg.act_order)
+                    local[name] = {"codes": r.codes, "scale": r.scale, "zero": r.zero, "weight": r.weight}
+                    if masks[name] is not None:
+                        local[name]["keep"] = masks[name]
+            for name, t in ranks.share(names, local).items():
                 m = targets[name]
-                result = gptq_quantize(m.weight, hessians.pop(name), cfg.bits, cfg.group_size,
-                                       masks[name], cfg.damp, cfg.block_size)
                 _replace(model, name, m, QuantizedLinear.from_quantized(
-                    result.codes, result.scale, result.zero, result.weight, masks[name], cfg.bits,
+                    t["codes"], t["scale"], t["zero"], t["weight"], t.get("keep"), cfg.bits,
                     cfg.group_size, m.bias), report)
             return {}  # the quantized layers are in the model now
 
         with report.stage("gptq"):
-            quantize_sequentially(model, calib, targets, quantize_group, loss_fn, "gptq blocks", progress)
+            quantize_sequentially(model, calib, targets, quantize_group, loss_fn, "gptq blocks", progress,
+                                  ranks)
 
     order = {name: i for i, name in enumerate(targets)}
     report.layers.sort(key=lambda layer: order[layer.name])

@@ -25,14 +25,16 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from .distributed import Ranks
 from .gptq import HessianAccumulator
 from .kv_cache import cache_disabled, is_kv_cache
 from .saliency import LossFn
 from .targets import decoder_blocks, targets_by_block
 
-# {target name: Hessian} of one group -> {target name: weight the rest of the
-# pass must see}; empty when the caller swapped the quantized layers in itself.
-QuantizeGroup = Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]
+# {target name: Hessian, None where another rank owns the layer} of one group ->
+# {target name: weight the rest of the pass must see}; empty when the caller
+# swapped the quantized layers in itself.
+QuantizeGroup = Callable[[Dict[str, Optional[torch.Tensor]]], Dict[str, torch.Tensor]]
 
 
 class _StopForward(Exception):
@@ -78,33 +80,31 @@ class _HessianHooks:
     def start_batch(self, batch) -> None:
         self.mask, self.seen = _token_mask(batch), set()
 
-    def remove(self) -> Dict[str, torch.Tensor]:
-        """Removes the hooks and returns {name: fp32 Hessian}."""
+    def remove(self) -> None:
         for h in self.handles:
             h.remove()
-        for name, a in self.acc.items():
-            if a.count == 0:
-                raise ValueError(f"target layer {name!r} never ran on the calibration data")
-        return {n: a.H.float() for n, a in self.acc.items()}
 
 
 def collect_hessians(model: nn.Module, calib: list, modules: Dict[str, nn.Module],
                      loss_fn: Optional[LossFn] = None, desc: str = "hessians",
-                     progress: bool = True) -> Dict[str, torch.Tensor]:
+                     progress: bool = True, ranks: Optional[Ranks] = None) -> Dict[str, Optional[torch.Tensor]]:
     """H = 2/n sum x x^T of each module's inputs over the calibration tokens,
-    from forward passes of the whole model stopped once every module has run."""
+    from forward passes of the whole model stopped once every module has run.
+    Data-parallel (ranks): tokens of every rank, on the owner rank (None elsewhere)."""
+    ranks = ranks or Ranks.single()
     hooks = _HessianHooks(modules, stop_when_all_seen=True)
-    try:
-        with torch.no_grad():
-            for batch in tqdm(calib, desc=desc, disable=not progress, leave=False):
-                hooks.start_batch(batch)
-                try:
-                    run_model(model, batch, loss_fn)
-                except _StopForward:
-                    pass
-    finally:
-        hessians = hooks.remove()
-    return hessians
+    with ranks.agree(desc):
+        try:
+            with torch.no_grad():
+                for batch in tqdm(calib, desc=desc, disable=not progress, leave=False):
+                    hooks.start_batch(batch)
+                    try:
+                        run_model(model, batch, loss_fn)
+                    except _StopForward:
+                        pass
+        finally:
+            hooks.remove()
+    return ranks.reduce_hessians(hooks.acc)
 
 
 @contextmanager
@@ -192,15 +192,20 @@ def _capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calib: list, 
 
 def quantize_sequentially(model: nn.Module, calib: list, targets: Dict[str, nn.Module],
                           quantize_group: QuantizeGroup, loss_fn: Optional[LossFn] = None,
-                          desc: str = "gptq", progress: bool = True) -> None:
+                          desc: str = "gptq", progress: bool = True, ranks: Optional[Ranks] = None) -> None:
     """Calls quantize_group once per group of targets (a decoder block, or one
     target where the structure is unknown), in model order, with Hessians of
-    inputs that flow through the groups already quantized."""
+    inputs that flow through the groups already quantized. Data-parallel
+    (ranks): each rank replays its own batches, and quantize_group gets every
+    name of the group with its Hessian on the owner rank, None elsewhere."""
+    ranks = ranks or Ranks.single()
     blocks = decoder_blocks(model)
     per_block, rest = targets_by_block(model, targets)
-    captured = (_capture_block_inputs(model, blocks, calib, loss_fn, f"{desc}: block inputs", progress)
-                if any(per_block) else None)
-    if captured is None:
+    captured = None
+    with ranks.agree(f"{desc}: block inputs"):
+        if any(per_block):
+            captured = _capture_block_inputs(model, blocks, calib, loss_fn, f"{desc}: block inputs", progress)
+    if not ranks.all_true(captured is not None):
         per_block, rest = [], list(targets)
     # weights earlier groups asked for; only the whole-model passes need them kept
     replaced: Dict[str, torch.Tensor] = {}
@@ -214,21 +219,23 @@ def quantize_sequentially(model: nn.Module, calib: list, targets: Dict[str, nn.M
                 overrides = {}
                 if names:
                     hooks = _HessianHooks({n: targets[n] for n in names})
-                    try:
-                        for h, call, mask in zip(hidden, calls[i], masks):
-                            hooks.mask = mask
-                            block(h, *call.args, **call.kwargs)
-                    finally:
-                        hessians = hooks.remove()
-                    overrides = quantize_group(hessians)
+                    with ranks.agree(f"{desc}: block {i}"):
+                        try:
+                            for h, call, mask in zip(hidden, calls[i], masks):
+                                hooks.mask = mask
+                                block(h, *call.args, **call.kwargs)
+                        finally:
+                            hooks.remove()
+                    overrides = quantize_group(ranks.reduce_hessians(hooks.acc))
                     if rest:
                         replaced.update(overrides)
                 if i < last:
-                    with weights_replaced(targets, overrides):
+                    with ranks.agree(f"{desc}: block {i} outputs"), weights_replaced(targets, overrides):
                         hidden = [_block_output(block(h, *call.args, **call.kwargs))
                                   for h, call in zip(hidden, calls[i])]
             del hidden
         for name in tqdm(rest, desc=desc if not per_block else f"{desc} (other layers)", disable=not progress):
             with weights_replaced(targets, replaced):
-                hessians = collect_hessians(model, calib, {name: targets[name]}, loss_fn, "layer inputs", progress)
+                hessians = collect_hessians(model, calib, {name: targets[name]}, loss_fn, "layer inputs", progress,
+                                            ranks)
             replaced.update(quantize_group(hessians))

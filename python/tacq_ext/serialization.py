@@ -8,6 +8,9 @@ lives on the meta device."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -36,14 +39,43 @@ def _non_persistent_buffers(model: nn.Module) -> Dict[str, torch.Tensor]:
 def save_quantized(model: nn.Module, out_dir, cfg: TACQConfig, report=None, calibration: str = "") -> Path:
     """Writes model.safetensors and tacq_config.json into out_dir (created)
     and, for a Hugging Face model, config.json with a quantization_config and
-    generation_config.json, so that from_pretrained loads the directory."""
-    from . import __version__
-
+    generation_config.json, so that from_pretrained loads the directory.
+    Everything is first written to a hidden directory next to out_dir and
+    moved into place at the end (_publish): an interrupted save never leaves
+    a checkpoint that looks complete."""
     layers = {name: m for name, m in model.named_modules() if isinstance(m, QuantizedLinear)}
     if not layers:
         raise ValueError("save_quantized: the model has no QuantizedLinear layers; run quantize_model first")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"save_quantized: out_dir {out} exists and is not a directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        _write_checkpoint(model, staging, layers, cfg, report, calibration)
+        _publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """A new out_dir is the staging directory renamed. Into an existing one the
+    files move one by one (os.replace), tacq_config.json (which holds the
+    weights' size and sha256) removed first and moved last."""
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    (out / CONFIG_FILE).unlink(missing_ok=True)
+    for file in sorted(staging.iterdir(), key=lambda f: f.name == CONFIG_FILE):
+        os.replace(file, out / file.name)
+
+
+def _write_checkpoint(model: nn.Module, out: Path, layers: Dict[str, QuantizedLinear], cfg: TACQConfig,
+                      report, calibration: str) -> None:
+    from . import __version__
+
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     # tied parameters appear under several names: store each storage once
     seen, unique = {}, {}
@@ -76,7 +108,6 @@ def save_quantized(model: nn.Module, out_dir, cfg: TACQConfig, report=None, cali
     }
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=1))
     _write_hf_config(model, out, quantization_config(cfg, layers))
-    return out
 
 
 def quantization_config(cfg: TACQConfig, layers: Dict[str, QuantizedLinear]) -> dict:

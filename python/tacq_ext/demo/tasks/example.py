@@ -9,7 +9,7 @@ from ...calib_data import Example
 
 SPLITS = ("train", "calib", "test")
 _BUCKETS = 20  # by hash of the prompt: buckets 0-1 -> test, 2 -> calib, the rest -> train
-_MAX_DRAWS_PER_EXAMPLE = 2000
+_MAX_DRAWS_PER_EXAMPLE = 20000
 
 
 def split_of(prompt: str) -> str:
@@ -19,10 +19,11 @@ def split_of(prompt: str) -> str:
     return "test" if bucket < 2 else "calib" if bucket == 2 else "train"
 
 
-def take_split(stream: Callable[[], Iterator[Example]], split: str, n: int, unique: bool = True) -> List[Example]:
+def take_split(stream: Callable[[], Iterator[Example]], split: str, n: int, unique: bool = True,
+               at_most: bool = False) -> List[Example]:
     """The first n instances of `stream()` that fall in `split` (distinct
-    prompts when `unique`). Raises if they seem exhausted (no new one in
-    many draws)."""
+    prompts when `unique`). If they seem exhausted (no new one in many
+    draws): all there are with `at_most`, else an error."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     out, seen, since_last = [], set(), 0
@@ -37,4 +38,6 @@ def take_split(stream: Callable[[], Iterator[Example]], split: str, n: int, uniq
         since_last = 0
         if len(out) == n:
             return out
+    if at_most and out:
+        return out
     raise ValueError(f"only {len(out)} distinct {split} instances exist, asked for {n}")
