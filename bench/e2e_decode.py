@@ -242,7 +242,7 @@ def plot(results, path: Path) -> None:
     ax.bar([x - 0.2 for x in xs], [r["decode_tok_s_b1"] for r in results], 0.4, label="batch 1")
     ax.bar([x + 0.2 for x in xs], [r["decode_tok_s_b4"] for r in results], 0.4, label="batch 4")
     ax.set_xticks(list(xs), labels, rotation=20)
-    ax.set_ylabel("decoded tokens/s (per sequence)")
+    ax.set_ylabel("decoded tokens/s (all sequences of the batch)")
     ax.set_title("Greedy decoding, HF generate, random weights")
     ax.legend()
     fig.tight_layout()

@@ -114,6 +114,11 @@ def _add_quantize(p):
     p.add_argument("--ratio", type=float, default=0.0035)
     p.add_argument("--method", default="tacq", help="tacq | rtn | gptq | spqr_like | squeezellm_like")
     p.add_argument("--reference", default="gptq", help="quantizer behind Q(W): gptq | rtn")
+    recipes = p.add_argument_group("recipes beyond the paper (docs/method.md)")
+    recipes.add_argument("--act-order", action="store_true", help="GPTQ in decreasing order of the Hessian diagonal")
+    recipes.add_argument("--budget", default="global", help="kept weights: global (top-k) | layer | row (by score mass)")
+    recipes.add_argument("--rescore", action="store_true",
+                         help="tacq: recompute the saliency once at a first masked quantization")
     p.add_argument("--num-samples", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-length", type=int, default=512)
@@ -135,7 +140,7 @@ def _run_quantize(args) -> int:
     from .distributed import Ranks, process_group_from_env
 
     cfg = TACQConfig(bits=args.bits, group_size=args.group_size, ratio=args.ratio, method=args.method,
-                     reference=args.reference)
+                     reference=args.reference, act_order=args.act_order, budget=args.budget, rescore=args.rescore)
     device, dtype = _runtime(args)
     with process_group_from_env(device, args.dist_timeout) as device:
         ranks = Ranks.current()

@@ -20,7 +20,9 @@ class TACQConfig:
     act_order: GPTQ takes the columns in decreasing order of the Hessian's
     diagonal (group parameters then fixed up front); off in the paper's recipe.
     budget: "global" (the paper: top-k over all layers), or the kept weights
-    split over layers ("layer") or rows ("row") by score mass."""
+    split over layers ("layer") or rows ("row") by score mass.
+    rescore (tacq only): the saliency is recomputed once, at a first masked
+    quantization (docs/method.md, Recipes), and the kept set chosen again."""
 
     bits: int = 2
     group_size: int = -1
@@ -31,6 +33,7 @@ class TACQConfig:
     block_size: int = 128
     act_order: bool = False
     budget: str = "global"
+    rescore: bool = False
 
     def __post_init__(self):
         if self.bits not in (2, 3, 4):
@@ -49,6 +52,10 @@ class TACQConfig:
             raise ValueError(f"TACQConfig.act_order must be True or False, got {self.act_order!r}")
         if self.budget not in BUDGETS:
             raise ValueError(f"TACQConfig.budget must be one of {BUDGETS}, got {self.budget!r}")
+        if not isinstance(self.rescore, bool):
+            raise ValueError(f"TACQConfig.rescore must be True or False, got {self.rescore!r}")
+        if self.rescore and self.method != "tacq":
+            raise ValueError(f"TACQConfig.rescore applies to method 'tacq' only, got method {self.method!r}")
         if self.block_size <= 0:
             raise ValueError(f"TACQConfig.block_size must be positive, got {self.block_size}")
 

@@ -16,13 +16,13 @@ from . import ops
 from .budget import mass_budget_masks
 from .config import TACQConfig
 from .distributed import Ranks, gptq_cost
-from .gptq import gptq_quantize, hessian_inverse_factor
+from .gptq import GPTQResult, gptq_quantize, hessian_inverse_factor
 from .qlinear import QuantizedLinear, average_bits
 from .quantizer import rtn_dequantized, rtn_quantize
 from .report import LayerReport, QuantizationReport
 from .saliency import LossFn, accumulate_gradient_stats
 from .selection import check_scores, global_topk_masks
-from .sequential import quantize_sequentially
+from .sequential import quantize_sequentially, weights_replaced
 from .targets import TargetFilter, find_targets, set_module, targets_by_block
 
 
@@ -155,6 +155,62 @@ def _check_scores(scores: Dict[str, torch.Tensor], targets: Dict[str, nn.Linear]
                              f"{m.out_features}x{m.in_features}")
 
 
+def _select(scores: Dict[str, torch.Tensor], cfg: TACQConfig, targets: Dict[str, nn.Linear], ranks: Ranks
+            ) -> Dict[str, torch.Tensor]:
+    """Kept-weight masks of the owned layers: floor(ratio * all targeted
+    weights) by cfg.budget."""
+    with ranks.agree("selection"):
+        check_scores(scores)
+    k = math.floor(cfg.ratio * sum(m.weight.numel() for m in targets.values()))
+    if cfg.budget == "global":
+        return global_topk_masks(scores, k, list(targets), ranks.all_sum)
+    if ranks.world > 1:
+        raise ValueError(f"TACQConfig.budget={cfg.budget!r} runs in one process only; use 'global'")
+    return mass_budget_masks(scores, k, cfg.budget)
+
+
+def _grid_values(result: GPTQResult, W: torch.Tensor, keep: Optional[torch.Tensor], bits: int) -> torch.Tensor:
+    """The weights as the quantizer of `result` gives them: its dequantized
+    codes, and at kept positions W rounded onto the same row/group grid."""
+    glen = W.shape[1] // result.scale.shape[1]
+    s, z = (t.repeat_interleave(glen, dim=1) for t in (result.scale, result.zero))
+    codes = result.codes.float()
+    if keep is not None:
+        codes = torch.where(keep, torch.clamp(torch.round(W.detach().float() / s) + z, 0, 2**bits - 1), codes)
+    return (codes - z) * s
+
+
+def _rescored(model, calib, targets, cfg, masks, loss_fn, progress, checkpointing, ranks
+              ) -> Dict[str, torch.Tensor]:
+    """TACQConfig.rescore: a masked GPTQ pass with the first kept set, then
+    both terms of the score taken again there: the gradient statistics with
+    every target at its masked-quantized weight as stored (kept values in
+    fp16), and the error W - Q(W) of that pass's quantizer. Holds three fp32
+    copies of the targeted weights."""
+    if ranks.world > 1:
+        raise ValueError("TACQConfig.rescore runs in one process only")
+    quantized, grid = {}, {}
+
+    def quantize_group(hessians: Dict[str, Optional[torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        names = list(hessians)
+        for name in names:
+            W = targets[name].weight
+            r = gptq_quantize(W, hessians.pop(name), cfg.bits, cfg.group_size, masks[name], cfg.damp,
+                              cfg.block_size, cfg.act_order)
+            stored = QuantizedLinear.from_quantized(r.codes, r.scale, r.zero, r.weight, masks[name], cfg.bits,
+                                                    cfg.group_size, None)
+            quantized[name], grid[name] = stored.dense_weight(), _grid_values(r, W, masks[name], cfg.bits)
+        return {name: quantized[name] for name in names}
+
+    quantize_sequentially(model, calib, targets, quantize_group, loss_fn, "first masked GPTQ", progress)
+    with weights_replaced(targets, quantized):
+        scores = accumulate_gradient_stats(model, calib, targets, loss_fn, progress=progress,
+                                           activation_checkpointing=checkpointing)
+    for name, acc in scores.items():
+        tacq_score_(acc, targets[name].weight, grid.pop(name))
+    return scores
+
+
 def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: Optional[LossFn] = None,
                    scores: Optional[Dict[str, torch.Tensor]] = None, progress: bool = True,
                    target_filter: Optional[TargetFilter] = None,
@@ -186,16 +242,13 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
                 _check_scores(scores, targets)
             scores = {n: s for n, s in scores.items() if ranks.owns(n)}
         with report.stage("selection"):
-            with ranks.agree("selection"):
-                check_scores(scores)
-            total = sum(m.weight.numel() for m in targets.values())
-            k = math.floor(cfg.ratio * total)
-            if cfg.budget == "global":
-                masks.update(global_topk_masks(scores, k, list(targets), ranks.all_sum))
-            elif ranks.world > 1:
-                raise ValueError(f"TACQConfig.budget={cfg.budget!r} runs in one process only; use 'global'")
-            else:
-                masks.update(mass_budget_masks(scores, k, cfg.budget))
+            masks.update(_select(scores, cfg, targets, ranks))
+        if cfg.rescore:
+            with report.stage("rescore"):
+                scores = _rescored(model, calib, targets, cfg, masks, loss_fn, progress, activation_checkpointing,
+                                   ranks)
+            with report.stage("selection"):
+                masks.update(_select(scores, cfg, targets, ranks))
 
     if cfg.method == "rtn":
         with report.stage("rtn"):

@@ -31,7 +31,9 @@ Evaluate = Callable[[nn.Module], Dict[str, float]]
 PAPER_RECIPE = "paper"
 # named TACQConfig options beyond the paper's recipe (docs/accuracy.md measures them)
 RECIPES: Dict[str, dict] = {PAPER_RECIPE: {}, "act_order": {"act_order": True}, "layer_budget": {"budget": "layer"},
-                             "row_budget": {"budget": "row"}}
+                             "row_budget": {"budget": "row"}, "rescore": {"rescore": True}}
+# options that only change which weights are kept, not the reference quantizer
+_SELECTION_OPTIONS = ("method", "ratio", "budget", "rescore")
 
 
 @dataclass
@@ -129,8 +131,8 @@ class ScoreBank:
 
 
 def _quantizer_key(cfg: TACQConfig) -> tuple:
-    """Everything but method and ratio: what the reference pass depends on."""
-    return tuple((f.name, getattr(cfg, f.name)) for f in fields(cfg) if f.name not in ("method", "ratio"))
+    """What the reference pass depends on: every option but the selection's."""
+    return tuple((f.name, getattr(cfg, f.name)) for f in fields(cfg) if f.name not in _SELECTION_OPTIONS)
 
 
 @dataclass
@@ -143,8 +145,9 @@ class SweepGrid:
 
     def configs(self) -> List[tuple]:
         """(recipe name, TACQConfig) per distinct point: methods that keep no
-        weights ignore ratio and budget, so they get one point per quantizer
-        setting, named after the first recipe giving it. Raises on a bad
+        weights ignore ratio and budget (and rescore is tacq's only), so they
+        get one point per quantizer setting, named after the first recipe
+        giving it. Raises on a bad
         option, naming it."""
         out, seen = [], set()
         for recipe, options in self.recipes.items():
@@ -152,8 +155,10 @@ class SweepGrid:
                 for group_size in self.group_sizes:
                     for method in self.methods:
                         for ratio in self.ratios:
-                            cfg = TACQConfig(**{**options, "bits": bits, "group_size": group_size,
-                                                "method": method, "ratio": ratio})
+                            tacq_only = {"rescore"} if method != "tacq" else set()
+                            cfg = TACQConfig(**{**{k: v for k, v in options.items() if k not in tacq_only},
+                                                "bits": bits, "group_size": group_size, "method": method,
+                                                "ratio": ratio})
                             if not cfg.keeps_weights:
                                 cfg.ratio, cfg.budget = 0.0, "global"
                             key = tuple(sorted(asdict(cfg).items()))
