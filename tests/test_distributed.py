@@ -26,7 +26,6 @@ import distributed_worker as worker
 from method_fixtures import save_tiny_hf_model, tiny_llama
 
 WORLD = 2
-REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -139,7 +138,10 @@ def test_distributed_killed_rank_stops_the_others(tmp_path):
 
 
 def _torchrun_quantize(args: list, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "python"))
+    # the tacq_ext this test imported (the installed package, or python/ in a dev build)
+    package_root = str(Path(tacq_ext.__file__).resolve().parent.parent)
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
                            "-m", "tacq_ext", "quantize", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
