@@ -18,7 +18,7 @@ from .config import TACQConfig
 from .distributed import Ranks, gptq_cost
 from .gptq import GPTQResult, gptq_quantize, hessian_inverse_factor
 from .qlinear import QuantizedLinear, average_bits
-from .quantizer import rtn_dequantized, rtn_quantize
+from .quantizer import round_to_grid, rtn_dequantized, rtn_quantize
 from .report import LayerReport, QuantizationReport
 from .saliency import LossFn, accumulate_gradient_stats
 from .selection import check_scores, global_topk_masks
@@ -169,15 +169,14 @@ def _select(scores: Dict[str, torch.Tensor], cfg: TACQConfig, targets: Dict[str,
     return mass_budget_masks(scores, k, cfg.budget)
 
 
-def _grid_values(result: GPTQResult, W: torch.Tensor, keep: Optional[torch.Tensor], bits: int) -> torch.Tensor:
+def _grid_values(result: GPTQResult, W: torch.Tensor, keep: Optional[torch.Tensor], bits: int,
+                 group_size: int) -> torch.Tensor:
     """The weights as the quantizer of `result` gives them: its dequantized
     codes, and at kept positions W rounded onto the same row/group grid."""
-    glen = W.shape[1] // result.scale.shape[1]
-    s, z = (t.repeat_interleave(glen, dim=1) for t in (result.scale, result.zero))
-    codes = result.codes.float()
+    codes = result.codes
     if keep is not None:
-        codes = torch.where(keep, torch.clamp(torch.round(W.detach().float() / s) + z, 0, 2**bits - 1), codes)
-    return (codes - z) * s
+        codes = torch.where(keep, round_to_grid(W, result.scale, result.zero, bits), codes)
+    return ops.dequantize(ops.pack(codes, bits), result.scale, result.zero, bits, group_size, W.shape[1])
 
 
 def _rescored(model, calib, targets, cfg, masks, loss_fn, progress, checkpointing, ranks
@@ -199,7 +198,7 @@ def _rescored(model, calib, targets, cfg, masks, loss_fn, progress, checkpointin
                               cfg.block_size, cfg.act_order)
             stored = QuantizedLinear.from_quantized(r.codes, r.scale, r.zero, r.weight, masks[name], cfg.bits,
                                                     cfg.group_size, None)
-            quantized[name], grid[name] = stored.dense_weight(), _grid_values(r, W, masks[name], cfg.bits)
+            quantized[name], grid[name] = stored.dense_weight(), _grid_values(r, W, masks[name], cfg.bits, cfg.group_size)
         return {name: quantized[name] for name in names}
 
     quantize_sequentially(model, calib, targets, quantize_group, loss_fn, "first masked GPTQ", progress)

@@ -29,9 +29,16 @@ def rtn_quantize(W: torch.Tensor, bits: int, group_size: int):
     W = W.detach().float().contiguous()
     _, scale, zero = ops.quantize(W, bits, group_size)
     scale = storable_scale(scale)
+    return round_to_grid(W, scale, zero, bits), scale, zero
+
+
+def round_to_grid(W: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    """uint8 codes [N, K] of W rounded to nearest on the grid of the given
+    fp32 scale and zero [N, G] (groups of K / G contiguous columns)."""
+    W = W.detach().float().contiguous()
     groups = W.view(W.shape[0], scale.shape[1], -1)  # [N, G, group length]
     codes = torch.round(groups / scale[..., None]) + zero[..., None]
-    return codes.clamp_(0, 2**bits - 1).to(torch.uint8).view_as(W), scale, zero
+    return codes.clamp_(0, 2**bits - 1).to(torch.uint8).view_as(W)
 
 
 def rtn_dequantized(W: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:

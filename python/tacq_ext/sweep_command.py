@@ -87,6 +87,13 @@ def text_examples(path, tokenizer, max_length: int) -> List[Example]:
     return examples
 
 
+@torch.no_grad()
+def mean_answer_loss(model, batches, examples: int) -> float:
+    """Mean over the examples of each one's answer loss (default_loss sums
+    the per-example means of a batch)."""
+    return sum(float(default_loss(model, b)) for b in batches) / examples
+
+
 def _examples(path, fmt: str, tokenizer, max_length: int) -> List[Example]:
     if fmt == "text" or (fmt == "auto" and Path(path).suffix == ".txt"):
         if not Path(path).is_file():
@@ -110,9 +117,8 @@ def _hf_setup(args):
     evaluation = _examples(args.eval, args.format, tokenizer, args.max_length)[: args.eval_samples]
     eval_batches = batch(evaluation)
 
-    @torch.no_grad()
     def evaluate(m):
-        loss = sum(float(default_loss(m, b)) for b in eval_batches) / len(evaluation)
+        loss = mean_answer_loss(m, eval_batches, len(evaluation))
         return {"loss": loss, "perplexity": math.exp(loss)}
 
     meta = {"model": str(args.model), "calib": f"{args.calib}: {len(calib)} batches",
@@ -138,13 +144,9 @@ def _demo_setup(args):
     quiet, loss = args.quiet, args.demo_metric == "loss"
     test_batches = {t: make_batches(e, tokenizer, 16, eos_token_id=EOS) for t, e in tests.items()}
 
-    @torch.no_grad()
-    def task_loss(m, t):
-        return sum(float(default_loss(m, b)) for b in test_batches[t]) / len(tests[t])
-
     def evaluate(m):
         if loss:
-            values = {f"{t} loss": task_loss(m, t) for t in tasks}
+            values = {f"{t} loss": mean_answer_loss(m, test_batches[t], len(tests[t])) for t in tasks}
         else:
             values = {t: task_accuracy(m, tokenizer, get_task(t), tests[t], progress=not quiet) for t in tasks}
         mean = "mean loss" if loss else "mean"
