@@ -24,7 +24,9 @@ TORCH_LIBRARY(tacq, m) {
         " int K, ScalarType? dtype=None) -> Tensor");
 
   // y[M,N] = x[M,K] (dequant(packed) + CSR residual)^T, fp32 accumulation,
-  // returned in x's dtype; M <= 16.
+  // returned in x's dtype; M <= 16. x_int8: x is first rounded to int8 per
+  // block of 32 values along K (scale max|x|/127), which the AVX2 CPU kernel
+  // multiplies as int8 (csrc/kernels/cpu/mixed_gemv.h, Int8Order).
   m.def("mixed_gemv(Tensor x, Tensor packed, Tensor scale, Tensor zero, int bits,"
-        " int group_size, Tensor row_ptr, Tensor col_idx, Tensor values) -> Tensor");
+        " int group_size, Tensor row_ptr, Tensor col_idx, Tensor values, bool x_int8=False) -> Tensor");
 }

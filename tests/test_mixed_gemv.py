@@ -276,14 +276,16 @@ def _bad_csr(kind):
         row_ptr[-1] = 4
     elif kind == "start":
         row_ptr[0] = 1
-    elif kind in ("late_out_of_range", "unsorted_across_vector"):  # row 1 holds 20 entries
+    elif kind in ("late_out_of_range", "unsorted_across_vector", "unsorted_across_8"):  # row 1 holds 20 entries
         row_ptr = torch.tensor([0, 2, 22, 22, 23], dtype=torch.int32)
         col_idx = torch.tensor([1, 5] + list(range(20, 40)) + [63], dtype=torch.int32)
         values = torch.ones(23, dtype=torch.float16)
         if kind == "late_out_of_range":
             col_idx[20] = 64
-        else:  # entries 15 and 16 of the row: the last of one 16-entry vector, the first of the next
+        elif kind == "unsorted_across_vector":  # entries 15 and 16 of the row: the two sides of a 16-entry vector
             col_idx[18] = 40
+        else:  # entries 7 and 8 of the row: the two sides of an 8-entry (AVX2) vector
+            col_idx[10] = col_idx[9]
     return row_ptr, col_idx, values
 
 
@@ -297,6 +299,7 @@ def _bad_csr(kind):
     ("start", r"row_ptr\[0\] must be 0"),
     ("late_out_of_range", r"col_idx\[20\] = 64 .* out of range"),
     ("unsorted_across_vector", r"strictly increasing within a row, row 1 has 40 then 37"),
+    ("unsorted_across_8", r"strictly increasing within a row, row 1 has 27 then 27"),
 ])
 @pytest.mark.parametrize("bits", [2, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -38,12 +38,15 @@ tacq_status guarded(F&& body) {
 }
 const char* last_error();
 
-// Activations [M, K] of dtype F32, F16 or BF16 with element strides.
+// Activations [M, K] of dtype F32, F16 or BF16 with element strides;
+// int8: mixed_gemv rounds them to int8 per 32-value block first
+// (csrc/kernels/cpu/mixed_gemv.h, Int8Order).
 struct Activations {
   const void* data;
   tacq_dtype dtype;
   int64_t M, K;
   int64_t stride_m, stride_k;
+  bool int8 = false;
 };
 
 // Shape facts of a checked tacq_weights.
@@ -68,7 +71,8 @@ tacq_status dequantize(const tacq_weights& w, float* out, int num_threads);
 tacq_status quantize(const float* w, const uint8_t* keep, int64_t N, int64_t K, int bits,
                      int64_t group_size, uint8_t* codes, float* scale, float* zero,
                      int num_threads);
-// y fp32 [M, N]. Returns TACQ_ERROR_BAD_CSR if a row's columns are invalid.
+// y fp32 [M, N]. Returns TACQ_ERROR_BAD_CSR if a row's columns are invalid,
+// TACQ_ERROR_BAD_VALUE if x.int8 and x holds NaN or infinity.
 tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, int num_threads);
 
 // Scalar conversions (round to nearest even; NaN stays NaN).

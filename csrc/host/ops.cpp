@@ -323,26 +323,31 @@ tacq_status quantize(const float* w, const uint8_t* keep, int64_t N, int64_t K, 
 namespace {
 
 // The kernel for this call: the AVX-512 lane kernels read x in lane order
-// (bf16 lanes for bf16 x where the CPU multiplies bf16), the others natural x.
-cpu::GemvKernel gemv_kernel_for(CpuIsa isa, tacq_dtype x_dtype) {
+// (bf16 lanes for bf16 x where the CPU multiplies bf16), the AVX2 int8 kernel
+// int8 lanes, the others natural x. Int8 x on the other paths is read as the
+// rounded values in fp32.
+cpu::GemvKernel gemv_kernel_for(CpuIsa isa, tacq_dtype x_dtype, bool int8) {
   switch (isa) {
     case CpuIsa::kAvx512:
-      if (x_dtype == TACQ_DTYPE_BF16 && cpu_has_avx512_bf16())
+      if (x_dtype == TACQ_DTYPE_BF16 && !int8 && cpu_has_avx512_bf16())
         return {&cpu::avx512bf16::mixed_gemv_rows, cpu::avx512bf16::kLaneBits, &cpu::avx512bf16::stage_lanes};
       return {&cpu::avx512::mixed_gemv_rows, cpu::avx512::kLaneBits, &cpu::avx512::stage_lanes};
-    case CpuIsa::kAvx2: return {&cpu::avx2::mixed_gemv_rows, 0, nullptr};
+    case CpuIsa::kAvx2:
+      if (int8) return {&cpu::avx2::mixed_gemv_int8_rows, 0, nullptr, true};
+      return {&cpu::avx2::mixed_gemv_rows, 0, nullptr};
     case CpuIsa::kGeneric: break;
   }
   return {&cpu::generic::mixed_gemv_rows, 0, nullptr};
 }
 
 template <typename Load>
-void stage_row(const Activations& x, int64_t m, int64_t Kp, int64_t group_len, float* row, float* sums,
-               Load load) {
-  const int64_t K = x.K, G = K / group_len;
-  for (int64_t k = 0; k < K; ++k) row[k] = load(m * x.stride_m + k * x.stride_k);
-  for (int64_t k = K; k < Kp; ++k) row[k] = 0.f;
-  for (int64_t g = 0; g < G; ++g) {
+void load_row(const Activations& x, int64_t m, int64_t Kp, float* row, Load load) {
+  for (int64_t k = 0; k < x.K; ++k) row[k] = load(m * x.stride_m + k * x.stride_k);
+  for (int64_t k = x.K; k < Kp; ++k) row[k] = 0.f;
+}
+
+void group_sums(const float* row, int64_t K, int64_t group_len, float* sums) {
+  for (int64_t g = 0; g < K / group_len; ++g) {
     float partial[8] = {0.f};  // independent adds: no serial dependency chain
     int64_t k = g * group_len;
     for (; k + 8 <= (g + 1) * group_len; k += 8)
@@ -354,34 +359,32 @@ void stage_row(const Activations& x, int64_t m, int64_t Kp, int64_t group_len, f
   }
 }
 
-// x -> xs fp32 [M, Kp] zero-padded and xsum [M, G] (sum of xs over each
-// group), one thread per activation row.
-void stage_activations(const Activations& x, int64_t Kp, int64_t group_len, float* xs, float* xsum,
-                       int num_threads) {
+// Staged x: xs fp32 [M, Kp] zero-padded (rounded to int8 blocks if x.int8,
+// q [M, Kp] and d [M, Kp/32] then hold the int8 form) and xsum [M, G] (sum of
+// xs over each group), one thread per activation row. Returns the first row
+// holding NaN or infinity when x.int8, else -1.
+int64_t stage_activations(const Activations& x, int64_t Kp, int64_t group_len, float* xs, float* xsum,
+                          int8_t* q, float* d, int num_threads) {
   const int64_t G = x.K / group_len;
+  std::atomic<int64_t> bad_row{x.M};
   parallel_for(0, x.M, 1, num_threads, [&](int64_t b, int64_t e, int) {
     for (int64_t m = b; m < e; ++m) {
       float* row = xs + m * Kp;
-      float* sums = xsum + m * G;
+      const auto* half = static_cast<const uint16_t*>(x.data);
+      const auto* single = static_cast<const float*>(x.data);
       switch (x.dtype) {
-        case TACQ_DTYPE_F16: {
-          const auto* src = static_cast<const uint16_t*>(x.data);
-          stage_row(x, m, Kp, group_len, row, sums, [src](int64_t i) { return half_to_float(src[i]); });
-          break;
-        }
-        case TACQ_DTYPE_BF16: {
-          const auto* src = static_cast<const uint16_t*>(x.data);
-          stage_row(x, m, Kp, group_len, row, sums, [src](int64_t i) { return bf16_to_float(src[i]); });
-          break;
-        }
-        default: {
-          const auto* src = static_cast<const float*>(x.data);
-          stage_row(x, m, Kp, group_len, row, sums, [src](int64_t i) { return src[i]; });
-          break;
-        }
+        case TACQ_DTYPE_F16: load_row(x, m, Kp, row, [half](int64_t i) { return half_to_float(half[i]); }); break;
+        case TACQ_DTYPE_BF16: load_row(x, m, Kp, row, [half](int64_t i) { return bf16_to_float(half[i]); }); break;
+        default: load_row(x, m, Kp, row, [single](int64_t i) { return single[i]; }); break;
       }
+      if (x.int8 && !cpu::round_int8_blocks(row, Kp, q + m * Kp, d + m * (Kp / 32))) {
+        int64_t seen = bad_row.load();
+        while (m < seen && !bad_row.compare_exchange_weak(seen, m)) {}
+      }
+      group_sums(row, x.K, group_len, xsum + m * G);
     }
   });
+  return bad_row.load() < x.M ? bad_row.load() : -1;
 }
 
 }  // namespace
@@ -405,15 +408,21 @@ tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, in
 
   const int64_t M = x.M, K = w.K, N = w.N, G = shape.G, bits = w.bits;
   const int64_t Kp = padded(K);
-  AlignedBuffer xs_buffer, xsum_buffer, lanes_buffer, converted;
+  AlignedBuffer xs_buffer, xsum_buffer, q_buffer, d_buffer, lanes_buffer, lane_scales_buffer, converted;
   if (!xs_buffer.allocate(static_cast<size_t>(M * Kp) * sizeof(float)) ||
-      !xsum_buffer.allocate(static_cast<size_t>(M * G) * sizeof(float)))
+      !xsum_buffer.allocate(static_cast<size_t>(M * G) * sizeof(float)) ||
+      (x.int8 && (!q_buffer.allocate(static_cast<size_t>(M * Kp)) ||
+                  !d_buffer.allocate(static_cast<size_t>(M * (Kp / 32)) * sizeof(float)))))
     return fail(TACQ_ERROR_OUT_OF_MEMORY, "%s: out of memory for staging x", fn);
   float* xs = xs_buffer.as<float>();
   float* xsum = xsum_buffer.as<float>();
-  stage_activations(x, Kp, shape.group_len, xs, xsum, num_threads);
+  const int64_t bad_row = stage_activations(x, Kp, shape.group_len, xs, xsum, q_buffer.as<int8_t>(),
+                                            d_buffer.as<float>(), num_threads);
+  if (bad_row >= 0)
+    return fail(TACQ_ERROR_BAD_VALUE, "%s: x row %lld contains NaN or infinity (int8 activations need finite x)",
+                fn, static_cast<long long>(bad_row));
 
-  const cpu::GemvKernel kernel = gemv_kernel_for(cpu_isa(), x.dtype);
+  const cpu::GemvKernel kernel = gemv_kernel_for(cpu_isa(), x.dtype, x.int8);
   int64_t Kc = 0;
   if (kernel.lane_bits != 0) {
     Kc = cpu::LaneOrder{static_cast<int>(bits), kernel.lane_bits}.staged_length(Kp);
@@ -425,12 +434,23 @@ tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, in
       for (int64_t m = b; m < e; ++m)
         kernel.stage_lanes(xs + m * Kp, Kp, static_cast<int>(bits), Kc, lanes + m * row_bytes);
     });
+  } else if (kernel.int8_lanes) {
+    const cpu::Int8Order order{static_cast<int>(bits)};
+    Kc = order.staged_length(Kp);
+    const int64_t lane_scales_per_row = Kc / order.chunk_codes() * 8;
+    if (!lanes_buffer.allocate(static_cast<size_t>(M * Kc)) ||
+        !lane_scales_buffer.allocate(static_cast<size_t>(M * lane_scales_per_row) * sizeof(float)))
+      return fail(TACQ_ERROR_OUT_OF_MEMORY, "%s: out of memory for staging x", fn);
+    for (int64_t m = 0; m < M; ++m)
+      cpu::stage_int8_lanes(q_buffer.as<int8_t>() + m * Kp, d_buffer.as<float>() + m * (Kp / 32), Kp,
+                            static_cast<int>(bits), Kc, lanes_buffer.as<int8_t>() + m * Kc,
+                            lane_scales_buffer.as<float>() + m * lane_scales_per_row);
   }
   const float *scale = nullptr, *zero = nullptr;
   TACQ_TRY(scales_f32(w, G, converted, &scale, &zero));
   const cpu::GemvProblem problem{reinterpret_cast<const uint32_t*>(w.packed), scale, zero, xs, xsum,
-                                 lanes_buffer.get() != nullptr ? lanes_buffer.get() : nullptr,
-                                 w.row_ptr, w.col_idx, w.values, M, N, K, Kp, Kc, shape.group_len,
+                                 lanes_buffer.get(), lane_scales_buffer.as<float>(), w.row_ptr,
+                                 w.col_idx, w.values, M, N, K, Kp, Kc, shape.group_len,
                                  static_cast<int>(bits), y};
   // ~64 KiB of packed codes per task keeps scheduling overhead negligible.
   const int64_t row_bytes = Kp / 32 * bits * 4;

@@ -77,15 +77,21 @@ def mixed_gemv(
     row_ptr: torch.Tensor,
     col_idx: torch.Tensor,
     values: torch.Tensor,
+    x_int8: bool = False,
 ) -> torch.Tensor:
     """``y[M,N] = x[M,K] @ (dequantize(packed) + R)^T`` with R the CSR residual.
 
     ``x`` [M,K] with 1 <= M <= MIXED_GEMV_MAX_ROWS (16) (fp32/bf16/fp16 on CPU and CUDA);
     ``row_ptr`` int32 [N+1], ``col_idx`` int32 [nnz] (sorted in each row),
     ``values`` fp16 [nnz]. fp32 accumulation; ``y`` has x's dtype.
+
+    ``x_int8``: round x to int8 first, per block of 32 values along K with scale
+    max|x|/127 (``reference.round_int8_blocks``), as llama.cpp's CPU kernels do;
+    on AVX2 CPUs the kernel then multiplies int8 and runs several times faster.
+    x must be finite.
     """
     return torch.ops.tacq.mixed_gemv.default(
-        x, packed, scale, zero, bits, group_size, row_ptr, col_idx, values
+        x, packed, scale, zero, bits, group_size, row_ptr, col_idx, values, x_int8
     )
 
 
@@ -259,7 +265,7 @@ def _dequantize_fake(packed, scale, zero, bits, group_size, K, dtype=None):
 
 
 @torch.library.register_fake("tacq::mixed_gemv")
-def _mixed_gemv_fake(x, packed, scale, zero, bits, group_size, row_ptr, col_idx, values):
+def _mixed_gemv_fake(x, packed, scale, zero, bits, group_size, row_ptr, col_idx, values, x_int8=False):
     op = "mixed_gemv"
     check_bits(op, bits)
     _check_dim(op, "x", x, 2, "[M, K]")

@@ -141,9 +141,25 @@ def csr_to_dense(row_ptr, col_idx, values, N: int, K: int) -> torch.Tensor:
     return dense
 
 
-def mixed_gemv(x, packed, scale, zero, bits, group_size, row_ptr, col_idx, values) -> torch.Tensor:
-    """Oracle of tacq.mixed_gemv: x @ (dequant + R)^T in fp64, returned in x's dtype."""
+def round_int8_blocks(x: torch.Tensor) -> torch.Tensor:
+    """x [M,K] rounded to int8 per block of 32 values along K, back in fp32:
+    q = round_half_even(x * (127 / amax)), x = q * (amax / 127), amax = the
+    block's max |x| (all-zero blocks stay zero)."""
+    M, K = x.shape
+    Kp = -(-K // 32) * 32
+    blocks = torch.nn.functional.pad(x.float(), (0, Kp - K)).reshape(M, Kp // 32, 32)
+    amax = blocks.abs().amax(-1, keepdim=True)
+    inverse = torch.full_like(amax, 127.0) / amax  # a true division (127.0 / amax is 127 * reciprocal)
+    rounded = torch.round(blocks * inverse) * (amax / 127.0)
+    rounded = torch.where(amax > 0, rounded, torch.zeros_like(blocks))
+    return rounded.reshape(M, Kp)[:, :K]
+
+
+def mixed_gemv(x, packed, scale, zero, bits, group_size, row_ptr, col_idx, values, x_int8=False) -> torch.Tensor:
+    """Oracle of tacq.mixed_gemv: x @ (dequant + R)^T in fp64, returned in x's dtype
+    (x rounded by round_int8_blocks first if x_int8)."""
     K = x.shape[1]
     W = dequantize(packed, scale, zero, bits, group_size, K).double()
     W += csr_to_dense(row_ptr, col_idx, values, packed.shape[0], K).double()
-    return (x.double() @ W.T).to(x.dtype)
+    xr = round_int8_blocks(x) if x_int8 else x
+    return (xr.double() @ W.T).to(x.dtype)

@@ -7,6 +7,9 @@
 // is applied right after its dense part, in the same pass over the rows.
 // One variant per ISA (mixed_gemv_{generic,avx2,avx512,avx512bf16}.cpp), chosen
 // by the caller; the AVX-512 ones read x in lane order (mixed_gemv_lanes.h).
+// With int8 activations (Int8Order below) x is first rounded per 32-value
+// block; the AVX2 int8 kernel (mixed_gemv_int8_avx2.cpp) multiplies the int8
+// values, every other kernel reads the rounded values as fp32.
 #pragma once
 
 #include <cstdint>
@@ -25,7 +28,10 @@ struct GemvProblem {
   const float* x;           // [M, Kp] fp32, zero-padded past K, 64-byte aligned rows
   const float* xsum;        // [M, G] sum of x over each group
   const void* x_lanes;      // [M, Kc] x in the lane order of a lane kernel (LaneOrder
-                            // below, fp32 or bf16), or nullptr; only lane kernels read it
+                            // below, fp32 or bf16; Int8Order, int8), or nullptr; only
+                            // lane kernels read it
+  const float* lane_scales; // [M, Kc/chunk_codes*8] the int8 kernel's block scales per
+                            // accumulator lane (Int8Order), else nullptr
   const int32_t* row_ptr;   // [N+1], checked: 0 = row_ptr[0] <= ... <= row_ptr[N] = nnz
   const int32_t* col_idx;   // [nnz], NOT checked: kernels skip rows whose columns are
                             // out of [0, K) or not strictly increasing, and report it
@@ -55,6 +61,38 @@ struct LaneOrder {
   }
 };
 
+// Int8 activations. Each block of 32 values of an activation row, k in
+// [32b, 32b + 32) (the blocks of the packed codes), is rounded to
+//   q = round_half_even(x * (127 / amax)) in [-127, 127],  d = amax / 127,
+// amax = max |x| over the block (an all-zero block: q = 0, d = 0), and the op
+// computes the exact formula above with x = q * d (round_int8_blocks).
+// The AVX2 int8 kernel reads a packed row one chunk at a time: 32 bytes for 2
+// and 4 bits, 96 bytes for 3 bits, as vectors of 32 byte lanes; byte lane L
+// holds codes [L*cpl, (L+1)*cpl) of the chunk (cpl = 8/bits codes per byte,
+// or 8 per 3 bytes for 3 bits: unit j of a 3-bit chunk holds bytes 3L + j).
+// Step s of a chunk takes code s of every lane, so q is staged with
+// q[chunk start + L*cpl + s] at position chunk start + 32*s + L.
+// Byte lanes 4r .. 4r+3 sum into 32-bit accumulator lane r (vpmaddubsw, then
+// vpmaddwd), which covers codes [4r*cpl, 4(r+1)*cpl) of the chunk: one block,
+// whose d is staged per chunk and lane in lane_scales.
+struct Int8Order {
+  int bits;
+  constexpr int codes_per_lane() const { return bits == 3 ? 8 : 8 / bits; }
+  constexpr int chunk_codes() const { return 32 * codes_per_lane(); }
+  constexpr int64_t staged_length(int64_t Kp) const {
+    return (Kp + chunk_codes() - 1) / chunk_codes() * chunk_codes();
+  }
+};
+
+// One activation row xs [Kp] fp32 (zero past K) rounded in place to q * d,
+// with q [Kp] and d [Kp/32] written out. Returns false, changing nothing, if
+// xs holds NaN or infinity. Portable (activation_int8.cpp).
+bool round_int8_blocks(float* xs, int64_t Kp, int8_t* q, float* d);
+// q [Kp], d [Kp/32] -> lanes [Kc] in Int8Order{bits} (zero past Kp) and
+// lane_scales [Kc/chunk_codes*8]. Portable (activation_int8.cpp).
+void stage_int8_lanes(const int8_t* q, const float* d, int64_t Kp, int bits, int64_t Kc, int8_t* lanes,
+                      float* lane_scales);
+
 // Output rows [row_begin, row_end). Returns false if some row's residual was
 // skipped because its columns are invalid (see col_idx above).
 using GemvRowsFn = bool (*)(const GemvProblem& p, int64_t row_begin, int64_t row_end);
@@ -64,14 +102,20 @@ using GemvRowsFn = bool (*)(const GemvProblem& p, int64_t row_begin, int64_t row
 using StageLanesFn = void (*)(const float* xs, int64_t Kp, int bits, int64_t Kc, void* lanes);
 
 // A kernel and the x it reads: lane_bits 0 = natural fp32 x only (stage_lanes
-// is then null).
+// is then null); int8_lanes = Int8Order lanes and lane scales
+// (stage_int8_lanes; lane_bits 0, stage_lanes null).
 struct GemvKernel {
   GemvRowsFn rows;
   int lane_bits;
   StageLanesFn stage_lanes;
+  bool int8_lanes = false;
 };
 namespace generic { bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t); }
-namespace avx2 { bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t); }
+namespace avx2 {
+bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t);
+// int8 activations (Int8Order): x_lanes int8 + lane_scales.
+bool mixed_gemv_int8_rows(const GemvProblem&, int64_t, int64_t);
+}
 // fp32 lanes (vfmadd231ps).
 namespace avx512 {
 bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t);

@@ -24,7 +24,12 @@
 namespace tacq::cpu::avx2 {
 namespace {
 
+#include "mixed_gemv_avx2_common.h"
+
 constexpr int kTileRows = 4;
+// Packed bytes prefetched ahead of the block being read (the row's stream
+// outruns the hardware prefetcher; see mixed_gemv_int8_avx2.cpp).
+constexpr int kPrefetchBytes = 4096;
 
 template <int kBits>
 struct PieceDecoder {
@@ -44,13 +49,6 @@ struct PieceDecoder {
     return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(word), shifts), mask));
   }
 };
-
-inline float horizontal_sum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // dot[m] += the dense part of y[m0 + m, n] for m < kM.
 template <int kBits, int kM>
@@ -73,6 +71,7 @@ void dense_row_tile(const GemvProblem& p, int64_t n, int64_t m0, float* dot) {
     const int64_t blk_end = g + 1 == G ? blocks : (g + 1) * blocks_per_group;
     for (int64_t blk = g * blocks_per_group; blk < blk_end; ++blk) {
       const uint8_t* codes = row + blk * 4 * kBits;
+      if (blk % (16 / kBits) == 0) _mm_prefetch(reinterpret_cast<const char*>(codes + kPrefetchBytes), _MM_HINT_T0);
       const bool last = blk + 1 == blocks;
 #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) {
@@ -105,7 +104,7 @@ bool rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
         default: dense_row_tile<kBits, 4>(p, n, m0, dot + m0); break;
       }
     }
-    residual_ok &= add_residual_row(p, n, 0, p.M, dot, [](uint16_t h) { return _cvtsh_ss(h); });
+    residual_ok &= add_residual_row_avx2(p, n, dot);
     for (int64_t m = 0; m < p.M; ++m) p.y[m * p.N + n] = dot[m];
   }
   return residual_ok;

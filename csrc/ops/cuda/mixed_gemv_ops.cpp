@@ -8,6 +8,7 @@
 
 #include "../../kernels/cuda/mixed_gemv.cuh"
 #include "launch_check.h"
+#include "../activation_int8.h"
 #include "../validate.h"
 
 namespace tacq {
@@ -16,14 +17,16 @@ namespace {
 at::Tensor mixed_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
                            const at::Tensor& zero, int64_t bits, int64_t group_size,
                            const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                           const at::Tensor& values) {
+                           const at::Tensor& values, bool x_int8) {
   constexpr const char* op = "mixed_gemv";
   const auto [N, G, group_len] = check_mixed_gemv_args(op, x, packed, scale, zero, bits, group_size,
                                                        row_ptr, col_idx, values);
   const int64_t M = x.size(0), K = x.size(1);
 
   const c10::cuda::CUDAGuard guard(x.device());
-  const at::Tensor xc = x.contiguous();
+  // With x_int8 the kernel reads the rounded x in fp32, as the CPU kernels
+  // without an int8 variant do.
+  const at::Tensor xc = x_int8 ? round_int8_blocks(op, x) : x.contiguous();
   at::Tensor y = at::empty({M, N}, xc.options());
   cuda::GemvProblem p;
   p.x = xc.data_ptr();
@@ -47,7 +50,7 @@ at::Tensor mixed_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
                "M = " + std::to_string(M) + ", N = " + std::to_string(N) + ", K = " +
                    std::to_string(K) + ", G = " + std::to_string(G) + ", bits = " +
                    std::to_string(bits) + ", nnz = " + std::to_string(p.nnz));
-  return y;
+  return x_int8 ? y.to(x.scalar_type()) : y;
 }
 
 }  // namespace
