@@ -14,7 +14,9 @@ generating `--new-tokens` tokens minus that of generating one, so prefill is
 left out), prefill tokens/s of a 512-token prompt, peak RSS, the bytes of
 weights read per decoded token and the tokens/s that the read bandwidth
 measured in the same run allows for them. --compile decodes (and prefills)
-through torch.compile(fullgraph=True) with a static KV cache. Writes
+through torch.compile(fullgraph=True) with a static KV cache. --x-int8 adds,
+for each bit width, the same checkpoint run with int8 activations
+(tacq_ext.set_int8_activations). Writes
 bench/results/e2e-decode-<device>.{md,json,png}.
 """
 
@@ -185,8 +187,9 @@ def run_one(args) -> dict:
         model = random_bf16_model(config)
     else:
         model = AutoModelForCausalLM.from_pretrained(args.checkpoint, dtype=torch.bfloat16).eval()
+        tacq_ext.set_int8_activations(model, args.x_int8)
     result = {"model": args.shape, "layers": config.num_hidden_layers, "weights": args.one,
-              "compiled": args.compile, "build_s": time.perf_counter() - start,
+              "compiled": args.compile, "x_int8": args.x_int8, "build_s": time.perf_counter() - start,
               "stored_bytes": stored_bytes(model), "bytes_per_token": weight_bytes_per_token(model)}
     generate_kwargs = {}
     if args.compile:  # one graph per step (fullgraph raises on a break), shapes fixed by a static cache
@@ -219,7 +222,7 @@ def format_table(results, bandwidth: float) -> str:
         ref = base.get(r["model"])
         bound = bandwidth / r["bytes_per_token"]
         name = ("bf16" if r["weights"] == "bf16" else f"tacq {r['weights']}-bit") + \
-            (", compiled" if r.get("compiled") else "")
+            (", int8 x" if r.get("x_int8") else "") + (", compiled" if r.get("compiled") else "")
         lines.append(
             f"| {r['model']} ({r['layers']} blocks) | {name} | {r['decode_tok_s_b1']:.2f} | {r['decode_tok_s_b4']:.2f} "
             f"| {r['decode_tok_s_b1'] / ref['decode_tok_s_b1']:.2f}x | {r['bytes_per_token'] / 1e9:.3f} "
@@ -237,7 +240,8 @@ def plot(results, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    labels = [f"{r['model']} {'bf16' if r['weights'] == 'bf16' else r['weights'] + '-bit'}" for r in results]
+    labels = [f"{r['model']} {'bf16' if r['weights'] == 'bf16' else r['weights'] + '-bit'}"
+              + (" int8 x" if r.get("x_int8") else "") for r in results]
     xs = range(len(results))
     ax.bar([x - 0.2 for x in xs], [r["decode_tok_s_b1"] for r in results], 0.4, label="batch 1")
     ax.bar([x + 0.2 for x in xs], [r["decode_tok_s_b4"] for r in results], 0.4, label="batch 4")
@@ -259,6 +263,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true",
                         help="decode with torch.compile(fullgraph=True) and a static KV cache")
+    parser.add_argument("--x-int8", action="store_true",
+                        help="also run each quantized model with int8 activations")
     parser.add_argument("--name", default="e2e-decode-cpu", help="results file stem")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: "bf16" or a bit width
     parser.add_argument("--shape", help=argparse.SUPPRESS)
@@ -275,22 +281,28 @@ def main(argv=None) -> int:
     from tqdm.auto import tqdm
 
     bandwidth = measure_read_bandwidth("cpu")
-    jobs = [(shape, weights) for shape in args.models.split(",")
-            for weights in ["bf16"] + args.bits.split(",")]
+    jobs = []  # (shape, "bf16" or bits, int8 activations)
+    for shape in args.models.split(","):
+        jobs.append((shape, "bf16", False))
+        for bits in args.bits.split(","):
+            jobs += [(shape, bits, x_int8) for x_int8 in ([False, True] if args.x_int8 else [False])]
     results = []
     with tempfile.TemporaryDirectory(prefix="tacq-e2e-") as scratch:
-        for shape, weights in tqdm(jobs, desc="models"):
+        for i, (shape, weights, x_int8) in enumerate(tqdm(jobs, desc="models")):
+            checkpoint = Path(scratch) / f"{shape}-{weights}"
             common = [sys.executable, __file__, "--one", weights, "--shape", shape, "--layers", str(args.layers),
-                      "--checkpoint", str(Path(scratch) / f"{shape}-{weights}")]
-            if weights != "bf16":
+                      "--checkpoint", str(checkpoint)]
+            if weights != "bf16" and not checkpoint.exists():
                 subprocess.run(common + ["--write"], check=True)
             command = common + ["--new-tokens", str(args.new_tokens), "--prefill", str(args.prefill),
-                                "--threads", str(args.threads)] + (["--compile"] if args.compile else [])
+                                "--threads", str(args.threads)] + (["--compile"] if args.compile else []) \
+                + (["--x-int8"] if x_int8 else [])
             child = subprocess.run(command, capture_output=True, text=True)
             if child.returncode:
                 raise SystemExit(f"{shape} {weights} failed:\n{child.stderr[-4000:]}")
             results.append(json.loads(child.stdout.strip().splitlines()[-1]))
-            shutil.rmtree(Path(scratch) / f"{shape}-{weights}", ignore_errors=True)
+            if (shape, weights) not in [(j[0], j[1]) for j in jobs[i + 1:]]:
+                shutil.rmtree(checkpoint, ignore_errors=True)
     table = format_table(results, bandwidth)
     print(f"read bandwidth measured in this run: {bandwidth / 1e9:.1f} GB/s")
     print(table)

@@ -10,7 +10,7 @@ import torch  # noqa: F401  (loads libtorch before the extension that links it)
 from . import _C
 from . import ops, reference
 from .config import TACQConfig
-from .qlinear import QuantizedLinear
+from .qlinear import QuantizedLinear, set_int8_activations
 from .pipeline import compute_saliency, quantize_model
 from .serialization import load_quantized, save_quantized
 from . import hf_quantizer  # noqa: F401  (registers quant_method "tacq" with transformers)
@@ -24,5 +24,5 @@ def build_info() -> dict:
     return dict(_C.build_info())
 
 
-__all__ = ["ops", "reference", "build_info", "__version__", "TACQConfig", "QuantizedLinear",
+__all__ = ["ops", "reference", "build_info", "__version__", "TACQConfig", "QuantizedLinear", "set_int8_activations",
            "compute_saliency", "quantize_model", "save_quantized", "load_quantized"]
