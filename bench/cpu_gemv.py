@@ -1,7 +1,7 @@
 """CPU benchmarks of mixed_gemv and dequantize (docs/benchmarks.md).
 
 mixed_gemv (per-row scales, 0.35 % fp16 residual), with fp32 and with bf16
-activations, against, in the same run: torch fp32 and bf16 F.linear, and
+activations, and with bf16 activations rounded to int8 (x_int8), against, in the same run: torch fp32 and bf16 F.linear, and
 torch's int4 weight-only CPU kernel (_weight_int4pack_mm_for_cpu, group 128,
 bf16 activations, so the bf16 rows are the like-for-like comparison with it).
 Every operand set is cycled over four times the last-level cache so each call
@@ -33,7 +33,7 @@ def _residual(N: int, K: int, gen: torch.Generator):
     return row_ptr, cols.reshape(-1).to(torch.int32), values
 
 
-def _ours(N, K, bits, M, x_dtype, gen):
+def _ours(N, K, bits, M, x_dtype, gen, x_int8=False):
     """(make_run, bytes_moved): make_run() stacks fresh copies of one random
     layer and returns the timed call."""
     packed = ops.pack(torch.randint(0, 2**bits, (N, K), generator=gen, dtype=torch.int64).to(torch.uint8), bits)
@@ -49,7 +49,7 @@ def _ours(N, K, bits, M, x_dtype, gen):
 
         def run():
             p, s, z, rp, ci, v = cycler.next()
-            ops.mixed_gemv(x, p, s, z, bits, -1, rp, ci, v)
+            ops.mixed_gemv(x, p, s, z, bits, -1, rp, ci, v, x_int8)
 
         return run
 
@@ -103,10 +103,11 @@ def rows(device: str, quick: bool) -> list[Row]:
                 "int4 torch": time_streamed_cpu(_int4(N, K, M, gen), reps=20),
             }
         for bits, M in grid:
-            for x_dtype in (torch.float32, torch.bfloat16):
-                make_run, nbytes = _ours(N, K, bits, M, x_dtype, gen)
+            for x_dtype, x_int8 in ((torch.float32, False), (torch.bfloat16, False), (torch.bfloat16, True)):
+                make_run, nbytes = _ours(N, K, bits, M, x_dtype, gen, x_int8)
+                x_name = str(x_dtype)[6:] + (" rounded to int8 (x_int8)" if x_int8 else "")
                 out.append(Row("mixed_gemv", f"{N}x{K}", bits, M, time_streamed_cpu(make_run, reps=30), baselines[M],
-                               nbytes, note=f"x {str(x_dtype)[6:]}; per-row, 0.35% fp16 residual"))
+                               nbytes, note=f"x {x_name}; per-row, 0.35% fp16 residual"))
         out.append(_dequantize_row(N, K, gen))
     return out
 

@@ -340,3 +340,28 @@ def test_interrupted_save_leaves_nothing_that_looks_complete(saved, ckpt, tmp_pa
     tacq_ext.save_quantized(model, ckpt, cfg=cfg)  # over an existing directory: loads again
     tacq_ext.load_quantized(ckpt, copy_model(tiny_llama()))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q"]
+
+
+def test_int8_activations_switch_every_layer(saved):
+    """set_int8_activations reaches every QuantizedLinear; a layer then equals
+    mixed_gemv with x_int8, the model's logits move by int8 rounding only, and
+    the switch compiles without graph breaks."""
+    _, model = saved
+    model = copy.deepcopy(model)
+    layers = [m for m in model.modules() if isinstance(m, tacq_ext.QuantizedLinear)]
+    ids = torch.randint(0, model.config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        exact = model(input_ids=ids).logits
+        assert tacq_ext.set_int8_activations(model) == len(layers) > 0
+        assert all(m.x_int8 for m in layers)
+        rounded = model(input_ids=ids).logits
+        layer = layers[0]
+        x = torch.randn(3, layer.in_features)
+        expected = tacq_ext.ops.mixed_gemv(x, layer.packed, layer.scale, layer.zero, layer.bits, layer.group_size,
+                                           layer.row_ptr, layer.col_idx, layer.values, x_int8=True)
+        torch.testing.assert_close(layer(x), expected + (0 if layer.bias is None else layer.bias), rtol=0, atol=0)
+        compiled = torch.compile(layer, fullgraph=True)
+        torch.testing.assert_close(compiled(x), layer(x))
+    assert not torch.equal(exact, rounded)
+    assert float((rounded - exact).abs().max() / exact.abs().max()) < 0.05
+    assert tacq_ext.set_int8_activations(model, False) == len(layers) and not any(m.x_int8 for m in layers)

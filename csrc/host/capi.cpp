@@ -80,6 +80,15 @@ tacq_status tacq_mixed_gemv_f32(const tacq_weights* weights, const float* x, int
   });
 }
 
+tacq_status tacq_mixed_gemv_int8x_f32(const tacq_weights* weights, const float* x, int64_t M, float* y,
+                                      int32_t num_threads) {
+  return guarded([&] {
+    if (weights == nullptr) return fail(TACQ_ERROR_NULL_POINTER, "tacq_mixed_gemv_int8x_f32: weights is NULL");
+    const tacq::host::Activations a{x, TACQ_DTYPE_F32, M, weights->K, weights->K, 1, /*int8=*/true};
+    return tacq::host::mixed_gemv(*weights, a, y, num_threads);
+  });
+}
+
 tacq_status tacq_mixed_gemv_bf16(const tacq_weights* weights, const uint16_t* x, int64_t M, uint16_t* y,
                                  int32_t num_threads) {
   return guarded([&] {

@@ -237,6 +237,54 @@ void test_mixed_gemv() {
   CHECK_STATUS(tacq_mixed_gemv_f32(&w, x.data(), 1, nullptr, 0), TACQ_OK);
 }
 
+// x rounded to int8 per 32-value block along K (tacq_mixed_gemv_int8x_f32).
+std::vector<float> ref_round_int8(const std::vector<float>& x, int64_t M, int64_t K) {
+  std::vector<float> out(x.size());
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k0 = 0; k0 < K; k0 += 32) {
+      const int64_t k1 = std::min(K, k0 + 32);
+      float amax = 0.f;
+      for (int64_t k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(x[m * K + k]));
+      for (int64_t k = k0; k < k1; ++k)
+        out[m * K + k] = amax == 0.f ? 0.f : std::nearbyint(x[m * K + k] * (127.f / amax)) * (amax / 127.f);
+    }
+  return out;
+}
+
+void test_mixed_gemv_int8x() {
+  struct Case { int64_t N, K, gs; };
+  const std::vector<Case> cases = {{7, 45, -1}, {33, 96, 32}, {16, 512, 128}, {9, 1056, 32}, {5, 768, 96}};
+  for (int bits = 2; bits <= 4; ++bits)
+    for (const Case& c : cases) {
+      const Layer L = random_layer(rng, c.N, c.K, bits, c.gs, true, 0.05);
+      const tacq_weights w = L.view();
+      for (int64_t M : {1, 5, 16}) {
+        std::vector<float> x(static_cast<size_t>(M * c.K));
+        std::normal_distribution<float> normal;
+        for (auto& v : x) v = normal(rng);
+        for (int64_t k = 0; k < std::min<int64_t>(32, c.K); ++k) x[k] = 0.f;  // an all-zero block
+        std::vector<double> ref, mag;
+        ref_gemv(L, ref_round_int8(x, M, c.K), M, &ref, &mag);
+        std::vector<float> y(static_cast<size_t>(M * c.N), NAN);
+        CHECK_STATUS(tacq_mixed_gemv_int8x_f32(&w, x.data(), M, y.data(), 2), TACQ_OK);
+        bool ok = true;
+        for (size_t i = 0; i < y.size(); ++i) ok &= std::fabs(y[i] - ref[i]) <= 1e-5 * mag[i] + 1e-6;
+        CHECK(ok);
+      }
+    }
+  const Layer L = random_layer(rng, 4, 64, 2, -1, false, 0.1);
+  const tacq_weights w = L.view();
+  std::vector<float> x(2 * 64, 0.5f), y(2 * 4);
+  CHECK_STATUS(tacq_mixed_gemv_int8x_f32(nullptr, x.data(), 2, y.data(), 0), TACQ_ERROR_NULL_POINTER);
+  CHECK_STATUS(tacq_mixed_gemv_int8x_f32(&w, nullptr, 2, y.data(), 0), TACQ_ERROR_NULL_POINTER);
+  CHECK_STATUS(tacq_mixed_gemv_int8x_f32(&w, x.data(), 17, y.data(), 0), TACQ_ERROR_BAD_SIZE);
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    x[100] = bad;
+    CHECK_STATUS(tacq_mixed_gemv_int8x_f32(&w, x.data(), 2, y.data(), 0), TACQ_ERROR_BAD_VALUE);
+    CHECK(std::string(tacq_last_error()).find("row 1") != std::string::npos);
+  }
+}
+
 // ---- quantize: the clipping search of docs/method.md, in double -----------------
 
 struct RefQuant { float scale, zero; double error; };
@@ -357,6 +405,7 @@ int main() {
   test_dequantize();
   test_weights_bad_arguments();
   test_mixed_gemv();
+  test_mixed_gemv_int8x();
   test_quantize();
   test_quantize_bad_arguments();
   return finish("test_ops");
