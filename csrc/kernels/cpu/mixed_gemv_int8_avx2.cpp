@@ -29,8 +29,6 @@
 
 #include "mixed_gemv.h"
 
-
-
 namespace tacq::cpu::avx2 {
 namespace {
 
