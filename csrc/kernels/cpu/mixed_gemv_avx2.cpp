@@ -27,9 +27,6 @@ namespace {
 #include "mixed_gemv_avx2_common.h"
 
 constexpr int kTileRows = 4;
-// Packed bytes prefetched ahead of the block being read (the row's stream
-// outruns the hardware prefetcher; see mixed_gemv_int8_avx2.cpp).
-constexpr int kPrefetchBytes = 4096;
 
 template <int kBits>
 struct PieceDecoder {

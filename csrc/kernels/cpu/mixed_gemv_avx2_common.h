@@ -2,6 +2,11 @@
 // mixed_gemv_int8_avx2.cpp), included inside their anonymous namespace after
 // <immintrin.h> and mixed_gemv.h. No includes of its own.
 
+// Packed bytes prefetched ahead of the ones being read: one row's stream is
+// too fast for the hardware prefetcher alone (measured on Zen 3, 1 thread,
+// 2-bit, 4096 x 14336 from DRAM, int8 kernel: 25 -> 37 G weights/s).
+constexpr int kPrefetchBytes = 4096;
+
 inline float horizontal_sum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));

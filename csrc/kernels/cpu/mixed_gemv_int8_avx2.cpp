@@ -35,10 +35,6 @@ namespace {
 #include "mixed_gemv_avx2_common.h"
 
 constexpr int kTileRows = 4;
-// Packed bytes prefetched ahead of the chunk being read: one row's stream is
-// too fast for the hardware prefetcher alone (measured on Zen 3, 1 thread,
-// 2-bit, 4096 x 14336 from DRAM: 25 -> 37 G weights/s).
-constexpr int kPrefetchBytes = 4096;
 
 template <int kBits>
 struct Int8Chunk {
