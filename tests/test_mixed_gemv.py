@@ -146,6 +146,23 @@ def test_scale_dtypes(device, dtype, scale_dtype):
     check_op(random_x(4, 96, dtype), layer, device)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("N,K,group_size", [(203, 2048, 32), (130, 4096, 32), (9, 40000, 32), (301, 512, -1)])
+def test_fp16_scales_over_row_blocks(cpu_isa, N, K, group_size, bits, threads):
+    """The CPU op converts fp16 scales in blocks of rows (~4096 / G rows, a
+    multiple of 4, at least 4) inside each thread: N not a multiple of the
+    block, blocks split between threads, G = 1250 (the 4-row minimum), and
+    each block's residual rows and output columns in place."""
+    layer = make_layer(N, K, bits, group_size, scale_dtype=torch.float16, seed=N + bits)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        check_op(random_x(3, K, torch.float32, seed=K), layer, "cpu")
+    finally:
+        torch.set_num_threads(previous)
+
+
 RESIDUALS = {  # N = 20, K = 300: residual entries per row
     "empty": [0] * 20,
     "full_row": [2] * 3 + [300] + [2] * 16,

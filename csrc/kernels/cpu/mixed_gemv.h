@@ -39,8 +39,21 @@ struct GemvProblem {
   int64_t M, N, K, Kp, Kc;  // Kp = ceil(K/32)*32; Kc = row length of x_lanes
   int64_t group_len;        // K for whole rows, else a multiple of 32
   int bits;
-  float* y;                 // [M, N] fp32 out
+  float* y;                 // [M, N] fp32 out, row stride N
 };
+
+// p from output row `first` on: row n of the result is row first + n of p,
+// and `scale`, `zero` hold the scale and zero of those rows (row stride G).
+// y keeps its row stride N, so only N is not renumbered.
+inline GemvProblem rows_from(const GemvProblem& p, int64_t first, const float* scale, const float* zero) {
+  GemvProblem block = p;
+  block.packed += first * (p.Kp / 32 * p.bits);
+  block.scale = scale;
+  block.zero = zero;
+  block.row_ptr += first;
+  block.y += first;
+  return block;
+}
 
 // Lane order. A lane kernel loads a chunk of a packed row (64 bytes; 192 bytes
 // for 3 bits) into vectors of `lane_bits`-bit lanes so that lane L holds the

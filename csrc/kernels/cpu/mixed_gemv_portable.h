@@ -8,18 +8,6 @@
 // floats, multiplied into 32-lane partial sums per activation row, which are
 // reduced once per group.
 
-static float half_bits_to_float(uint16_t h) {
-  const uint32_t exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu;
-  float magnitude;
-  if (exp == 0) {
-    magnitude = static_cast<float>(man) * 5.9604644775390625e-8f;  // subnormal: man * 2^-24
-  } else {  // rebias the exponent (15 -> 127); exp 31 (inf / NaN) maps to 255
-    const uint32_t bits = (exp == 0x1F ? 0xFFu << 23 : (exp + 112u) << 23) | (man << 13);
-    __builtin_memcpy(&magnitude, &bits, 4);
-  }
-  return (h & 0x8000u) ? -magnitude : magnitude;
-}
-
 template <int kBits>
 static bool gemv_rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
   constexpr uint32_t kMask = (1u << kBits) - 1u;
