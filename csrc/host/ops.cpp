@@ -255,6 +255,37 @@ tacq_status dequantize(const tacq_weights& w, float* out, int num_threads) {
   return TACQ_OK;
 }
 
+tacq_status dense_rows(const tacq_weights& w, int64_t row_begin, int64_t row_end, float* out, int num_threads) {
+  const char* fn = "tacq_dense_rows";
+  Shape shape{};
+  TACQ_TRY(check_weights(fn, w, Residual::kPointers, &shape));
+  if (row_begin < 0 || row_begin > row_end || row_end > w.N)
+    return fail(TACQ_ERROR_BAD_SIZE, "%s: rows [%lld, %lld) are not within [0, N = %lld)", fn,
+                static_cast<long long>(row_begin), static_cast<long long>(row_end), static_cast<long long>(w.N));
+  tacq_weights rows = w;
+  rows.N = row_end - row_begin;
+  rows.packed = static_cast<const int32_t*>(w.packed) + row_begin * (padded(w.K) / 32 * w.bits);
+  const size_t scale_bytes = w.scale_dtype == TACQ_DTYPE_F16 ? 2 : 4;
+  rows.scale = static_cast<const char*>(w.scale) + row_begin * shape.G * scale_bytes;
+  rows.zero = static_cast<const char*>(w.zero) + row_begin * shape.G * scale_bytes;
+  TACQ_TRY(dequantize(rows, out, num_threads));
+  for (int64_t n = row_begin; n < row_end; ++n) {
+    float* row = out + (n - row_begin) * w.K;
+    int32_t previous = -1;
+    for (int32_t i = w.row_ptr[n]; i < w.row_ptr[n + 1]; ++i) {
+      const int32_t c = w.col_idx[i];
+      if (c <= previous || c >= w.K) {  // the full check names the entry
+        TACQ_TRY(check_columns(fn, w));
+        return fail(TACQ_ERROR_INTERNAL, "%s: row %lld has a column that passes the column check", fn,
+                    static_cast<long long>(n));
+      }
+      row[c] += half_to_float(w.values[i]);
+      previous = c;
+    }
+  }
+  return TACQ_OK;
+}
+
 // ---- quantize -------------------------------------------------------------------------
 
 namespace {

@@ -82,7 +82,7 @@ PackedShape check_dequantize_args(const char* op, const at::Tensor& packed, cons
                                   const at::Tensor& zero, int64_t bits, int64_t group_size,
                                   int64_t K, at::ScalarType out_dtype);
 // mixed_gemv: the dequantize checks with K = x.size(1), x float [M, K] with
-// 1 <= M <= kMixedGemvMaxRows on packed's device, and the CSR residual (its
+// M >= 1 on packed's device, and the CSR residual (its
 // content too when it is on the CPU).
 PackedShape check_mixed_gemv_args(const char* op, const at::Tensor& x, const at::Tensor& packed,
                                   const at::Tensor& scale, const at::Tensor& zero, int64_t bits,

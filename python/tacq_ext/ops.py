@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._C import MIXED_GEMV_MAX_ROWS  # the most activation rows one mixed_gemv call takes
+from ._C import MIXED_GEMV_MAX_ROWS  # the most activation rows the fused mixed_gemv kernel takes
 
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -81,9 +81,15 @@ def mixed_gemv(
 ) -> torch.Tensor:
     """``y[M,N] = x[M,K] @ (dequantize(packed) + R)^T`` with R the CSR residual.
 
-    ``x`` [M,K] with 1 <= M <= MIXED_GEMV_MAX_ROWS (16) (fp32/bf16/fp16 on CPU and CUDA);
-    ``row_ptr`` int32 [N+1], ``col_idx`` int32 [nnz] (sorted in each row),
-    ``values`` fp16 [nnz]. fp32 accumulation; ``y`` has x's dtype.
+    ``x`` [M,K], M >= 1 (fp32/bf16/fp16 on CPU and CUDA); ``row_ptr`` int32
+    [N+1], ``col_idx`` int32 [nnz] (sorted in each row), ``values`` fp16 [nnz].
+    fp32 accumulation; ``y`` has x's dtype.
+
+    Up to MIXED_GEMV_MAX_ROWS (16) rows run the fused kernel, which reads the
+    packed weights once. More rows (a prompt): on the CPU, blocks of the dense
+    weight multiplied by a GEMM in x's dtype, as ``F.linear`` with
+    ``dequantize + R`` would (the weight rounded to x's dtype); on CUDA, the
+    fused kernel once per 16 rows.
 
     ``x_int8``: round x to int8 first, per block of 32 values along K with scale
     max|x|/127 (``reference.round_int8_blocks``), as llama.cpp's CPU kernels do;
@@ -270,8 +276,7 @@ def _mixed_gemv_fake(x, packed, scale, zero, bits, group_size, row_ptr, col_idx,
     check_bits(op, bits)
     _check_dim(op, "x", x, 2, "[M, K]")
     K = x.shape[1]
-    _check(1 <= x.shape[0] <= MIXED_GEMV_MAX_ROWS, op, f"x must have 1 to {MIXED_GEMV_MAX_ROWS} rows (M), "
-           f"got {x.shape[0]}; use dequantize + matmul for larger M")
+    _check(x.shape[0] >= 1, op, f"x must have at least 1 row (M), got {x.shape[0]}")
     _check_dtype(op, "x", x, _FLOATS)
     N = _check_packed(op, packed, bits, K)
     _check_same_device(op, "x", x, packed, "packed")

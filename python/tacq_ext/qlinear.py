@@ -7,21 +7,20 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from . import ops
 
 # buffers of the stored format, whose dtypes are fixed whatever the module is cast to
 QUANTIZED_TENSORS = ("packed", "scale", "zero", "row_ptr", "col_idx", "values")
 class QuantizedLinear(nn.Module):
-    """y = x (dequant(packed) + R)^T + bias. Batches of at most
-    ops.MIXED_GEMV_MAX_ROWS (16) rows run the fused ops.mixed_gemv; larger ones
-    dequantize and use a dense matmul.
+    """y = x (dequant(packed) + R)^T + bias, by ops.mixed_gemv: batches of at
+    most ops.MIXED_GEMV_MAX_ROWS (16) rows run its fused kernel; on the CPU
+    larger ones (a prompt) multiply blocks of the dense weight with a GEMM.
 
     ``x_int8`` (default False; ``set_int8_activations`` sets it on a whole
-    model): the fused path rounds x to int8 per 32-value block first
-    (ops.mixed_gemv's x_int8), several times faster on AVX2 CPUs. A runtime
-    choice, not part of the checkpoint.
+    model): x is rounded to int8 per 32-value block first (ops.mixed_gemv's
+    x_int8), several times faster on AVX2 CPUs. A runtime choice, not part of
+    the checkpoint.
 
     Buffers: packed int32 [N, ceil(K/32)*bits], scale/zero fp16 [N, G],
     row_ptr int32 [N+1], col_idx int32 [nnz], values fp16 [nnz], bias (optional)."""
@@ -99,13 +98,13 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
-        if 1 <= x2.shape[0] <= ops.MIXED_GEMV_MAX_ROWS:
+        if x2.shape[0] == 0:
+            y = x2.new_empty((0, self.out_features))
+        else:
             y = ops.mixed_gemv(x2, self.packed, self.scale, self.zero, self.bits, self.group_size,
                                self.row_ptr, self.col_idx, self.values, self.x_int8)
             if self.bias is not None:
                 y = y + self.bias.to(y.dtype)
-        else:
-            y = F.linear(x2, self.dense_weight(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
         return y.reshape(*shape[:-1], self.out_features)
 
     def avg_bits(self) -> float:

@@ -1,10 +1,15 @@
 // CPU entry point of tacq.mixed_gemv: tensor checks (CSR rows here, CSR
 // columns by the kernels as they read them), the output, and the
-// TORCH_LIBRARY_IMPL registration. The host layer (csrc/host) stages x (any
-// strides, fp32/fp16/bf16), picks the ISA kernel and threads over rows.
+// TORCH_LIBRARY_IMPL registration. Up to kMixedGemvMaxRows rows of x, the host
+// layer (csrc/host) stages x (any strides, fp32/fp16/bf16), picks the ISA
+// kernel and threads over rows; more rows (a prompt) take a GEMM over blocks
+// of the dense weight.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <algorithm>
+
+#include "../activation_int8.h"
 #include "../validate.h"
 #include "host_call.h"
 
@@ -13,6 +18,29 @@ namespace {
 
 tacq_dtype x_dtype(at::ScalarType s) {
   return s == at::kHalf ? TACQ_DTYPE_F16 : (s == at::kBFloat16 ? TACQ_DTYPE_BF16 : TACQ_DTYPE_F32);
+}
+
+// M > kMixedGemvMaxRows: blocks of weight rows (~1 MiB of fp32) made dense
+// by host::dense_rows and multiplied with at::mm in x's dtype, as F.linear
+// with the dense weight would (the weight rounded to x's dtype); with x_int8,
+// in fp32 on the rounded x. Each block is still in cache when the GEMM reads
+// it, and no [N, K] copy of the weight is made.
+at::Tensor multiply_dense_blocks(const at::Tensor& x, const tacq_weights& w, const at::Tensor& row_ptr,
+                                 const at::Tensor& col_idx, bool x_int8) {
+  const at::Tensor xs = x_int8 ? round_int8_blocks("mixed_gemv", x) : x;
+  const int64_t N = w.N, K = w.K;
+  const int64_t block = std::min(N, std::max<int64_t>(16, (int64_t{1} << 18) / K / 16 * 16));
+  at::Tensor dense = at::empty({block, K}, x.options().dtype(at::kFloat));
+  at::Tensor y = at::empty({x.size(0), N}, xs.options());
+  for (int64_t first = 0; first < N; first += block) {
+    const int64_t rows = std::min(block, N - first);
+    const tacq_status status = host::dense_rows(w, first, first + rows, dense.data_ptr<float>(), torch_threads());
+    if (status == TACQ_ERROR_BAD_CSR) check_csr_columns("mixed_gemv", row_ptr, col_idx, N, K);
+    check_host("mixed_gemv", status);
+    const at::Tensor W = dense.narrow(0, 0, rows).to(xs.scalar_type());
+    y.narrow(1, first, rows).copy_(at::mm(xs, W.t()));
+  }
+  return y.to(x.scalar_type());
 }
 
 at::Tensor mixed_gemv_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
@@ -27,6 +55,7 @@ at::Tensor mixed_gemv_cpu(const at::Tensor& x, const at::Tensor& packed, const a
   w.row_ptr = row_ptr.data_ptr<int32_t>();
   w.col_idx = col_idx.data_ptr<int32_t>();
   w.values = reinterpret_cast<const uint16_t*>(values.data_ptr<at::Half>());
+  if (M > kMixedGemvMaxRows) return multiply_dense_blocks(x, w, row_ptr, col_idx, x_int8);
   const host::Activations a{x.data_ptr(), x_dtype(x.scalar_type()), M, K, x.stride(0), x.stride(1), x_int8};
   at::Tensor y = at::empty({M, N}, x.options().dtype(at::kFloat));
   const tacq_status status = host::mixed_gemv(w, a, y.data_ptr<float>(), torch_threads());

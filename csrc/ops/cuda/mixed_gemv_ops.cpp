@@ -6,6 +6,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
+
 #include "../../kernels/cuda/mixed_gemv.cuh"
 #include "launch_check.h"
 #include "../activation_int8.h"
@@ -29,9 +31,7 @@ at::Tensor mixed_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
   const at::Tensor xc = x_int8 ? round_int8_blocks(op, x) : x.contiguous();
   at::Tensor y = at::empty({M, N}, xc.options());
   cuda::GemvProblem p;
-  p.x = xc.data_ptr();
   p.x_dtype = cuda_dtype(xc.scalar_type());
-  p.M = M;
   p.N = N;
   p.K = K;
   p.packed = reinterpret_cast<const uint32_t*>(packed.data_ptr<int32_t>());
@@ -45,11 +45,18 @@ at::Tensor mixed_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
   p.col_idx = col_idx.data_ptr<int32_t>();
   p.values = values.data_ptr();
   p.nnz = col_idx.size(0);
-  p.y = y.data_ptr();
-  check_launch(op, cuda::launch_mixed_gemv(p, c10::cuda::getCurrentCUDAStream()),
-               "M = " + std::to_string(M) + ", N = " + std::to_string(N) + ", K = " +
-                   std::to_string(K) + ", G = " + std::to_string(G) + ", bits = " +
-                   std::to_string(bits) + ", nnz = " + std::to_string(p.nnz));
+  // More rows than one launch takes (a prompt): one launch per kMixedGemvMaxRows
+  // rows, each reading the weights again (a dequantize + cuBLAS path would
+  // read them once; not written yet).
+  for (int64_t first = 0; first < M; first += kMixedGemvMaxRows) {
+    p.M = std::min(kMixedGemvMaxRows, M - first);
+    p.x = xc.narrow(0, first, p.M).data_ptr();
+    p.y = y.narrow(0, first, p.M).data_ptr();
+    check_launch(op, cuda::launch_mixed_gemv(p, c10::cuda::getCurrentCUDAStream()),
+                 "M = " + std::to_string(p.M) + ", N = " + std::to_string(N) + ", K = " +
+                     std::to_string(K) + ", G = " + std::to_string(G) + ", bits = " +
+                     std::to_string(bits) + ", nnz = " + std::to_string(p.nnz));
+  }
   return x_int8 ? y.to(x.scalar_type()) : y;
 }
 
