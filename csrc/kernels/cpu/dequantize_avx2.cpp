@@ -1,4 +1,6 @@
 // tacq.dequantize CPU kernel, avx2 build (ISA flags from CMakeLists.txt).
+#include <immintrin.h>
+
 #include "dequantize.h"
 
 namespace tacq::cpu::avx2 {

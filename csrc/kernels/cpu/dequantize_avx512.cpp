@@ -1,4 +1,6 @@
 // tacq.dequantize CPU kernel, avx512 build (ISA flags from CMakeLists.txt).
+#include <immintrin.h>
+
 #include "dequantize.h"
 
 namespace tacq::cpu::avx512 {

@@ -5,7 +5,29 @@
 // Layout: a row is walked in blocks of 32 codes = `bits` words; group
 // boundaries (multiples of 32 unless the group is the whole row) never split a
 // block. Bits is a template parameter so every shift is a constant and the
-// 32-code block loop vectorizes.
+// 32-code block loop vectorizes, except for 3 bits, whose codes 10 and 21
+// straddle words. Builds with AVX2 (the avx2 and avx512 ones; the including
+// file brings <immintrin.h>) decode 3 bits 8 codes ("a piece") at a time
+// instead: codes [8j, 8j + 8) are the 24 bits at byte 3j of the block, so one
+// broadcast load, a per-lane shift and a mask decode them (the last piece
+// is the block's last word shifted: 4 bytes at byte 9 would run past it).
+
+#if defined(__AVX2__)
+static inline void dequantize_3bit_block(const uint32_t* words, float s, float z, float* block) {
+  const __m256i shifts = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21), mask = _mm256_set1_epi32(7);
+  const auto* bytes = reinterpret_cast<const unsigned char*>(words);
+  for (int piece = 0; piece < 4; ++piece) {
+    uint32_t word;
+    if (piece < 3)
+      __builtin_memcpy(&word, bytes + 3 * piece, 4);
+    else
+      word = words[2] >> 8;  // bytes 9..11: the block's last 3 bytes
+    const __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts), mask);
+    const __m256 w = _mm256_mul_ps(_mm256_set1_ps(s), _mm256_sub_ps(_mm256_cvtepi32_ps(codes), _mm256_set1_ps(z)));
+    _mm256_storeu_ps(block + 8 * piece, w);
+  }
+}
+#endif
 
 template <int kBits>
 static void dequantize_rows_bits(const DequantizeProblem& p, int64_t row_begin, int64_t row_end) {
@@ -20,6 +42,11 @@ static void dequantize_rows_bits(const DequantizeProblem& p, int64_t row_begin, 
       const float s = p.scale[n * G + g], z = p.zero[n * G + g];
       const uint32_t* w = row + k0 / 32 * kBits;
       float block[32];
+#if defined(__AVX2__)
+      if constexpr (kBits == 3) {
+        dequantize_3bit_block(w, s, z, block);
+      } else
+#endif
       for (int i = 0; i < 32; ++i) {
         const int bit = i * kBits, word = bit >> 5, shift = bit & 31;
         uint32_t v = w[word] >> shift;
