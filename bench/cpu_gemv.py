@@ -1,6 +1,7 @@
 """CPU benchmarks of mixed_gemv and dequantize (docs/benchmarks.md).
 
-mixed_gemv (per-row scales, 0.35 % fp16 residual), with fp32 and with bf16
+mixed_gemv (per-row scales, and at batch 1 also groups of 64 as in
+bench/e2e_decode.py's checkpoints; 0.35 % fp16 residual), with fp32 and with bf16
 activations, and with bf16 activations rounded to int8 (x_int8), against, in the same run: torch fp32 and bf16 F.linear, and
 torch's int4 weight-only CPU kernel (_weight_int4pack_mm_for_cpu, group 128,
 bf16 activations, so the bf16 rows are the like-for-like comparison with it).
@@ -33,12 +34,13 @@ def _residual(N: int, K: int, gen: torch.Generator):
     return row_ptr, cols.reshape(-1).to(torch.int32), values
 
 
-def _ours(N, K, bits, M, x_dtype, gen, x_int8=False):
+def _ours(N, K, bits, M, x_dtype, gen, x_int8=False, group_size=-1):
     """(make_run, bytes_moved): make_run() stacks fresh copies of one random
     layer and returns the timed call."""
+    G = 1 if group_size == -1 else K // group_size
     packed = ops.pack(torch.randint(0, 2**bits, (N, K), generator=gen, dtype=torch.int64).to(torch.uint8), bits)
-    scale = (torch.rand(N, 1, generator=gen) * 0.01).half()
-    zero = torch.full((N, 1), float(2 ** (bits - 1)), dtype=torch.float16)
+    scale = (torch.rand(N, G, generator=gen) * 0.01).half()
+    zero = torch.full((N, G), float(2 ** (bits - 1)), dtype=torch.float16)
     row_ptr, col_idx, values = _residual(N, K, gen)
     x = torch.randn(M, K, generator=gen).to(x_dtype)
     per_copy = packed.numel() * 4 + scale.numel() * 4 + col_idx.numel() * 6 + row_ptr.numel() * 4
@@ -49,7 +51,7 @@ def _ours(N, K, bits, M, x_dtype, gen, x_int8=False):
 
         def run():
             p, s, z, rp, ci, v = cycler.next()
-            ops.mixed_gemv(x, p, s, z, bits, -1, rp, ci, v, x_int8)
+            ops.mixed_gemv(x, p, s, z, bits, group_size, rp, ci, v, x_int8)
 
         return run
 
@@ -108,6 +110,10 @@ def rows(device: str, quick: bool) -> list[Row]:
                 x_name = str(x_dtype)[6:] + (" rounded to int8 (x_int8)" if x_int8 else "")
                 out.append(Row("mixed_gemv", f"{N}x{K}", bits, M, time_streamed_cpu(make_run, reps=30), baselines[M],
                                nbytes, note=f"x {x_name}; per-row, 0.35% fp16 residual"))
+            if M == 1:  # the group size of bench/e2e_decode.py's checkpoints
+                make_run, nbytes = _ours(N, K, bits, M, torch.bfloat16, gen, group_size=64)
+                out.append(Row("mixed_gemv", f"{N}x{K}", bits, M, time_streamed_cpu(make_run, reps=30), baselines[M],
+                               nbytes, note="x bfloat16; groups of 64, 0.35% fp16 residual"))
         out.append(_dequantize_row(N, K, gen))
     return out
 
