@@ -73,9 +73,8 @@ void check_layer(const Layer& L, cudaStream_t stream) {
     // relative rounding of y in its own type, and of the fp32 accumulation
     const double y_rounding = dtype == TACQ_DTYPE_F32 ? 0.0 : dtype == TACQ_DTYPE_F16 ? 1.0 / 2048 : 1.0 / 256;
     for (int64_t M : {1, 5, 16}) {
-      std::vector<float> x(static_cast<size_t>(M * L.K)), used;
-      std::normal_distribution<float> normal;
-      for (auto& v : x) v = normal(rng);
+      const std::vector<float> x = random_normal(rng, static_cast<size_t>(M * L.K));
+      std::vector<float> used;
       std::vector<uint8_t> x_bytes, y_bytes(static_cast<size_t>(M * L.N) * (dtype == TACQ_DTYPE_F32 ? 4 : 2));
       encode_x(x, dtype, &x_bytes, &used);
       std::vector<double> ref, mag;

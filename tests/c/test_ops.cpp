@@ -196,9 +196,7 @@ void test_mixed_gemv() {
         const Layer L = random_layer(rng, c.N, c.K, bits, c.gs, f16, 0.05);
         const tacq_weights w = L.view();
         for (int64_t M : {1, 3, 16}) {
-          std::vector<float> x(static_cast<size_t>(M * c.K));
-          std::normal_distribution<float> normal;
-          for (auto& v : x) v = normal(rng);
+          const std::vector<float> x = random_normal(rng, static_cast<size_t>(M * c.K));
           std::vector<double> ref, mag;
           ref_gemv(L, x, M, &ref, &mag);
           std::vector<float> y(static_cast<size_t>(M * c.N), NAN), y1(y.size(), NAN);
@@ -259,9 +257,7 @@ void test_mixed_gemv_int8x() {
       const Layer L = random_layer(rng, c.N, c.K, bits, c.gs, true, 0.05);
       const tacq_weights w = L.view();
       for (int64_t M : {1, 5, 16}) {
-        std::vector<float> x(static_cast<size_t>(M * c.K));
-        std::normal_distribution<float> normal;
-        for (auto& v : x) v = normal(rng);
+        std::vector<float> x = random_normal(rng, static_cast<size_t>(M * c.K));
         for (int64_t k = 0; k < std::min<int64_t>(32, c.K); ++k) x[k] = 0.f;  // an all-zero block
         std::vector<double> ref, mag;
         ref_gemv(L, ref_round_int8(x, M, c.K), M, &ref, &mag);
@@ -320,9 +316,7 @@ void test_quantize() {
     for (auto [K, gs] : std::vector<std::pair<int64_t, int64_t>>{{40, -1}, {64, 32}, {96, 96}}) {
       for (bool with_keep : {false, true}) {
         const int64_t N = 6, G = K / ref_group_len(gs, K), len = ref_group_len(gs, K);
-        std::vector<float> w(static_cast<size_t>(N * K));
-        std::normal_distribution<float> normal;
-        for (auto& v : w) v = normal(rng);
+        std::vector<float> w = random_normal(rng, static_cast<size_t>(N * K));
         for (int64_t k = 0; k < K; ++k) w[5 * K + k] = 0.f;  // an all-zero row: range [-1, 1]
         std::vector<uint8_t> keep(w.size(), 0);
         if (with_keep)

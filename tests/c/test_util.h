@@ -152,6 +152,14 @@ struct Layer {
   }
 };
 
+// n standard-normal floats.
+inline std::vector<float> random_normal(std::mt19937& rng, size_t n) {
+  std::vector<float> v(n);
+  std::normal_distribution<float> normal;
+  for (auto& e : v) e = normal(rng);
+  return v;
+}
+
 inline Layer random_layer(std::mt19937& rng, int64_t N, int64_t K, int bits, int64_t group_size, bool f16,
                           double density) {
   Layer L;
