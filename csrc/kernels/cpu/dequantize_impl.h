@@ -1,31 +1,26 @@
 // Body of the CPU dequantize kernel, included inside namespace
 // tacq::cpu::<isa> by dequantize_{generic,avx2,avx512}.cpp (after
-// "dequantize.h"; no includes here, no std templates, no shared inline code).
+// "dequantize.h"; no std templates, no shared inline code; the AVX2 builds
+// include piece_decoder_avx2.h into their own namespace).
 //
 // Layout: a row is walked in blocks of 32 codes = `bits` words; group
 // boundaries (multiples of 32 unless the group is the whole row) never split a
 // block. Bits is a template parameter so every shift is a constant and the
 // 32-code block loop vectorizes, except for 3 bits, whose codes 10 and 21
 // straddle words. Builds with AVX2 (the avx2 and avx512 ones; the including
-// file brings <immintrin.h>) decode 3 bits 8 codes ("a piece") at a time
-// instead: codes [8j, 8j + 8) are the 24 bits at byte 3j of the block, so one
-// broadcast load, a per-lane shift and a mask decode them (the last piece
-// is the block's last word shifted: 4 bytes at byte 9 would run past it).
+// file brings <immintrin.h>) decode 3 bits 8 codes at a time instead
+// (PieceDecoder).
 
 #if defined(__AVX2__)
+#include "piece_decoder_avx2.h"
+
 static inline void dequantize_3bit_block(const uint32_t* words, float s, float z, float* block) {
-  const __m256i shifts = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21), mask = _mm256_set1_epi32(7);
+  const PieceDecoder<3> decoder;
   const auto* bytes = reinterpret_cast<const unsigned char*>(words);
-  for (int piece = 0; piece < 4; ++piece) {
-    uint32_t word;
-    if (piece < 3)
-      __builtin_memcpy(&word, bytes + 3 * piece, 4);
-    else
-      word = words[2] >> 8;  // bytes 9..11: the block's last 3 bytes
-    const __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts), mask);
-    const __m256 w = _mm256_mul_ps(_mm256_set1_ps(s), _mm256_sub_ps(_mm256_cvtepi32_ps(codes), _mm256_set1_ps(z)));
-    _mm256_storeu_ps(block + 8 * piece, w);
-  }
+  const __m256 q[4] = {decoder.decode<0>(bytes), decoder.decode<1>(bytes), decoder.decode<2>(bytes),
+                       decoder.decode<3>(bytes)};
+  for (int piece = 0; piece < 4; ++piece)
+    _mm256_storeu_ps(block + 8 * piece, _mm256_mul_ps(_mm256_set1_ps(s), _mm256_sub_ps(q[piece], _mm256_set1_ps(z))));
 }
 #endif
 

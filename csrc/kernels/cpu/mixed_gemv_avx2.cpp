@@ -2,11 +2,9 @@
 // mixed_gemv.h), for bits 2, 3 and 4.
 //
 // Data layout: x is read in its natural order (GemvProblem::x, fp32 [M, Kp],
-// zero past K). A packed row is read 8 codes ("a piece") at a time: the
-// 8*bits bits of codes [8j, 8j + 8) start at byte j*bits of the row, so one
-// 32-bit broadcast load puts them in every lane, and a per-lane right shift by
-// bits*lane and a mask leave code 8j + lane in lane `lane`: one load, two
-// integer instructions and a conversion per 8 weights, for any bits.
+// zero past K). A packed row is read 8 codes ("a piece") at a time
+// (PieceDecoder, piece_decoder_avx2.h): one load, two integer instructions
+// and a conversion per 8 weights, for any bits.
 //
 // Mapping: one output row at a time (the caller splits rows across threads);
 // activation rows in tiles of up to 4, each decoded piece shared by the tile.
@@ -25,27 +23,9 @@ namespace tacq::cpu::avx2 {
 namespace {
 
 #include "mixed_gemv_avx2_common.h"
+#include "piece_decoder_avx2.h"
 
 constexpr int kTileRows = 4;
-
-template <int kBits>
-struct PieceDecoder {
-  __m256i shifts = _mm256_setr_epi32(0, kBits, 2 * kBits, 3 * kBits, 4 * kBits, 5 * kBits, 6 * kBits, 7 * kBits);
-  __m256i mask = _mm256_set1_epi32((1 << kBits) - 1);
-
-  // Codes of the piece starting at `bytes`, as floats; reads 4 bytes.
-  __m256 decode(const uint8_t* bytes) const {
-    const __m256i v = _mm256_castps_si256(_mm256_broadcast_ss(reinterpret_cast<const float*>(bytes)));
-    return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(v, shifts), mask));
-  }
-  // The same, reading only the piece's kBits bytes (the last piece of a row,
-  // where 4 bytes could run past the end of the packed tensor).
-  __m256 decode_last(const uint8_t* bytes) const {
-    uint32_t word = 0;
-    std::memcpy(&word, bytes, kBits);
-    return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(word), shifts), mask));
-  }
-};
 
 // dot[m] += the dense part of y[m0 + m, n] for m < kM.
 template <int kBits, int kM>
@@ -67,15 +47,14 @@ void dense_row_tile(const GemvProblem& p, int64_t n, int64_t m0, float* dot) {
       for (int c = 0; c < kChains; ++c) acc[m][c] = _mm256_setzero_ps();
     const int64_t blk_end = g + 1 == G ? blocks : (g + 1) * blocks_per_group;
     for (int64_t blk = g * blocks_per_group; blk < blk_end; ++blk) {
-      const uint8_t* codes = row + blk * 4 * kBits;
-      if (blk % (16 / kBits) == 0) _mm_prefetch(reinterpret_cast<const char*>(codes + kPrefetchBytes), _MM_HINT_T0);
-      const bool last = blk + 1 == blocks;
+      const uint8_t* block = row + blk * 4 * kBits;
+      if (blk % (16 / kBits) == 0) _mm_prefetch(reinterpret_cast<const char*>(block + kPrefetchBytes), _MM_HINT_T0);
+      const __m256 q[4] = {decoder.template decode<0>(block), decoder.template decode<1>(block),
+                           decoder.template decode<2>(block), decoder.template decode<3>(block)};
 #pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
-        const __m256 q = last && j == 3 ? decoder.decode_last(codes + j * kBits) : decoder.decode(codes + j * kBits);
+      for (int j = 0; j < 4; ++j)
         for (int m = 0; m < kM; ++m)
-          acc[m][j % kChains] = _mm256_fmadd_ps(q, _mm256_load_ps(x[m] + blk * 32 + 8 * j), acc[m][j % kChains]);
-      }
+          acc[m][j % kChains] = _mm256_fmadd_ps(q[j], _mm256_load_ps(x[m] + blk * 32 + 8 * j), acc[m][j % kChains]);
     }
     const float s = p.scale[n * G + g], z = p.zero[n * G + g];
     for (int m = 0; m < kM; ++m) {
