@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tacq_ext import QuantizedLinear, ops, reference
-from tacq_ext.gptq import gptq_quantize
+from tacq_ext.gptq import HessianAccumulator, gptq_quantize
 from tacq_ext.selection import global_topk_masks
 
 
@@ -144,3 +144,45 @@ def test_degenerate_rows_stay_finite(group_size):
                                                bits, group_size)
         for rows in (1, 40):  # fused gemv and dequantize + matmul
             assert torch.isfinite(layer(torch.randn(rows, W.shape[1]))).all()
+
+
+
+def _cancelling_batches(seed, K=64):
+    """Batches whose x^T x sums cancel: big rows (about 1e4, like a model's
+    outlier channels), small rows (about 1e-4), and the big rows again with
+    every other column negated, so entries (even, odd) of the big parts cancel
+    exactly and those entries are the small rows' alone. Plain fp64 sums lose
+    the small parts in some orders (16 decimal digits between them)."""
+    g = torch.Generator().manual_seed(seed)
+    big = 1e4 * torch.randn(8, K, generator=g, dtype=torch.float64)
+    flip = torch.ones(K, dtype=torch.float64)
+    flip[1::2] = -1
+    small = [1e-4 * torch.randn(8, K, generator=g, dtype=torch.float64) for _ in range(2)]
+    batches = [big, small[0], big * flip, small[1]]
+    pairs = torch.outer(flip, flip)  # -1 where the big parts cancel
+    exact_big = (big.T @ big) * (1 + pairs)  # 2 (big^T big) or exactly 0
+    expected = 2 * (exact_big + small[0].T @ small[0] + small[1].T @ small[1]) / 32
+    return batches, expected
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("order", [[0, 1, 2, 3], [3, 2, 1, 0], [0, 2, 1, 3], [1, 0, 3, 2]])
+def test_hessian_is_the_same_in_any_order_and_split(seed, order):
+    """One accumulator over the batches in any order, and the batches split
+    over two accumulators then merged (what data-parallel ranks do), give
+    bit-identical fp32 Hessians: 2/n sum x x^T, the cancelling entries too."""
+    batches, expected = _cancelling_batches(seed)
+
+    def accumulate(parts):
+        acc = HessianAccumulator(batches[0].shape[1], "cpu")
+        for i in parts:
+            acc.add(batches[i])
+        return acc
+
+    whole = accumulate(order).hessian()
+    torch.testing.assert_close(whole.double(), expected, rtol=2 ** -22, atol=0)
+    assert torch.equal(whole, accumulate(range(4)).hessian())
+    first, second = accumulate(order[0::2]), accumulate(order[1::2])
+    first.merge(second.hi, second.lo)
+    first.count += second.count
+    assert torch.equal(first.hessian(), whole)

@@ -1,8 +1,9 @@
 """Data-parallel calibration over torch.distributed (docs/distributed.md).
 
 Every rank holds the whole model and runs its own calibration batches. What
-one process sums over batches is summed over ranks: gradient accumulators and
-Hessians go to the rank that owns their layer (dist.reduce), which alone
+one process sums over batches is summed over ranks: gradient accumulators
+(dist.reduce) and Hessians (compensated sums sent to it, so the result is one
+process's) go to the rank that owns their layer, which alone
 scores and quantizes it and then broadcasts the result to every rank. The
 global top-k needs only counts summed over ranks. Ranks.single() is one
 process: no collective is ever called.
@@ -122,19 +123,32 @@ class Ranks:
 
     def reduce_hessians(self, accs: Dict[str, HessianAccumulator]) -> Dict[str, Optional[torch.Tensor]]:
         """{name: fp32 Hessian over every rank's tokens} on the owner, None on
-        the other ranks; consumes the accumulators. Raises if a layer saw no
-        token on any rank."""
+        the other ranks; consumes the accumulators. The owner adds the other
+        ranks' compensated sums one at a time, in rank order, so the result is
+        the one a single process gets. Raises if a layer saw no token on any rank."""
         counts = self.all_sum(torch.tensor([a.count for a in accs.values()], dtype=torch.int64))
         for (name, a), n in zip(accs.items(), counts.tolist()):
             if n == 0:
                 raise ValueError(f"target layer {name!r} never ran on the calibration data")
         out = {}
         for (name, a), n in zip(accs.items(), counts.tolist()):
-            if self.world > 1:  # H_r = 2/n_r sum x x^T, so the sum over ranks of (n_r/n) H_r is H
-                a.H.mul_(a.count / n)
-                dist.reduce(a.H, dst=self.owners[name])
-            out[name] = a.H.float() if self.owns(name) else None
-            a.H = None
+            owner = self.owners[name] if self.world > 1 else self.rank
+            if self.rank != owner:
+                dist.send(a.hi, dst=owner)
+                dist.send(a.lo, dst=owner)
+                a.hi = a.lo = None
+                out[name] = None
+                continue
+            if self.world > 1:
+                hi, lo = torch.empty_like(a.hi), torch.empty_like(a.lo)
+                for src in range(self.world):
+                    if src != owner:
+                        dist.recv(hi, src=src)
+                        dist.recv(lo, src=src)
+                        a.merge(hi, lo)
+                del hi, lo
+                a.count = n  # tokens over all ranks
+            out[name] = a.hessian()
         return out
 
     def reduce_to_owners(self, tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -127,18 +127,44 @@ def gptq_quantize(
     return GPTQResult(codes, scale, zero, W)
 
 
+def add_compensated_(hi: torch.Tensor, lo: torch.Tensor, x: torch.Tensor, rows: int = 1024) -> None:
+    """(hi, lo) += x, where hi + lo is a sum kept to about twice fp64's precision:
+    hi takes the rounded sum, lo collects the rounding errors (Knuth's TwoSum,
+    exact in fp64). Walks `rows` rows at a time to bound the temporaries."""
+    for i in range(0, hi.shape[0], rows):
+        h, l, v = hi[i:i + rows], lo[i:i + rows], x[i:i + rows]
+        s = h + v
+        v_part = s - h
+        l += (h - (s - v_part)) + (v - v_part)
+        h.copy_(s)
+
+
 class HessianAccumulator:
-    """H = 2/n sum_x x x^T over the rows x of a layer's inputs (fp64)."""
+    """H = 2/n sum_x x x^T over the rows x of a layer's inputs. The sum of each
+    call's x^T x (fp64) is kept compensated (add_compensated_), so it is the
+    same to far below fp32's precision in whatever order or split the calls'
+    terms are added: one process and several ranks round to the same fp32 H."""
 
     def __init__(self, in_features: int, device):
-        self.H = torch.zeros(in_features, in_features, dtype=torch.float64, device=device)
+        self.hi = torch.zeros(in_features, in_features, dtype=torch.float64, device=device)
+        self.lo = torch.zeros_like(self.hi)
         self.count = 0
 
     def add(self, x: torch.Tensor) -> None:
         x = x.reshape(-1, x.shape[-1]).double()
         if x.shape[0] == 0:
             return
-        total = self.count + x.shape[0]
-        self.H *= self.count / total
-        self.H += (2.0 / total) * (x.T @ x)
-        self.count = total
+        add_compensated_(self.hi, self.lo, x.T @ x)
+        self.count += x.shape[0]
+
+    def merge(self, hi: torch.Tensor, lo: torch.Tensor) -> None:
+        """Adds another accumulator's sum (its hi and lo); the caller sets the
+        token count."""
+        add_compensated_(self.hi, self.lo, hi)
+        self.lo += lo
+
+    def hessian(self) -> torch.Tensor:
+        """fp32 H; frees the sums."""
+        H = ((self.hi + self.lo) * (2.0 / self.count)).float()
+        self.hi = self.lo = None
+        return H
