@@ -36,10 +36,19 @@ from bench_method import make_batches, model_config  # noqa: E402
 STAGES = ("saliency", "reference", "selection", "gptq")
 
 
+def model_and_share(args, rank: int, world: int):
+    """The bench model (seed 0) and rank's share of the calibration batches."""
+    from transformers import LlamaForCausalLM
+
+    cfg = model_config(args)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    return model, make_batches(cfg, args.samples, args.tokens, args.batch_size)[rank::world]
+
+
 def worker(args) -> None:
     """One rank (torchrun sets RANK/WORLD_SIZE): its share of the batches."""
     import torch.distributed as dist
-    from transformers import LlamaForCausalLM
 
     import tacq_ext
     from tacq_ext.qlinear import QuantizedLinear
@@ -49,10 +58,7 @@ def worker(args) -> None:
     if world > 1:
         dist.init_process_group("gloo")
     rank = dist.get_rank() if world > 1 else 0
-    cfg = model_config(args)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).eval()
-    batches = make_batches(cfg, args.samples, args.tokens, args.batch_size)[rank::world]
+    model, batches = model_and_share(args, rank, world)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before, start = usage.ru_utime + usage.ru_stime, time.perf_counter()
     report = tacq_ext.quantize_model(model, batches, tacq_ext.TACQConfig(bits=2, ratio=0.0035, method="tacq"))
@@ -98,17 +104,12 @@ def independent_worker(args) -> None:
     """One of N processes that run only the gradient pass over their share of
     the batches, with no process group: what N ranks would take if
     communication cost nothing, so the machine's own scaling shows."""
-    from transformers import LlamaForCausalLM
-
     from tacq_ext.pipeline import find_targets
     from tacq_ext.saliency import accumulate_gradient_stats
 
     torch.set_num_threads(1)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    cfg = model_config(args)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).eval()
-    batches = make_batches(cfg, args.samples, args.tokens, args.batch_size)[rank::world]
+    model, batches = model_and_share(args, rank, world)
     start = time.perf_counter()
     accumulate_gradient_stats(model, batches, find_targets(model, None), progress=False)
     Path(f"{args.independent}.{rank}").write_text(json.dumps({"saliency_s": time.perf_counter() - start}))
