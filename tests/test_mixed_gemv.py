@@ -113,12 +113,15 @@ SHAPES = [(1, 1, -1), (1, 64, -1), (5, 31, -1), (9, 33, -1), (3, 33, 33), (8, 64
           (5, 1056, 1056), (9, 4096, 128), (2, 9000, -1), (3, 14336, -1)]
 
 
+@pytest.mark.parametrize("scale_dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("dtype", XTYPES, ids=str)
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("N,K,group_size", SHAPES)
-def test_matches_reference(device, cpu_isa, N, K, group_size, bits, dtype):
-    """M = 5: one 4-row tile of activation rows and a 1-row remainder."""
-    layer = make_layer(N, K, bits, group_size, seed=N * K + bits)
+def test_matches_reference(device, cpu_isa, N, K, group_size, bits, dtype, scale_dtype):
+    """M = 5: one 4-row tile of activation rows and a 1-row remainder; scales
+    and zeros stored as fp32 and as fp16 (which the AVX-512 kernels read as
+    stored and the others convert)."""
+    layer = make_layer(N, K, bits, group_size, scale_dtype=scale_dtype, seed=N * K + bits)
     check_op(random_x(5, K, dtype, seed=K), layer, device)
 
 
@@ -150,10 +153,12 @@ def test_scale_dtypes(device, dtype, scale_dtype):
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("N,K,group_size", [(203, 2048, 32), (130, 4096, 32), (9, 40000, 32), (301, 512, -1)])
 def test_fp16_scales_over_row_blocks(cpu_isa, N, K, group_size, bits, threads):
-    """The CPU op converts fp16 scales in blocks of rows (~4096 / G rows, a
-    multiple of 4, at least 4) inside each thread: N not a multiple of the
-    block, blocks split between threads, G = 1250 (the 4-row minimum), and
-    each block's residual rows and output columns in place."""
+    """Kernels that read fp32 scales (generic, AVX2) get fp16 ones converted
+    in blocks of rows (~4096 / G rows, a multiple of 4, at least 4) inside each
+    thread: N not a multiple of the block, blocks split between threads,
+    G = 1250 (the 4-row minimum), and each block's residual rows and output
+    columns in place. The AVX-512 kernels read them as stored, over the
+    same row splits."""
     layer = make_layer(N, K, bits, group_size, scale_dtype=torch.float16, seed=N + bits)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -467,37 +467,47 @@ tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, in
                             static_cast<int>(bits), Kc, lanes_buffer.as<int8_t>() + m * Kc,
                             lane_scales_buffer.as<float>() + m * lane_scales_per_row);
   }
-  // fp16 scales are converted inside each thread, one block of rows at a time,
-  // into a buffer that stays in cache: converting all N*G of them up front
-  // costs a pass over memory per call (measured on Zen 4, 1 thread, 2-bit
-  // 14336 x 4096 with groups of 64: 6.0 -> about 2 ms, as with fp32 scales).
+  // fp16 scales: the lane kernels read them as stored. The other kernels
+  // read fp32, converted inside each thread one block of rows at a time into
+  // a buffer that stays in cache: converting all N*G of them up front costs a
+  // pass over memory per call (measured on Zen 4, 1 thread, 2-bit 14336 x 4096
+  // with groups of 64: 6.0 -> about 2 ms, as with fp32 scales), and even
+  // block by block the conversion stalls on memory that reading the fp16
+  // values inside the kernel overlaps with the codes (2 threads: 0.90 -> 0.80 ms).
   const bool f16_scales = w.scale_dtype == TACQ_DTYPE_F16;
-  const int64_t block_rows = f16_scales ? scale_block_rows(G) : N;
+  const bool convert_scales = f16_scales && kernel.lane_bits == 0;
+  const int64_t block_rows = convert_scales ? scale_block_rows(G) : N;
   const int64_t row_bytes = Kp / 32 * bits * 4;
   // ~64 KiB of packed codes per thread at least keeps scheduling overhead negligible.
   const int threads = plan_threads(N, max64(1, (64 << 10) / row_bytes), num_threads);
   AlignedBuffer scale_blocks;
-  if (f16_scales && !scale_blocks.allocate(static_cast<size_t>(threads * block_rows * 2 * G) * sizeof(float)))
+  if (convert_scales && !scale_blocks.allocate(static_cast<size_t>(threads * block_rows * 2 * G) * sizeof(float)))
     return fail(TACQ_ERROR_OUT_OF_MEMORY, "%s: out of memory for converting scales", fn);
   const cpu::HalvesToFloatsFn convert = halves_kernel_for(cpu_isa());
-  const cpu::GemvProblem problem{reinterpret_cast<const uint32_t*>(w.packed), nullptr, nullptr, xs, xsum,
-                                 lanes_buffer.get(), lane_scales_buffer.as<float>(), w.row_ptr,
-                                 w.col_idx, w.values, M, N, K, Kp, Kc, shape.group_len,
-                                 static_cast<int>(bits), y};
+  const auto* scale_f16 = static_cast<const uint16_t*>(w.scale);
+  const auto* zero_f16 = static_cast<const uint16_t*>(w.zero);
+  cpu::GemvProblem problem{reinterpret_cast<const uint32_t*>(w.packed), nullptr, nullptr, nullptr, nullptr,
+                           xs, xsum, lanes_buffer.get(), lane_scales_buffer.as<float>(), w.row_ptr,
+                           w.col_idx, w.values, M, N, K, Kp, Kc, shape.group_len,
+                           static_cast<int>(bits), y};
+  if (!f16_scales) {
+    problem.scale = static_cast<const float*>(w.scale), problem.zero = static_cast<const float*>(w.zero);
+  } else if (!convert_scales) {
+    problem.scale_f16 = scale_f16, problem.zero_f16 = zero_f16;
+  }
   std::atomic<bool> residual_ok{true};
   parallel_for(0, N, threads, [&](int64_t b, int64_t e, int tid) {
-    float* converted = f16_scales ? scale_blocks.as<float>() + tid * block_rows * 2 * G : nullptr;
+    if (!convert_scales) {
+      if (!kernel.rows(problem, b, e)) residual_ok = false;
+      return;
+    }
+    float* converted = scale_blocks.as<float>() + tid * block_rows * 2 * G;
     for (int64_t first = b; first < e; first += block_rows) {
       const int64_t rows = e - first < block_rows ? e - first : block_rows;
-      const float *scale, *zero;
-      if (f16_scales) {
-        convert(static_cast<const uint16_t*>(w.scale) + first * G, converted, rows * G);
-        convert(static_cast<const uint16_t*>(w.zero) + first * G, converted + rows * G, rows * G);
-        scale = converted, zero = converted + rows * G;
-      } else {
-        scale = static_cast<const float*>(w.scale) + first * G, zero = static_cast<const float*>(w.zero) + first * G;
-      }
-      if (!kernel.rows(cpu::rows_from(problem, first, scale, zero), 0, rows)) residual_ok = false;
+      convert(scale_f16 + first * G, converted, rows * G);
+      convert(zero_f16 + first * G, converted + rows * G, rows * G);
+      if (!kernel.rows(cpu::rows_from(problem, first, converted, converted + rows * G), 0, rows))
+        residual_ok = false;
     }
   });
   // The kernels check residual columns as they read them; the full check

@@ -25,6 +25,9 @@ struct GemvProblem {
   const uint32_t* packed;   // [N, Kp/32*bits], tacq/packing.h layout
   const float* scale;       // [N, G]
   const float* zero;        // [N, G]
+  const uint16_t* scale_f16;  // [N, G] fp16 bit patterns, or nullptr; when set, a lane
+  const uint16_t* zero_f16;   // kernel (GemvKernel::lane_bits != 0) reads these instead of
+                              // scale and zero, widening each where it is used
   const float* x;           // [M, Kp] fp32, zero-padded past K, 64-byte aligned rows
   const float* xsum;        // [M, G] sum of x over each group
   const void* x_lanes;      // [M, Kc] x in the lane order of a lane kernel (LaneOrder

@@ -26,10 +26,12 @@
 // 32 codes of a lane for fp32 lanes, 2 of 16 for bf16 lanes.) With
 // acc = sum (1 + code/2^bits) x over a group,
 //   sum code*x = 2^bits * (acc - xsum),
-// so a group adds 2^bits*scale*acc to y, and the zero-point term
-// sum_g scale*(2^bits + zero)*xsum is subtracted once per row. fp32 accumulator
-// lane p covers codes [p*C/16, (p+1)*C/16) of a chunk, so when groups are not
-// whole chunks, a chunk is scaled by a per-lane vector of group scales.
+// so a group adds scale*acc to y, y is multiplied by 2^bits (exactly) once
+// per row, and the zero-point term sum_g scale*(2^bits + zero)*xsum is
+// subtracted. fp32 accumulator lane p covers codes [p*C/16, (p+1)*C/16) of a
+// chunk, so when groups are not whole chunks, a chunk is scaled by a per-lane
+// vector of group scales (ChunkGroups). Scales and zeros are read as stored,
+// fp32 or fp16.
 // The row's CSR residual (16 entries per step, gathered) follows its dense part.
 
 // Fully unrolls the loop that follows. The tile's register arrays (acc, y,
@@ -122,41 +124,53 @@ inline __m512i decode_step(const __m512i (&units)[ChunkShape<kBits>::kUnits]) {
   return _mm512_ternarylogic_epi32(shifted, mask, _mm512_set1_epi32(Lanes::kOneBits), 0xEA);  // (v & mask) | one
 }
 
-// How group scales apply to chunks, fixed per call (group_scaling below).
-struct GroupScaling {
-  enum Mode { kWholeChunks, kChunkHoldsGroups, kAnyGroups } mode;
-  int64_t chunks_per_group;    // kWholeChunks: every chunk lies in one group
-  int64_t groups_per_chunk;    // kChunkHoldsGroups: whole groups per chunk ...
-  __m512i group_of_lane;       // ... accumulator lane p is in group c*groups_per_chunk + this
-  const int32_t* lane_group;   // kAnyGroups: [chunks][16] group of lane p of chunk c
+// Which group scale each fp32 accumulator lane of a chunk takes: lane p
+// covers codes [p*C/16, (p+1)*C/16) of the chunk, all in one group (groups are
+// multiples of 32 codes), the groups of a chunk are consecutive, and a chunk
+// of at most 512 codes spans at most 16 groups of 32.
+struct alignas(64) ChunkGroups {
+  int32_t offset[16];  // group of lane p minus `first`
+  int64_t first;       // group of lane 0
+  __mmask16 live;      // groups first .. first+15 that exist (< G)
 };
 
-// Per-accumulator-lane 2^bits * scale of chunk c (one row's scale).
-inline __m512 lane_scales(const GroupScaling& gs, const float* scale, int64_t G, int64_t c, __m512 step) {
-  switch (gs.mode) {
-    case GroupScaling::kWholeChunks:
-      return _mm512_mul_ps(step, _mm512_set1_ps(scale[c / gs.chunks_per_group]));
-    case GroupScaling::kChunkHoldsGroups: {
-      const int64_t g0 = c * gs.groups_per_chunk;  // a padded last chunk may hold fewer groups
-      const int64_t live = G - g0 < gs.groups_per_chunk ? G - g0 : gs.groups_per_chunk;
-      const __m512 s = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << live) - 1u), scale + g0);
-      return _mm512_mul_ps(step, _mm512_permutexvar_ps(gs.group_of_lane, s));
-    }
-    case GroupScaling::kAnyGroups:
-      return _mm512_mul_ps(step, _mm512_i32gather_ps(_mm512_loadu_si512(gs.lane_group + c * 16), scale, 4));
-  }
-  return step;  // not reached
+// How the group scales of a call apply: one ChunkGroups per chunk, and
+// accumulators are flushed (scaled into y) every `flush_every` chunks, when
+// a group ends (every chunk unless groups are whole numbers of chunks).
+struct GroupScaling {
+  std::vector<ChunkGroups> chunks;
+  int64_t flush_every;
+};
+
+// A row's scales and zeros as stored: fp32, or fp16 bit patterns (uint16_t),
+// read and widened where they are used, so no converted copy is written.
+inline __m512 load_floats(const float* src, __mmask16 live) { return _mm512_maskz_loadu_ps(live, src); }
+inline __m512 load_floats(const uint16_t* src, __mmask16 live) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(live, src));
+}
+inline float load_float(const float* src) { return *src; }
+inline float load_float(const uint16_t* src) { return _cvtsh_ss(*src); }
+
+// The first min(n, 16) lanes.
+inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+// Per-accumulator-lane scale of a chunk from one row's scales: the chunk's
+// groups loaded as one vector and permuted to the lanes.
+template <typename Scale>
+inline __m512 lane_scales(const ChunkGroups& chunk, const Scale* scale) {
+  return _mm512_permutexvar_ps(_mm512_load_si512(chunk.offset), load_floats(scale + chunk.first, chunk.live));
 }
 
 // sum_g scale[g] * (2^bits + zero[g]) * xsum[g], 16 groups per step.
-inline float zero_point_term(const float* scale, const float* zero, const float* xsum, int64_t G,
-                             float step) {
+template <typename Scale>
+inline float zero_point_term(const Scale* scale, const Scale* zero, const float* xsum, int64_t G, float step) {
   __m512 acc = _mm512_setzero_ps();
   for (int64_t g = 0; g < G; g += 16) {
-    const __mmask16 live = G - g >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                       : static_cast<__mmask16>((1u << (G - g)) - 1u);
-    const __m512 s = _mm512_maskz_loadu_ps(live, scale + g);
-    const __m512 sz = _mm512_mul_ps(s, _mm512_add_ps(_mm512_set1_ps(step), _mm512_maskz_loadu_ps(live, zero + g)));
+    const __mmask16 live = first_lanes(G - g);
+    const __m512 sz = _mm512_mul_ps(load_floats(scale + g, live),
+                                    _mm512_add_ps(_mm512_set1_ps(step), load_floats(zero + g, live)));
     acc = _mm512_fmadd_ps(sz, _mm512_maskz_loadu_ps(live, xsum + g), acc);
   }
   return _mm512_reduce_add_ps(acc);
@@ -172,8 +186,7 @@ inline bool add_residual_row_avx512(const GemvProblem& p, int64_t n, int64_t m0,
   __m512 acc[kM];
   for (int j = 0; j < kM; ++j) acc[j] = _mm512_setzero_ps();
   for (int32_t i = begin; i < end; i += 16) {
-    const __mmask16 live = end - i >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                         : static_cast<__mmask16>((1u << (end - i)) - 1u);
+    const __mmask16 live = first_lanes(end - i);
     const __m512i cols = _mm512_maskz_loadu_epi32(live, p.col_idx + i);
     const __m512i before = _mm512_alignr_epi32(cols, previous, 15);  // column of entry i-1 per lane
     const __mmask16 bad = _mm512_mask_cmple_epi32_mask(live, cols, before) |
@@ -190,9 +203,11 @@ inline bool add_residual_row_avx512(const GemvProblem& p, int64_t n, int64_t m0,
   return true;
 }
 
-// y[m0 .. m0+kM) of output rows n0 .. n0+kR: dense part + residual.
-template <int kBits, int kR, int kM>
-bool lane_tile(const GemvProblem& p, const GroupScaling& gs, int64_t n0, int64_t m0) {
+// y[m0 .. m0+kM) of output rows n0 .. n0+kR: dense part + residual; scale
+// and zero [N, G] as stored (p.scale and p.zero, or their fp16 forms).
+template <int kBits, int kR, int kM, typename Scale>
+bool lane_tile(const GemvProblem& p, const GroupScaling& gs, const Scale* scale, const Scale* zero, int64_t n0,
+               int64_t m0) {
   using Shape = ChunkShape<kBits>;
   using Elem = typename Lanes::Elem;
   const int64_t row_words = p.Kp / 32 * kBits, G = p.K / p.group_len;
@@ -202,7 +217,6 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, int64_t n0, int64_t
   const Elem* x[kM];
   for (int j = 0; j < kM; ++j) x[j] = static_cast<const Elem*>(p.x_lanes) + (m0 + j) * p.Kc;
   const int tail_words = static_cast<int>(row_words - (chunks - 1) * Shape::kWords);
-  const __m512 step_scale = _mm512_set1_ps(static_cast<float>(1 << kBits));
 
   // With one activation row, steps alternate between two accumulators per
   // output row: 4 multiply-add chains would leave the tile latency-bound.
@@ -214,9 +228,12 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, int64_t n0, int64_t
       y[r][j] = _mm512_setzero_ps();
       for (auto& a : acc[r][j]) a = _mm512_setzero_ps();
     }
+  const ChunkGroups* chunk_groups = gs.chunks.data();
+  const int64_t flush_every = gs.flush_every;
   auto flush = [&](int64_t c) {  // y += lane scales * acc; acc reset
+    TACQ_UNROLL_TILE
     for (int r = 0; r < kR; ++r) {
-      const __m512 s = lane_scales(gs, p.scale + (n0 + r) * G, G, c, step_scale);
+      const __m512 s = lane_scales(chunk_groups[c], scale + (n0 + r) * G);
       TACQ_UNROLL_TILE
       for (int j = 0; j < kM; ++j) {
         __m512 sum = acc[r][j][0];
@@ -226,18 +243,22 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, int64_t n0, int64_t
       }
     }
   };
-  // Groups end every flush_every chunks (a countdown: no division per chunk).
-  const int64_t flush_every = gs.mode == GroupScaling::kWholeChunks ? gs.chunks_per_group : 1;
-  int64_t chunks_to_flush = flush_every;
   // With one activation row, chunk c+1 is loaded (and for 3 bits
   // deinterleaved) before chunk c is multiplied, so that latency overlaps
   // chunk c's work; with more rows the extra registers spill accumulators
   // (measured: 10-15 % slower at batch 16).
   constexpr bool kLoadAhead = kM == 1;
+  // The scales and zeros of the rows two tiles ahead, as for the codes below:
+  // otherwise a tile's first and last flush wait on memory.
+  for (const Scale* stored : {scale, zero}) {
+    const char* ahead = reinterpret_cast<const char*>(stored + (n0 + 2 * kR) * G);
+    for (int64_t byte = 0; byte < static_cast<int64_t>(kR * G * sizeof(Scale)); byte += 64)
+      _mm_prefetch(ahead + byte, _MM_HINT_T1);
+  }
   __m512i units[kR][Shape::kUnits], next[kR][Shape::kUnits];
   if constexpr (kLoadAhead)
     for (int r = 0; r < kR; ++r) load_chunk<kBits>(rows[r], 0, chunks == 1, tail_words, next[r]);
-  for (int64_t c = 0; c < chunks; ++c) {
+  auto multiply_chunk = [&](int64_t c) __attribute__((always_inline)) {  // acc += chunk c
     if constexpr (kLoadAhead) {
       for (int r = 0; r < kR; ++r)
         for (int u = 0; u < Shape::kUnits; ++u) units[r][u] = next[r][u];
@@ -275,9 +296,18 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, int64_t n0, int64_t
           }(),
           ...);
     }(std::make_integer_sequence<int, Shape::kCodesPerLane>{});
-    if (--chunks_to_flush == 0 || c + 1 == chunks) {
-      flush(c);
-      chunks_to_flush = flush_every;
+  };
+  if (flush_every >= chunks) {  // one group per row: no flush in the loop, fewer live registers
+    for (int64_t c = 0; c < chunks; ++c) multiply_chunk(c);
+    flush(chunks - 1);
+  } else {
+    int64_t chunks_to_flush = flush_every;  // a countdown: no division per chunk
+    for (int64_t c = 0; c < chunks; ++c) {
+      multiply_chunk(c);
+      if (--chunks_to_flush == 0 || c + 1 == chunks) {
+        flush(c);
+        chunks_to_flush = flush_every;
+      }
     }
   }
   bool residual_ok = true;
@@ -287,8 +317,8 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, int64_t n0, int64_t
     float out[kM];
     TACQ_UNROLL_TILE
     for (int j = 0; j < kM; ++j)
-      out[j] = _mm512_reduce_add_ps(y[r][j]) -
-               zero_point_term(p.scale + n * G, p.zero + n * G, p.xsum + (m0 + j) * G, G,
+      out[j] = static_cast<float>(1 << kBits) * _mm512_reduce_add_ps(y[r][j]) -
+               zero_point_term(scale + n * G, zero + n * G, p.xsum + (m0 + j) * G, G,
                                static_cast<float>(1 << kBits));
     residual_ok &= add_residual_row_avx512<kM>(p, n, m0, out);
     for (int j = 0; j < kM; ++j) p.y[(m0 + j) * p.N + n] = out[j];
@@ -296,43 +326,37 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, int64_t n0, int64_t
   return residual_ok;
 }
 
-// How the group scales of a call apply to chunks; in kAnyGroups mode
-// `lane_group` is filled with the [chunks][16] table the result points to.
 template <int kBits>
-GroupScaling group_scaling(const GemvProblem& p, int64_t chunks, std::vector<int32_t>& lane_group) {
+GroupScaling group_scaling(const GemvProblem& p, int64_t chunks) {
   constexpr int64_t kCodes = ChunkShape<kBits>::kCodes, kLaneCodes = kCodes / 16;
   const int64_t G = p.K / p.group_len;
-  GroupScaling gs{GroupScaling::kAnyGroups, 0, 0, _mm512_setzero_si512(), nullptr};
-  if (G == 1 || p.group_len % kCodes == 0) {
-    gs.mode = GroupScaling::kWholeChunks;
-    gs.chunks_per_group = G == 1 ? chunks : p.group_len / kCodes;
-  } else if (kCodes % p.group_len == 0) {
-    gs.mode = GroupScaling::kChunkHoldsGroups;
-    gs.groups_per_chunk = kCodes / p.group_len;
-    alignas(64) int32_t group_of_lane[16];
-    for (int lane = 0; lane < 16; ++lane) group_of_lane[lane] = static_cast<int32_t>(lane * kLaneCodes / p.group_len);
-    gs.group_of_lane = _mm512_load_si512(group_of_lane);
-  } else {
-    lane_group.resize(chunks * 16);
-    for (int64_t c = 0; c < chunks; ++c)
-      for (int64_t lane = 0; lane < 16; ++lane) {
-        const int64_t g = (c * kCodes + lane * kLaneCodes) / p.group_len;  // codes past K: last group
-        lane_group[c * 16 + lane] = static_cast<int32_t>(g < G ? g : G - 1);
+  GroupScaling gs{std::vector<ChunkGroups>(chunks), 1};
+  if (G == 1) gs.flush_every = chunks;
+  else if (p.group_len % kCodes == 0) gs.flush_every = p.group_len / kCodes;
+  int64_t group = 0, codes_left = p.group_len;  // lanes in code order: group by counting, no division
+  for (ChunkGroups& chunk : gs.chunks) {
+    chunk.first = group;
+    chunk.live = first_lanes(G - group);
+    for (int lane = 0; lane < 16; ++lane) {
+      chunk.offset[lane] = static_cast<int32_t>(group - chunk.first);
+      if ((codes_left -= kLaneCodes) == 0 && group + 1 < G) {  // codes past K: the last group
+        ++group;
+        codes_left = p.group_len;
       }
-    gs.lane_group = lane_group.data();
+    }
   }
   return gs;
 }
 
-template <int kBits, int kR>
-bool lane_tiles(const GemvProblem& p, const GroupScaling& gs, int64_t n0) {
+template <int kBits, int kR, typename Scale>
+bool lane_tiles(const GemvProblem& p, const GroupScaling& gs, const Scale* scale, const Scale* zero, int64_t n0) {
   bool ok = true;
   int64_t m0 = 0;
-  for (; m0 + 4 <= p.M; m0 += 4) ok &= lane_tile<kBits, kR, 4>(p, gs, n0, m0);
+  for (; m0 + 4 <= p.M; m0 += 4) ok &= lane_tile<kBits, kR, 4>(p, gs, scale, zero, n0, m0);
   switch (p.M - m0) {
-    case 3: ok &= lane_tile<kBits, kR, 3>(p, gs, n0, m0); break;
-    case 2: ok &= lane_tile<kBits, kR, 2>(p, gs, n0, m0); break;
-    case 1: ok &= lane_tile<kBits, kR, 1>(p, gs, n0, m0); break;
+    case 3: ok &= lane_tile<kBits, kR, 3>(p, gs, scale, zero, n0, m0); break;
+    case 2: ok &= lane_tile<kBits, kR, 2>(p, gs, scale, zero, n0, m0); break;
+    case 1: ok &= lane_tile<kBits, kR, 1>(p, gs, scale, zero, n0, m0); break;
     default: break;  // M was a multiple of 4
   }
   return ok;
@@ -364,16 +388,22 @@ void stage_lanes_bits(const float* xs, int64_t Kp, int64_t Kc, typename Lanes::E
 }
 
 
-template <int kBits>
-bool lane_rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
+template <int kBits, typename Scale>
+bool lane_rows_scaled(const GemvProblem& p, const Scale* scale, const Scale* zero, int64_t row_begin,
+                      int64_t row_end) {
   const int64_t chunks = (p.Kp / 32 * kBits + ChunkShape<kBits>::kWords - 1) / ChunkShape<kBits>::kWords;
-  std::vector<int32_t> lane_group;
-  const GroupScaling gs = group_scaling<kBits>(p, chunks, lane_group);
+  const GroupScaling gs = group_scaling<kBits>(p, chunks);
   bool ok = true;
   int64_t n = row_begin;
-  for (; n + 4 <= row_end; n += 4) ok &= lane_tiles<kBits, 4>(p, gs, n);
-  for (; n < row_end; ++n) ok &= lane_tiles<kBits, 1>(p, gs, n);
+  for (; n + 4 <= row_end; n += 4) ok &= lane_tiles<kBits, 4>(p, gs, scale, zero, n);
+  for (; n < row_end; ++n) ok &= lane_tiles<kBits, 1>(p, gs, scale, zero, n);
   return ok;
+}
+
+template <int kBits>
+bool lane_rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
+  if (p.scale_f16 != nullptr) return lane_rows_scaled<kBits>(p, p.scale_f16, p.zero_f16, row_begin, row_end);
+  return lane_rows_scaled<kBits>(p, p.scale, p.zero, row_begin, row_end);
 }
 
 // The including file's exported mixed_gemv_rows and stage_lanes (mixed_gemv.h)
