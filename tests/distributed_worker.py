@@ -11,7 +11,11 @@ import torch
 import torch.distributed as dist
 
 CALIB_SEEDS = (10, 11, 12)  # batch i goes to rank i % world: 2 batches on rank 0, 1 on rank 1
-METHODS = ("tacq", "gptq", "squeezellm_like", "spqr_like")
+RECIPES = {  # name: TACQConfig arguments besides bits=2, ratio=0.01
+    "tacq": {}, "gptq": {"method": "gptq"}, "squeezellm_like": {"method": "squeezellm_like"},
+    "spqr_like": {"method": "spqr_like"}, "tacq_layer_budget": {"budget": "layer"},
+    "tacq_row_budget": {"budget": "row"}, "tacq_rescore": {"rescore": True},
+}
 
 
 def calib():
@@ -19,9 +23,9 @@ def calib():
     return [lm_batch(s) for s in CALIB_SEEDS]
 
 
-def config(method):
+def config(recipe):
     from tacq_ext import TACQConfig
-    return TACQConfig(bits=2, ratio=0.01, method=method)
+    return TACQConfig(bits=2, ratio=0.01, **RECIPES[recipe])
 
 
 def _quantized(model) -> dict:
@@ -29,7 +33,7 @@ def _quantized(model) -> dict:
 
 
 def _equality(rank, world):
-    """quantize_model for each method, and the reduced statistics (gradient
+    """quantize_model for each recipe, and the reduced statistics (gradient
     accumulators, Fisher sums, block 0 Hessians) gathered on every rank."""
     import tacq_ext
     from method_fixtures import tiny_llama
@@ -39,10 +43,10 @@ def _equality(rank, world):
 
     mine = calib()[rank::world]
     out = {"batches": len(mine)}
-    for method in METHODS:
+    for recipe in RECIPES:
         model = tiny_llama()
-        report = tacq_ext.quantize_model(model, mine, config(method), progress=False)
-        out[method] = {"state": _quantized(model), "kept": report.kept}
+        report = tacq_ext.quantize_model(model, mine, config(recipe), progress=False)
+        out[recipe] = {"state": _quantized(model), "kept": report.kept}
     model = tiny_llama()
     targets = find_targets(model)
     ranks = _ranks(model, targets)

@@ -59,7 +59,7 @@ def run_ranks(scenario: str, out_dir: Path, deadline_s: float, timeout_s: float 
 
 @pytest.fixture(scope="module")
 def distributed(tmp_path_factory):
-    outcomes = run_ranks("equality", tmp_path_factory.mktemp("distributed"), deadline_s=120)
+    outcomes = run_ranks("equality", tmp_path_factory.mktemp("distributed"), deadline_s=240)
     for r, o in enumerate(outcomes):
         assert o is not None and o["ok"], f"rank {r}: {o}"
     return outcomes
@@ -69,10 +69,10 @@ def distributed(tmp_path_factory):
 def single():
     """The same batches, all in one process."""
     out = {}
-    for method in worker.METHODS:
+    for recipe in worker.RECIPES:
         model = tiny_llama()
-        report = tacq_ext.quantize_model(model, worker.calib(), worker.config(method), progress=False)
-        out[method] = {"state": worker._quantized(model), "kept": report.kept}
+        report = tacq_ext.quantize_model(model, worker.calib(), worker.config(recipe), progress=False)
+        out[recipe] = {"state": worker._quantized(model), "kept": report.kept}
     model = tiny_llama()
     targets = find_targets(model)
     one = tacq_ext.distributed.Ranks.single()
@@ -83,13 +83,13 @@ def single():
     return out
 
 
-@pytest.mark.parametrize("method", worker.METHODS)
-def test_distributed_uneven_batches_same_kept_positions_and_codes(distributed, single, method):
+@pytest.mark.parametrize("recipe", worker.RECIPES)
+def test_distributed_uneven_batches_same_kept_positions_and_codes(distributed, single, recipe):
     assert [o["batches"] for o in distributed] == [2, 1]
-    expected = single[method]["state"]
+    expected = single[recipe]["state"]
     for rank, outcome in enumerate(distributed):
-        state = outcome[method]["state"]
-        assert outcome[method]["kept"] == single[method]["kept"]
+        state = outcome[recipe]["state"]
+        assert outcome[recipe]["kept"] == single[recipe]["kept"]
         assert state.keys() == expected.keys()
         for key, value in expected.items():
             if key.endswith(("codes", "scale", "zero", "row_ptr", "col_idx")) or value.dtype in (torch.int32,

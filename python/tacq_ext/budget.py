@@ -5,7 +5,7 @@ selection.global_topk_masks."""
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -47,25 +47,46 @@ def _top_per_row(s: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return ranks < counts.to(s.device)[:, None]
 
 
-def mass_budget_masks(scores: Dict[str, torch.Tensor], k: int, by: str) -> Dict[str, torch.Tensor]:
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def mass_budget_masks(scores: Dict[str, torch.Tensor], k: int, by: str,
+                      sizes: Optional[Dict[str, Tuple[int, int]]] = None,
+                      sum_over_ranks: Callable[[torch.Tensor], torch.Tensor] = _local) -> Dict[str, torch.Tensor]:
     """Bool masks keeping k weights, split over layers (by="layer") or rows
-    (by="row") by score mass, the largest scores within each."""
+    (by="row") by score mass, the largest scores within each.
+
+    Data-parallel: `scores` holds this rank's layers, `sizes` {name: (rows,
+    columns)} every layer in model order (default: the shapes of `scores`),
+    and sum_over_ranks sums a float64 tensor over the ranks. Each rank puts
+    its layers' masses in a vector of every layer's (or row's), zeros
+    elsewhere; summed, that vector is exactly what one process computes, so
+    every rank splits k the same way."""
     if by not in ("layer", "row"):
         raise ValueError(f"by must be 'layer' or 'row', got {by!r}")
-    names: List[str] = list(scores)
-    total = sum(s.numel() for s in scores.values())
+    sizes = {n: tuple(s.shape) for n, s in scores.items()} if sizes is None else sizes
+    total = sum(rows * cols for rows, cols in sizes.values())
     if not 0 <= k <= total:
         raise ValueError(f"k must be in [0, {total}], got {k}")
     if by == "layer":
-        counts = split_by_mass(torch.stack([scores[n].double().sum().cpu() for n in names]),
-                               torch.tensor([scores[n].numel() for n in names]), k)
-        masks = {}
-        for name, c in zip(names, counts.tolist()):
-            flat = torch.zeros(scores[name].numel(), dtype=torch.bool, device=scores[name].device)
-            flat[torch.topk(scores[name].flatten(), c).indices] = True
-            masks[name] = flat.view_as(scores[name])
-        return masks
-    rows = [scores[n].double().sum(dim=1).cpu() for n in names]
-    capacity = torch.cat([torch.full((scores[n].shape[0],), scores[n].shape[1]) for n in names])
-    counts = split_by_mass(torch.cat(rows), capacity, k).split([r.numel() for r in rows])
-    return {n: _top_per_row(scores[n], c) for n, c in zip(names, counts)}
+        capacity = torch.tensor([rows * cols for rows, cols in sizes.values()])
+    else:
+        capacity = torch.cat([torch.full((rows,), cols) for rows, cols in sizes.values()])
+    units = [1 if by == "layer" else rows for rows, _ in sizes.values()]  # entries of `mass` per layer
+    first = dict(zip(sizes, torch.tensor([0] + units).cumsum(0).tolist()))
+    mass = torch.zeros(len(capacity), dtype=torch.float64)
+    for name, s in scores.items():
+        layer_mass = s.double().sum(dim=None if by == "layer" else 1).cpu()
+        mass[first[name]:first[name] + layer_mass.numel()] = layer_mass
+    mass = sum_over_ranks(mass)
+    counts = split_by_mass(mass, capacity, k)
+    masks = {}
+    for name, s in scores.items():
+        if by == "row":
+            masks[name] = _top_per_row(s, counts[first[name]:first[name] + s.shape[0]])
+            continue
+        flat = torch.zeros(s.numel(), dtype=torch.bool, device=s.device)
+        flat[torch.topk(s.flatten(), int(counts[first[name]])).indices] = True
+        masks[name] = flat.view_as(s)
+    return masks

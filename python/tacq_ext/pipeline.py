@@ -164,9 +164,8 @@ def _select(scores: Dict[str, torch.Tensor], cfg: TACQConfig, targets: Dict[str,
     k = math.floor(cfg.ratio * sum(m.weight.numel() for m in targets.values()))
     if cfg.budget == "global":
         return global_topk_masks(scores, k, list(targets), ranks.all_sum)
-    if ranks.world > 1:
-        raise ValueError(f"TACQConfig.budget={cfg.budget!r} runs in one process only; use 'global'")
-    return mass_budget_masks(scores, k, cfg.budget)
+    sizes = {n: (m.out_features, m.in_features) for n, m in targets.items()}
+    return mass_budget_masks(scores, k, cfg.budget, sizes, ranks.all_sum)
 
 
 def _grid_values(result: GPTQResult, W: torch.Tensor, keep: Optional[torch.Tensor], bits: int,
@@ -184,27 +183,33 @@ def _rescored(model, calib, targets, cfg, masks, loss_fn, progress, checkpointin
     """TACQConfig.rescore: a masked GPTQ pass with the first kept set, then
     both terms of the score taken again there: the gradient statistics with
     every target at its masked-quantized weight as stored (kept values in
-    fp16), and the error W - Q(W) of that pass's quantizer. Holds three fp32
-    copies of the targeted weights."""
-    if ranks.world > 1:
-        raise ValueError("TACQConfig.rescore runs in one process only")
+    fp16), and the error W - Q(W) of that pass's quantizer. Returns the
+    scores of the layers this rank owns. Holds three fp32 copies of the
+    targeted weights (data-parallel: the quantized weights of every layer,
+    the grid values of the owned ones)."""
     quantized, grid = {}, {}
 
     def quantize_group(hessians: Dict[str, Optional[torch.Tensor]]) -> Dict[str, torch.Tensor]:
-        names = list(hessians)
-        for name in names:
-            W = targets[name].weight
-            r = gptq_quantize(W, hessians.pop(name), cfg.bits, cfg.group_size, masks[name], cfg.damp,
-                              cfg.block_size, cfg.act_order)
-            stored = QuantizedLinear.from_quantized(r.codes, r.scale, r.zero, r.weight, masks[name], cfg.bits,
-                                                    cfg.group_size, None)
-            quantized[name], grid[name] = stored.dense_weight(), _grid_values(r, W, masks[name], cfg.bits, cfg.group_size)
+        names, local = list(hessians), {}
+        with ranks.agree("first masked GPTQ"):
+            for name in names:
+                H = hessians.pop(name)
+                if H is None:  # another rank owns it
+                    continue
+                W = targets[name].weight
+                r = gptq_quantize(W, H, cfg.bits, cfg.group_size, masks[name], cfg.damp, cfg.block_size,
+                                  cfg.act_order)
+                stored = QuantizedLinear.from_quantized(r.codes, r.scale, r.zero, r.weight, masks[name], cfg.bits,
+                                                        cfg.group_size, None)
+                local[name] = {"weight": stored.dense_weight()}
+                grid[name] = _grid_values(r, W, masks[name], cfg.bits, cfg.group_size)
+        for name, t in ranks.share(names, local).items():
+            quantized[name] = t["weight"]
         return {name: quantized[name] for name in names}
 
-    quantize_sequentially(model, calib, targets, quantize_group, loss_fn, "first masked GPTQ", progress)
+    quantize_sequentially(model, calib, targets, quantize_group, loss_fn, "first masked GPTQ", progress, ranks)
     with weights_replaced(targets, quantized):
-        scores = accumulate_gradient_stats(model, calib, targets, loss_fn, progress=progress,
-                                           activation_checkpointing=checkpointing)
+        scores = _saliency(model, calib, targets, loss_fn, progress, checkpointing, ranks)
     for name, acc in scores.items():
         tacq_score_(acc, targets[name].weight, grid.pop(name))
     return scores
