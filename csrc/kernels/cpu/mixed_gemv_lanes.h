@@ -326,6 +326,8 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, const Scale* scale,
   return residual_ok;
 }
 
+// The group scaling of p's rows (all alike): each chunk's groups, and the
+// flush period.
 template <int kBits>
 GroupScaling group_scaling(const GemvProblem& p, int64_t chunks) {
   constexpr int64_t kCodes = ChunkShape<kBits>::kCodes, kLaneCodes = kCodes / 16;
