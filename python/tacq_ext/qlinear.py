@@ -96,15 +96,19 @@ class QuantizedLinear(nn.Module):
         return W.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The buffers from _buffers directly: each self.<buffer> goes through
+        # nn.Module.__getattr__ after a failed lookup that builds an
+        # AttributeError, about 0.7 us apiece, as long as a small layer's GEMV.
+        b = self._buffers
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
         if x2.shape[0] == 0:
             y = x2.new_empty((0, self.out_features))
         else:
-            y = ops.mixed_gemv(x2, self.packed, self.scale, self.zero, self.bits, self.group_size,
-                               self.row_ptr, self.col_idx, self.values, self.x_int8)
-            if self.bias is not None:
-                y = y + self.bias.to(y.dtype)
+            y = ops.mixed_gemv(x2, b["packed"], b["scale"], b["zero"], self.bits, self.group_size,
+                               b["row_ptr"], b["col_idx"], b["values"], self.x_int8)
+            if b["bias"] is not None:
+                y = y + b["bias"].to(y.dtype)
         return y.reshape(*shape[:-1], self.out_features)
 
     def avg_bits(self) -> float:

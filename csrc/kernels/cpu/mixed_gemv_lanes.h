@@ -28,7 +28,8 @@
 //   sum code*x = 2^bits * (acc - xsum),
 // so a group adds scale*acc to y, y is multiplied by 2^bits (exactly) once
 // per row, and the zero-point term sum_g scale*(2^bits + zero)*xsum is
-// subtracted. fp32 accumulator lane p covers codes [p*C/16, (p+1)*C/16) of a
+// subtracted, lane by lane, with the residual added the same way: one
+// horizontal sum per output. fp32 accumulator lane p covers codes [p*C/16, (p+1)*C/16) of a
 // chunk, so when groups are not whole chunks, a chunk is scaled by a per-lane
 // vector of group scales (ChunkGroups). Scales and zeros are read as stored,
 // fp32 or fp16.
@@ -163,9 +164,9 @@ inline __m512 lane_scales(const ChunkGroups& chunk, const Scale* scale) {
   return _mm512_permutexvar_ps(_mm512_load_si512(chunk.offset), load_floats(scale + chunk.first, chunk.live));
 }
 
-// sum_g scale[g] * (2^bits + zero[g]) * xsum[g], 16 groups per step.
+// sum_g scale[g] * (2^bits + zero[g]) * xsum[g] as 16 lane sums (16 groups per step).
 template <typename Scale>
-inline float zero_point_term(const Scale* scale, const Scale* zero, const float* xsum, int64_t G, float step) {
+inline __m512 zero_point_lanes(const Scale* scale, const Scale* zero, const float* xsum, int64_t G, float step) {
   __m512 acc = _mm512_setzero_ps();
   for (int64_t g = 0; g < G; g += 16) {
     const __mmask16 live = first_lanes(G - g);
@@ -173,13 +174,13 @@ inline float zero_point_term(const Scale* scale, const Scale* zero, const float*
                                     _mm512_add_ps(_mm512_set1_ps(step), load_floats(zero + g, live)));
     acc = _mm512_fmadd_ps(sz, _mm512_maskz_loadu_ps(live, xsum + g), acc);
   }
-  return _mm512_reduce_add_ps(acc);
+  return acc;
 }
 
-// add_residual_row (mixed_gemv.h) 16 entries at a time: columns checked with
-// two vector compares, x gathered only at valid columns.
+// add_residual_row (mixed_gemv.h) 16 entries at a time, into lane sums out[j]:
+// columns checked with two vector compares, x gathered only at valid columns.
 template <int kM>
-inline bool add_residual_row_avx512(const GemvProblem& p, int64_t n, int64_t m0, float* out) {
+inline bool add_residual_row_avx512(const GemvProblem& p, int64_t n, int64_t m0, __m512 (&out)[kM]) {
   const int32_t begin = p.row_ptr[n], end = p.row_ptr[n + 1];
   const __m512i K = _mm512_set1_epi32(static_cast<int32_t>(p.K));
   __m512i previous = _mm512_set1_epi32(-1);  // lane 15: the last column seen
@@ -199,7 +200,7 @@ inline bool add_residual_row_avx512(const GemvProblem& p, int64_t n, int64_t m0,
       acc[j] = _mm512_fmadd_ps(v, xv, acc[j]);
     }
   }
-  for (int j = 0; j < kM; ++j) out[j] += _mm512_reduce_add_ps(acc[j]);
+  for (int j = 0; j < kM; ++j) out[j] = _mm512_add_ps(out[j], acc[j]);
   return true;
 }
 
@@ -314,14 +315,14 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, const Scale* scale,
   TACQ_UNROLL_TILE
   for (int r = 0; r < kR; ++r) {
     const int64_t n = n0 + r;
-    float out[kM];
+    __m512 out[kM];  // lane sums of y[m0 + j, n], reduced once at the end
     TACQ_UNROLL_TILE
     for (int j = 0; j < kM; ++j)
-      out[j] = static_cast<float>(1 << kBits) * _mm512_reduce_add_ps(y[r][j]) -
-               zero_point_term(scale + n * G, zero + n * G, p.xsum + (m0 + j) * G, G,
-                               static_cast<float>(1 << kBits));
+      out[j] = _mm512_fmsub_ps(_mm512_set1_ps(static_cast<float>(1 << kBits)), y[r][j],
+                               zero_point_lanes(scale + n * G, zero + n * G, p.xsum + (m0 + j) * G, G,
+                                                static_cast<float>(1 << kBits)));
     residual_ok &= add_residual_row_avx512<kM>(p, n, m0, out);
-    for (int j = 0; j < kM; ++j) p.y[(m0 + j) * p.N + n] = out[j];
+    for (int j = 0; j < kM; ++j) p.y[(m0 + j) * p.N + n] = _mm512_reduce_add_ps(out[j]);
   }
   return residual_ok;
 }
