@@ -1,0 +1,108 @@
+"""Decoding speed of the shipped demo model: fp32 against the same model
+quantized with TACQ (2 and 3 bits, per row and groups of 64), greedy decoding
+at batch 1 (the demo's own tokens/s measure), in interleaved rounds so that
+the shared machine's drift hits every model alike.
+
+    python bench/demo_decode.py                 # 7 rounds, 2 threads
+    python bench/demo_decode.py --rounds 3 --threads 1
+
+Each round times every model once over the same prompts; the table gives the
+median and the best round per model and the ratio of medians to fp32.
+Writes bench/results/demo-decode-cpu.{md,json,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS_DIR, machine_info  # noqa: E402
+
+REGIMES = [(2, -1), (2, 64), (3, -1), (3, 64)]  # (bits, group size)
+
+
+def quantized_models(model, tokenizer, calib_task: str):
+    """{label: model quantized with TACQ on calib_task's calibration split} per regime."""
+    from tacq_ext import TACQConfig, quantize_model
+    from tacq_ext.calib_data import make_batches
+    from tacq_ext.demo.tasks import load_split
+    from tacq_ext.demo.tokenizer import EOS
+
+    calib = make_batches(load_split(calib_task, "calib", 32, 0), tokenizer, 8, eos_token_id=EOS)
+    out = {}
+    for bits, group_size in REGIMES:
+        quantized = copy.deepcopy(model)
+        quantize_model(quantized, calib, TACQConfig(bits=bits, group_size=group_size), progress=False)
+        out[f"tacq {bits}-bit, " + ("per row" if group_size == -1 else f"groups of {group_size}")] = quantized
+    return out
+
+
+def plot(results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    labels = list(results)
+    ax.bar(range(len(labels)), [statistics.median(results[k]) for k in labels])
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
+    ax.set_ylabel("tokens/s (median round)")
+    ax.set_title("Demo model, greedy decoding, batch 1")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per model (default 7)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--prompts", type=int, default=4, help="prompts per round, 32 new tokens each")
+    parser.add_argument("--name", default="demo-decode-cpu", help="results file stem")
+    args = parser.parse_args(argv)
+
+    from tqdm.auto import tqdm
+
+    from tacq_ext.demo.measure import decode_tokens_per_second
+    from tacq_ext.demo.model import load_demo_model
+    from tacq_ext.demo.tasks import load_split
+
+    torch.set_num_threads(args.threads)
+    model, tokenizer = load_demo_model()
+    models = {"fp32": model, **quantized_models(model, tokenizer, "arith")}
+    prompts = [ex.prompt for ex in load_split("sql", "test", args.prompts, at_most=True)]
+    results = {label: [] for label in models}
+    for _ in tqdm(range(args.rounds), desc="rounds"):
+        for label, m in models.items():
+            results[label].append(decode_tokens_per_second(m, tokenizer, prompts))
+
+    base = statistics.median(results["fp32"])
+    lines = ["| model | tok/s, median | best round | median vs fp32 |", "|---|---|---|---|"]
+    lines += [f"| {label} | {statistics.median(v):.1f} | {max(v):.1f} | {statistics.median(v) / base:.2f}x |"
+              for label, v in results.items()]
+    table = "\n".join(lines)
+    print(table)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stem = RESULTS_DIR / args.name
+    invocation = "python bench/demo_decode.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    info = machine_info("cpu")
+    md = [f"# {args.name}", "", f"- command: `{invocation}`"] + [f"- {k}: {v}" for k, v in info.items()]
+    md += [f"- rounds: {args.rounds}, prompts per round: {len(prompts)} (sql test split), 32 new tokens each", "",
+           table, ""]
+    stem.with_suffix(".md").write_text("\n".join(md))
+    stem.with_suffix(".json").write_text(json.dumps({"machine": info, "command": invocation,
+                                                     "tokens_per_second": results}, indent=1))
+    plot(results, stem.with_suffix(".png"))
+    print(f"wrote {stem}.md, .json and .png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
