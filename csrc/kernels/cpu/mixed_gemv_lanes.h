@@ -204,6 +204,14 @@ inline bool add_residual_row_avx512(const GemvProblem& p, int64_t n, int64_t m0,
   return true;
 }
 
+// {sum of v0's lanes, ..., sum of v3's lanes}: four horizontal sums sharing
+// their shuffles.
+inline __m128 sum_lanes4(__m512 v0, __m512 v1, __m512 v2, __m512 v3) {
+  auto halves = [](__m512 v) { return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)); };
+  const __m256 pairs = _mm256_hadd_ps(_mm256_hadd_ps(halves(v0), halves(v1)), _mm256_hadd_ps(halves(v2), halves(v3)));
+  return _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1));
+}
+
 // y[m0 .. m0+kM) of output rows n0 .. n0+kR: dense part + residual; scale
 // and zero [N, G] as stored (p.scale and p.zero, or their fp16 forms).
 template <int kBits, int kR, int kM, typename Scale>
@@ -313,16 +321,22 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, const Scale* scale,
   }
   bool residual_ok = true;
   TACQ_UNROLL_TILE
-  for (int r = 0; r < kR; ++r) {
+  for (int r = 0; r < kR; ++r) {  // y[r][j] becomes the lane sums of output (m0 + j, n0 + r)
     const int64_t n = n0 + r;
-    __m512 out[kM];  // lane sums of y[m0 + j, n], reduced once at the end
     TACQ_UNROLL_TILE
     for (int j = 0; j < kM; ++j)
-      out[j] = _mm512_fmsub_ps(_mm512_set1_ps(static_cast<float>(1 << kBits)), y[r][j],
-                               zero_point_lanes(scale + n * G, zero + n * G, p.xsum + (m0 + j) * G, G,
-                                                static_cast<float>(1 << kBits)));
-    residual_ok &= add_residual_row_avx512<kM>(p, n, m0, out);
-    for (int j = 0; j < kM; ++j) p.y[(m0 + j) * p.N + n] = _mm512_reduce_add_ps(out[j]);
+      y[r][j] = _mm512_fmsub_ps(_mm512_set1_ps(static_cast<float>(1 << kBits)), y[r][j],
+                                zero_point_lanes(scale + n * G, zero + n * G, p.xsum + (m0 + j) * G, G,
+                                                 static_cast<float>(1 << kBits)));
+    residual_ok &= add_residual_row_avx512<kM>(p, n, m0, y[r]);
+  }
+  TACQ_UNROLL_TILE
+  for (int j = 0; j < kM; ++j) {
+    float* out = p.y + (m0 + j) * p.N + n0;
+    if constexpr (kR == 4)
+      _mm_storeu_ps(out, sum_lanes4(y[0][j], y[1][j], y[2][j], y[3][j]));
+    else
+      for (int r = 0; r < kR; ++r) out[r] = _mm512_reduce_add_ps(y[r][j]);
   }
   return residual_ok;
 }
