@@ -16,6 +16,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -222,6 +223,26 @@ def write_results(name: str, rows: List[Row], device: str, bandwidth: float, com
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps(payload, indent=1))
     plot_speedups(rows, RESULTS_DIR / f"{name}.png", f"{name} ({info['commit']}, {info.get('gpu', info['cpu'])})")
     return path
+
+
+def command_line(script: str, argv: Optional[List[str]]) -> str:
+    """How bench/<script> was invoked, for the results files."""
+    return f"python bench/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
+
+
+def write_table_results(name: str, command: str, table: str, notes: List[str], payload: dict,
+                        device: str = "cpu") -> Path:
+    """bench/results/<name>.md (title, command, machine, a line per note, the
+    table) and <name>.json (machine, command, payload); returns the path
+    without suffix, for the caller's plot."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    info = machine_info(device)
+    md = [f"# {name}", "", f"- command: `{command}`"] + [f"- {k}: {v}" for k, v in info.items()]
+    md += [f"- {note}" for note in notes] + ["", table, ""]
+    stem = RESULTS_DIR / name
+    stem.with_suffix(".md").write_text("\n".join(md))
+    stem.with_suffix(".json").write_text(json.dumps({"machine": info, "command": command, **payload}, indent=1))
+    return stem
 
 
 def plot_speedups(rows: List[Row], path: Path, title: str) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, machine_info  # noqa: E402
+from common import command_line, write_table_results  # noqa: E402
 
 REGIMES = [(2, -1), (2, 64), (3, -1), (3, 64)]  # (bits, group size)
 
@@ -89,16 +88,9 @@ def main(argv=None) -> int:
               for label, v in results.items()]
     table = "\n".join(lines)
     print(table)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stem = RESULTS_DIR / args.name
-    invocation = "python bench/demo_decode.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    info = machine_info("cpu")
-    md = [f"# {args.name}", "", f"- command: `{invocation}`"] + [f"- {k}: {v}" for k, v in info.items()]
-    md += [f"- rounds: {args.rounds}, prompts per round: {len(prompts)} (sql test split), 32 new tokens each", "",
-           table, ""]
-    stem.with_suffix(".md").write_text("\n".join(md))
-    stem.with_suffix(".json").write_text(json.dumps({"machine": info, "command": invocation,
-                                                     "tokens_per_second": results}, indent=1))
+    notes = [f"rounds: {args.rounds}, prompts per round: {len(prompts)} (sql test split), 32 new tokens each"]
+    stem = write_table_results(args.name, command_line("demo_decode.py", argv), table, notes,
+                               {"tokens_per_second": results})
     plot(results, stem.with_suffix(".png"))
     print(f"wrote {stem}.md, .json and .png")
     return 0

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, machine_info, measure_read_bandwidth  # noqa: E402
+from common import command_line, measure_read_bandwidth, write_table_results  # noqa: E402
 
 SHAPES = {  # Llama-3.2-1B and Llama-3-8B
     "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -306,15 +306,9 @@ def main(argv=None) -> int:
     table = format_table(results, bandwidth)
     print(f"read bandwidth measured in this run: {bandwidth / 1e9:.1f} GB/s")
     print(table)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stem = RESULTS_DIR / args.name
-    invocation = "python bench/e2e_decode.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    info = machine_info("cpu")
-    md = [f"# {args.name}", "", f"- command: `{invocation}`"] + [f"- {k}: {v}" for k, v in info.items()]
-    md += [f"- measured read bandwidth: {bandwidth / 1e9:.1f} GB/s", "", table, ""]
-    stem.with_suffix(".md").write_text("\n".join(md))
-    stem.with_suffix(".json").write_text(json.dumps({"machine": info, "bandwidth_Bps": bandwidth,
-                                                     "command": invocation, "results": results}, indent=1))
+    stem = write_table_results(args.name, command_line("e2e_decode.py", argv), table,
+                               [f"measured read bandwidth: {bandwidth / 1e9:.1f} GB/s"],
+                               {"bandwidth_Bps": bandwidth, "results": results})
     plot(results, stem.with_suffix(".png"))
     print(f"wrote {stem}.md, .json and .png")
     return 0
