@@ -491,9 +491,11 @@ tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, in
                            w.col_idx, w.values, M, N, K, Kp, Kc, shape.group_len,
                            static_cast<int>(bits), y};
   if (!f16_scales) {
-    problem.scale = static_cast<const float*>(w.scale), problem.zero = static_cast<const float*>(w.zero);
+    problem.scale = static_cast<const float*>(w.scale);
+    problem.zero = static_cast<const float*>(w.zero);
   } else if (!convert_scales) {
-    problem.scale_f16 = scale_f16, problem.zero_f16 = zero_f16;
+    problem.scale_f16 = scale_f16;
+    problem.zero_f16 = zero_f16;
   }
   std::atomic<bool> residual_ok{true};
   parallel_for(0, N, threads, [&](int64_t b, int64_t e, int tid) {
