@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, machine_info  # noqa: E402
+from common import command_line, write_table_results  # noqa: E402
 
 import tacq_ext  # noqa: E402
 from tacq_ext.calib_data import make_batches  # noqa: E402
@@ -63,14 +62,8 @@ def main(argv=None) -> int:
         row["x_int8"] = accuracies(quantized, tokenizer, test_sets)
         rows.append(row)
 
-    command = "python bench/int8_accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
     counts = {name: len(examples) for name, examples in test_sets.items()}
-    lines = ["# int8-accuracy", "", f"Command: `{command}`", ""]
-    lines += [f"- {k}: {v}" for k, v in machine_info("cpu").items()]
-    lines += ["", "Demo model, TACQ calibrated on sql (" + str(args.calib_size) + " examples), ratio 0.0035; "
-              "test examples: " + ", ".join(f"{n} {c}" for n, c in counts.items()) + ". Accuracy in %, "
-              "fp32 activations / int8 activations (difference).", "",
-              "| weights | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
+    lines = ["| weights | " + " | ".join(TASKS) + " |", "|---|" + "---|" * len(TASKS)]
     for row in rows:
         cells = []
         for name in TASKS:
@@ -81,12 +74,13 @@ def main(argv=None) -> int:
                 q = 100 * row["x_int8"][name]
                 cells.append(f"{fp:.1f} / {q:.1f} ({q - fp:+.1f})")
         lines.append(f"| {row['weights']} | " + " | ".join(cells) + " |")
-    name = "int8-accuracy" + ("-quick" if args.quick else "")
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / f"{name}.md").write_text("\n".join(lines) + "\n")
-    (RESULTS_DIR / f"{name}.json").write_text(json.dumps({"command": command, "test_examples": counts,
-                                                           "rows": rows}, indent=1))
-    print("\n".join(lines))
+    table = "\n".join(lines)
+    notes = [f"demo model, TACQ calibrated on sql ({args.calib_size} examples), ratio 0.0035; test examples: "
+             + ", ".join(f"{n} {c}" for n, c in counts.items())
+             + "; accuracy in %, fp32 activations / int8 activations (difference)"]
+    write_table_results("int8-accuracy" + ("-quick" if args.quick else ""), command_line("int8_accuracy.py", argv),
+                        table, notes, {"test_examples": counts, "rows": rows})
+    print(table)
     return 0
 
 

@@ -13,7 +13,6 @@ Writes bench/results/lm-head-cpu.{md,json}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, machine_info, measure_read_bandwidth, time_cpu  # noqa: E402
+from common import command_line, measure_read_bandwidth, time_cpu, write_table_results  # noqa: E402
 
 HEADS = {"Llama-3.2-1B": (128256, 2048), "Llama-3-8B": (128256, 4096)}  # vocab x hidden
 ROWS = (1, 2, 4, 16)
@@ -44,20 +43,16 @@ def main(argv=None) -> int:
                             "weight_gb": weight_bytes / 1e9})
         del weight
 
-    command = "python bench/lm_head_cpu.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines = ["# lm-head-cpu", "", f"Command: `{command}`", ""]
-    lines += [f"- {k}: {v}" for k, v in machine_info("cpu").items()]
-    lines += [f"- read bandwidth: {bandwidth / 1e9:.1f} GB/s", "",
-              "torch `F.linear`, bf16 weight and activations, x of shape [1, M, hidden].", "",
-              "| LM head | weights | M | ms | GB/s | % of read bandwidth |", "|---|---|---|---|---|---|"]
+    lines = ["| LM head | weights | M | ms | GB/s | % of read bandwidth |", "|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['model']} | {r['weight_gb']:.2f} GB | {r['rows']} | {r['ms']:.1f} | {r['gb_s']:.1f} | "
                      f"{r['pct_of_bandwidth']:.0f} % |")
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "lm-head-cpu.md").write_text("\n".join(lines) + "\n")
-    (RESULTS_DIR / "lm-head-cpu.json").write_text(json.dumps({"command": command, "bandwidth": bandwidth,
-                                                              "results": results}, indent=1))
-    print("\n".join(lines))
+    table = "\n".join(lines)
+    notes = [f"read bandwidth: {bandwidth / 1e9:.1f} GB/s",
+             "torch `F.linear`, bf16 weight and activations, x of shape [1, M, hidden]"]
+    write_table_results("lm-head-cpu", command_line("lm_head_cpu.py", argv), table, notes,
+                        {"bandwidth": bandwidth, "results": results})
+    print(table)
     return 0
 
 

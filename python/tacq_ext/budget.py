@@ -5,9 +5,11 @@ selection.global_topk_masks."""
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
+
+from .selection import SumOverRanks, _local
 
 
 def split_by_mass(mass: torch.Tensor, capacity: torch.Tensor, k: int) -> torch.Tensor:
@@ -47,13 +49,9 @@ def _top_per_row(s: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return ranks < counts.to(s.device)[:, None]
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t
-
-
 def mass_budget_masks(scores: Dict[str, torch.Tensor], k: int, by: str,
                       sizes: Optional[Dict[str, Tuple[int, int]]] = None,
-                      sum_over_ranks: Callable[[torch.Tensor], torch.Tensor] = _local) -> Dict[str, torch.Tensor]:
+                      sum_over_ranks: SumOverRanks = _local) -> Dict[str, torch.Tensor]:
     """Bool masks keeping k weights, split over layers (by="layer") or rows
     (by="row") by score mass, the largest scores within each.
 
