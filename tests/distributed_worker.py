@@ -5,10 +5,12 @@ saw (or the error it got, and when) to out_dir/rank{r}.pt."""
 import datetime
 import os
 import signal
+import tempfile
 import time
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import save_file
 
 CALIB_SEEDS = (10, 11, 12)  # batch i goes to rank i % world: 2 batches on rank 0, 1 on rank 1
 RECIPES = {  # name: TACQConfig arguments besides bits=2, ratio=0.01
@@ -47,6 +49,14 @@ def _equality(rank, world):
         model = tiny_llama()
         report = tacq_ext.quantize_model(model, mine, config(recipe), progress=False)
         out[recipe] = {"state": _quantized(model), "kept": report.kept}
+    with tempfile.TemporaryDirectory() as saved:  # the blocks offloaded to safetensors files
+        # (written directly: under torch.distributed, save_pretrained writes on rank 0 only)
+        model = tiny_llama()
+        model.config.save_pretrained(saved)
+        save_file(model.state_dict(), os.path.join(saved, "model.safetensors"), metadata={"format": "pt"})
+        model = tacq_ext.load_offloaded(saved)
+        report = tacq_ext.quantize_model(model, mine, config("tacq"), progress=False)
+        out["tacq_offloaded"] = {"state": _quantized(model), "kept": report.kept}
     model = tiny_llama()
     targets = find_targets(model)
     ranks = _ranks(model, targets)

@@ -83,13 +83,15 @@ def single():
     return out
 
 
-@pytest.mark.parametrize("recipe", worker.RECIPES)
+@pytest.mark.parametrize("recipe", [*worker.RECIPES, "tacq_offloaded"])
 def test_distributed_uneven_batches_same_kept_positions_and_codes(distributed, single, recipe):
+    """tacq_offloaded: each rank's model has its blocks offloaded (tacq_ext.offload)."""
     assert [o["batches"] for o in distributed] == [2, 1]
-    expected = single[recipe]["state"]
+    one = "tacq" if recipe == "tacq_offloaded" else recipe
+    expected = single[one]["state"]
     for rank, outcome in enumerate(distributed):
         state = outcome[recipe]["state"]
-        assert outcome[recipe]["kept"] == single[recipe]["kept"]
+        assert outcome[recipe]["kept"] == single[one]["kept"]
         assert state.keys() == expected.keys()
         for key, value in expected.items():
             if key.endswith(("codes", "scale", "zero", "row_ptr", "col_idx")) or value.dtype in (torch.int32,

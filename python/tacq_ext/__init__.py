@@ -11,6 +11,7 @@ from . import _C
 from . import ops, reference
 from .config import TACQConfig
 from .qlinear import QuantizedLinear, set_int8_activations
+from .offload import load_offloaded
 from .pipeline import compute_saliency, quantize_model
 from .serialization import load_quantized, save_quantized
 from . import hf_quantizer  # noqa: F401  (registers quant_method "tacq" with transformers)
@@ -25,4 +26,4 @@ def build_info() -> dict:
 
 
 __all__ = ["ops", "reference", "build_info", "__version__", "TACQConfig", "QuantizedLinear", "set_int8_activations",
-           "compute_saliency", "quantize_model", "save_quantized", "load_quantized"]
+           "load_offloaded", "compute_saliency", "quantize_model", "save_quantized", "load_quantized"]

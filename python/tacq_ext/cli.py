@@ -125,6 +125,10 @@ def _add_quantize(p):
     p.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute each decoder block in the gradient pass instead of keeping its activations "
                         "(long sequences; about one more forward pass of time)")
+    p.add_argument("--offload-blocks", action="store_true",
+                   help="keep each decoder block in the model's safetensors files until it is used, so that at "
+                        "most one block's weights are on the device (models larger than the device; "
+                        "docs/distributed.md)")
     p.add_argument("--out", required=True, help="output checkpoint directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--dist-timeout", type=float, default=1800.0,
@@ -138,13 +142,18 @@ def _run_quantize(args) -> int:
     from . import TACQConfig, quantize_model, save_quantized
     from .calib_data import make_batches, read_examples
     from .distributed import Ranks, process_group_from_env
+    from .offload import load_offloaded
 
     cfg = TACQConfig(bits=args.bits, group_size=args.group_size, ratio=args.ratio, method=args.method,
                      reference=args.reference, act_order=args.act_order, budget=args.budget, rescore=args.rescore)
     device, dtype = _runtime(args)
     with process_group_from_env(device, args.dist_timeout) as device:
         ranks = Ranks.current()
-        model, tokenizer = _load_hf(args.model, args.tokenizer, device, dtype)
+        if args.offload_blocks:
+            model = load_offloaded(_model_dir(args.model), device, dtype)
+            tokenizer = _load_tokenizer(args.tokenizer or args.model)
+        else:
+            model, tokenizer = _load_hf(args.model, args.tokenizer, device, dtype)
         examples = read_examples(args.calib, args.format)[: args.num_samples]
         batches = make_batches(examples, tokenizer, args.batch_size, args.max_length)
         if len(batches) < ranks.world:

@@ -20,7 +20,9 @@ from .gptq import GPTQResult, gptq_quantize, hessian_inverse_factor
 from .qlinear import QuantizedLinear, average_bits
 from .quantizer import round_to_grid, rtn_dequantized, rtn_quantize
 from .report import LayerReport, QuantizationReport
+from .offload import offload_of, target_held
 from .saliency import LossFn, accumulate_gradient_stats
+from .saliency_by_block import gradient_stats_by_block
 from .selection import check_scores, global_topk_masks
 from .sequential import quantize_sequentially, weights_replaced
 from .targets import TargetFilter, find_targets, set_module, targets_by_block
@@ -44,7 +46,11 @@ def _materialize(calib: Iterable, ranks: Ranks) -> list:
 
 
 def _saliency(model, calib, targets, loss_fn, progress, checkpointing, ranks, squared=False):
-    """Gradient statistics over every rank's batches, on the owner ranks."""
+    """Gradient statistics over every rank's batches, on the owner ranks;
+    block by block for an offloaded model (its own stages agree)."""
+    offload = offload_of(model)
+    if offload is not None:
+        return gradient_stats_by_block(model, offload, calib, targets, loss_fn, squared, progress, ranks)
     with ranks.agree("saliency"):
         acc = accumulate_gradient_stats(model, calib, targets, loss_fn, squared=squared, progress=progress,
                                         activation_checkpointing=checkpointing)
@@ -74,9 +80,10 @@ def reference_pass(model, calib, targets, cfg, loss_fn, progress, ranks,
 
 
 def tacq_score_(acc: torch.Tensor, W: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
-    """The TACQ score |A * (W - Q(W)) * W|, written over the accumulator A."""
-    W = W.detach().float()
-    return acc.mul_(W - Q).mul_(W).abs_()
+    """The TACQ score |A * (W - Q(W)) * W|, written over the accumulator A
+    (where A is: off the device for an offloaded model)."""
+    W = W.detach().float().to(acc.device)
+    return acc.mul_(W - Q.to(acc.device)).mul_(W).abs_()
 
 
 def spqr_saliency(W: torch.Tensor, H: torch.Tensor, damp: float) -> torch.Tensor:
@@ -99,7 +106,8 @@ def _tacq_scores(model, calib, targets, cfg, loss_fn, progress, stage, checkpoin
     with stage("reference"):
         if cfg.reference == "rtn":
             for name in scores:
-                score(name, None, rtn_dequantized(targets[name].weight, cfg.bits, cfg.group_size))
+                with target_held(model, name):
+                    score(name, None, rtn_dequantized(targets[name].weight, cfg.bits, cfg.group_size))
         else:
             reference_pass(model, calib, targets, cfg, loss_fn, progress, ranks, score)
     return scores
@@ -187,6 +195,9 @@ def _rescored(model, calib, targets, cfg, masks, loss_fn, progress, checkpointin
     scores of the layers this rank owns. Holds three fp32 copies of the
     targeted weights (data-parallel: the quantized weights of every layer,
     the grid values of the owned ones)."""
+    if offload_of(model) is not None:
+        raise ValueError("rescore=True is not supported on a model with offloaded blocks: it holds three fp32 "
+                         "copies of the targeted weights, which such a model does not have room for")
     quantized, grid = {}, {}
 
     def quantize_group(hessians: Dict[str, Optional[torch.Tensor]]) -> Dict[str, torch.Tensor]:
@@ -227,7 +238,9 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
     recomputes each decoder block instead of keeping its activations.
     With a process group initialized, `calib` is this rank's share of the
     batches and every rank ends with the model one process would produce
-    from all of them (docs/distributed.md)."""
+    from all of them (docs/distributed.md).
+    A model from load_offloaded is quantized one decoder block at a time
+    (never two blocks' weights on the device) and is an ordinary model after."""
     targets = find_targets(model, target_filter)
     ranks = _ranks(model, targets)
     progress = progress and ranks.leader
@@ -257,20 +270,23 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
     if cfg.method == "rtn":
         with report.stage("rtn"):
             for name, m in tqdm(targets.items(), desc="rtn", disable=not progress):
-                codes, scale, zero = rtn_quantize(m.weight, cfg.bits, cfg.group_size)
-                _replace(model, name, m, QuantizedLinear.from_quantized(
-                    codes, scale, zero, None, None, cfg.bits, cfg.group_size, m.bias), report)
+                with target_held(model, name):
+                    codes, scale, zero = rtn_quantize(m.weight, cfg.bits, cfg.group_size)
+                    _replace(model, name, m, QuantizedLinear.from_quantized(
+                        codes, scale, zero, None, None, cfg.bits, cfg.group_size, m.bias), report)
     else:
         def quantize_group(hessians: Dict[str, Optional[torch.Tensor]]) -> Dict[str, torch.Tensor]:
             names, local = list(hessians), {}
             with ranks.agree("gptq"):
                 for name in tqdm([n for n in names if hessians[n] is not None], desc="layers",
                                  disable=not progress, leave=False):
-                    r = gptq_quantize(targets[name].weight, hessians.pop(name), cfg.bits, cfg.group_size,
-                                      masks[name], cfg.damp, cfg.block_size, cfg.act_order)
+                    W = targets[name].weight
+                    keep = None if masks[name] is None else masks[name].to(W.device)
+                    r = gptq_quantize(W, hessians.pop(name), cfg.bits, cfg.group_size, keep, cfg.damp,
+                                      cfg.block_size, cfg.act_order)
                     local[name] = {"codes": r.codes, "scale": r.scale, "zero": r.zero, "weight": r.weight}
-                    if masks[name] is not None:
-                        local[name]["keep"] = masks[name]
+                    if keep is not None:
+                        local[name]["keep"] = keep
             for name, t in ranks.share(names, local).items():
                 m = targets[name]
                 _replace(model, name, m, QuantizedLinear.from_quantized(
@@ -282,6 +298,9 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
             quantize_sequentially(model, calib, targets, quantize_group, loss_fn, "gptq blocks", progress,
                                   ranks)
 
+    offload = offload_of(model)
+    if offload is not None:
+        offload.finish()  # the quantized model is small: every block stays on the device
     order = {name: i for i, name in enumerate(targets)}
     report.layers.sort(key=lambda layer: order[layer.name])
     report.peak_memory_bytes = _peak_memory()

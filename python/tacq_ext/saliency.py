@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -169,14 +169,16 @@ class _GradientTap:
         if pairs:
             self.reduce(name, pairs)
 
-    def backward(self, loss: torch.Tensor) -> None:
-        """Runs the backward pass and reduces every target's calls."""
+    def backward(self, loss: torch.Tensor, inputs: Sequence[torch.Tensor] = ()) -> tuple:
+        """Runs the backward pass, reduces every target's calls and returns
+        the gradients of `loss` at `inputs` (tensors that require grad)."""
         if not self.anchors:
             raise ValueError("loss_fn ran none of the target layers")
         try:
-            torch.autograd.grad(loss, self.anchors, allow_unused=True)
+            grads = torch.autograd.grad(loss, [*inputs, *self.anchors], allow_unused=True)
             for name in self.grads:
                 self._flush(name)
+            return grads[:len(inputs)]
         finally:
             self.anchors, self.region_calls = [], {}
             for name in self.inputs:
@@ -212,6 +214,19 @@ def _blocks_checkpointed(model: nn.Module, tap: _GradientTap, enabled: bool):
                 block.forward = forward
 
 
+def gradient_reducer(acc: Dict[str, torch.Tensor], squared: bool) -> Callable[[str, List[tuple]], None]:
+    """The _GradientTap reduce adding a layer's (input, gradient) calls into
+    acc[name]: sum_s |G_s| by tacq.saliency_accumulate, or sum_s G_s^2."""
+    def reduce(name: str, pairs: List[tuple]) -> None:
+        for xs, gs in _per_sample_streams(pairs):
+            if squared:
+                for g_s, x_s in zip(gs.float(), xs.float()):
+                    acc[name] += (g_s.T @ x_s) ** 2
+            else:
+                ops.saliency_accumulate(acc[name], gs, xs)
+    return reduce
+
+
 def accumulate_gradient_stats(
     model: nn.Module,
     calib: Iterable,
@@ -229,16 +244,7 @@ def accumulate_gradient_stats(
     loss_fn = loss_fn or default_loss
     acc = {n: torch.zeros(m.out_features, m.in_features, dtype=torch.float32, device=m.weight.device)
            for n, m in targets.items()}
-
-    def reduce(name: str, pairs: List[tuple]) -> None:
-        for xs, gs in _per_sample_streams(pairs):
-            if squared:
-                for g_s, x_s in zip(gs.float(), xs.float()):
-                    acc[name] += (g_s.T @ x_s) ** 2
-            else:
-                ops.saliency_accumulate(acc[name], gs, xs)
-
-    tap, batches = _GradientTap(targets, reduce), 0
+    tap, batches = _GradientTap(targets, gradient_reducer(acc, squared)), 0
     try:
         with _parameters_frozen(model), _blocks_checkpointed(model, tap, activation_checkpointing):
             for batch in tqdm(calib, desc="saliency", disable=not progress):

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from .distributed import Ranks
 from .gptq import HessianAccumulator
 from .kv_cache import cache_disabled, is_kv_cache
+from .offload import block_held, offload_of
 from .saliency import LossFn
 from .targets import decoder_blocks, targets_by_block
 
@@ -206,6 +207,9 @@ def quantize_sequentially(model: nn.Module, calib: list, targets: Dict[str, nn.M
         if any(per_block):
             captured = _capture_block_inputs(model, blocks, calib, loss_fn, f"{desc}: block inputs", progress)
     if not ranks.all_true(captured is not None):
+        if offload_of(model) is not None:
+            raise ValueError("offloaded blocks need decoder blocks that run once each, in order, each on the "
+                             "previous one's output")
         per_block, rest = [], list(targets)
     # weights earlier groups asked for; only the whole-model passes need them kept
     replaced: Dict[str, torch.Tensor] = {}
@@ -217,22 +221,23 @@ def quantize_sequentially(model: nn.Module, calib: list, targets: Dict[str, nn.M
             for i in tqdm(range(last + 1), desc=desc, disable=not progress):
                 block, names = blocks[i], per_block[i]
                 overrides = {}
-                if names:
-                    hooks = _HessianHooks({n: targets[n] for n in names})
-                    with ranks.agree(f"{desc}: block {i}"):
-                        try:
-                            for h, call, mask in zip(hidden, calls[i], masks):
-                                hooks.mask = mask
-                                block(h, *call.args, **call.kwargs)
-                        finally:
-                            hooks.remove()
-                    overrides = quantize_group(ranks.reduce_hessians(hooks.acc))
-                    if rest:
-                        replaced.update(overrides)
-                if i < last:
-                    with ranks.agree(f"{desc}: block {i} outputs"), weights_replaced(targets, overrides):
-                        hidden = [_block_output(block(h, *call.args, **call.kwargs))
-                                  for h, call in zip(hidden, calls[i])]
+                with block_held(model, i):  # offloaded blocks: resident for this iteration
+                    if names:
+                        hooks = _HessianHooks({n: targets[n] for n in names})
+                        with ranks.agree(f"{desc}: block {i}"):
+                            try:
+                                for h, call, mask in zip(hidden, calls[i], masks):
+                                    hooks.mask = mask
+                                    block(h, *call.args, **call.kwargs)
+                            finally:
+                                hooks.remove()
+                        overrides = quantize_group(ranks.reduce_hessians(hooks.acc))
+                        if rest:
+                            replaced.update(overrides)
+                    if i < last:
+                        with ranks.agree(f"{desc}: block {i} outputs"), weights_replaced(targets, overrides):
+                            hidden = [_block_output(block(h, *call.args, **call.kwargs))
+                                      for h, call in zip(hidden, calls[i])]
             del hidden
         for name in tqdm(rest, desc=desc if not per_block else f"{desc} (other layers)", disable=not progress):
             with weights_replaced(targets, replaced):
