@@ -158,13 +158,18 @@ class OffloadedBlocks:
         return int(name[len(head):].split(".")[0]) if name.startswith(head) else None
 
     @contextmanager
-    def bypassed_hooks(self) -> Iterator[None]:
-        """Block forwards run without onloading (their forward is replaced)."""
-        saved, self.bypassed = self.bypassed, True
+    def replaced_forwards(self, forward_of: Callable[[int], Callable]) -> Iterator[None]:
+        """Each block i runs forward_of(i) instead of its own forward, and
+        nothing is onloaded meanwhile."""
+        self.bypassed = True
         try:
+            for i, block in enumerate(self.blocks):
+                block.forward = forward_of(i)
             yield
         finally:
-            self.bypassed = saved
+            for block in self.blocks:
+                block.__dict__.pop("forward", None)
+            self.bypassed = False
 
     def finish(self) -> None:
         """Every block resident for good and the hooks removed: afterwards the
@@ -179,6 +184,15 @@ class OffloadedBlocks:
         for h in self.handles:
             h.remove()
         del self.model.tacq_offload
+
+
+def passing_forward(as_tuple: bool, first: Optional[torch.Tensor] = None) -> Callable:
+    """A block forward that returns `first` if given, else its own hidden
+    input (as a 1-tuple if the real blocks return tuples)."""
+    def forward(*args, **kwargs):
+        h = first if first is not None else (args[0] if args else kwargs["hidden_states"])
+        return (h,) if as_tuple else h
+    return forward
 
 
 def offload_of(model: nn.Module) -> Optional[OffloadedBlocks]:

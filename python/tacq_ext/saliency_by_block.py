@@ -3,6 +3,8 @@ for offloaded models (offload.py): each block is read onto the device twice
 per pass, whatever the number of batches, and only one block's weights,
 activations and accumulators are on the device at a time.
 
+0. The blocks' arguments (masks, rotary tables) per batch, from forward
+   passes in which no block runs (sequential.block_calls).
 1. Forward, block by block: every batch's input of every block is kept (on
    the storage device, the CPU), each block run on all batches while held.
 2. The gradient of the loss at the last block's output, per batch: the model
@@ -22,7 +24,6 @@ per-sample products, added over the batches in the same order.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Dict, List, Optional
 
 import torch
@@ -31,66 +32,10 @@ from tqdm.auto import tqdm
 
 from .distributed import Ranks
 from .kv_cache import cache_disabled
-from .offload import OffloadedBlocks
+from .offload import OffloadedBlocks, passing_forward
 from .saliency import LossFn, _GradientTap, _parameters_frozen, default_loss, gradient_reducer
-from .sequential import _StopForward, _block_output, _hidden_and_rest, _without_cache, run_model
+from .sequential import _block_output, block_calls
 from .targets import targets_by_block
-
-
-@contextlib.contextmanager
-def _blocks_replaced(offload: OffloadedBlocks, forward_of):
-    """Each block i runs forward_of(i) instead of its own forward, and
-    nothing is onloaded meanwhile."""
-    blocks = offload.blocks
-    try:
-        with offload.bypassed_hooks():
-            for i, block in enumerate(blocks):
-                block.forward = forward_of(i)
-            yield
-    finally:
-        for block in blocks:
-            block.__dict__.pop("forward", None)
-
-
-def _passing(as_tuple: bool, first: Optional[torch.Tensor] = None):
-    """A block forward returning `first` (if given) or its own hidden input."""
-    def forward(*args, **kwargs):
-        h = first if first is not None else (args[0] if args else kwargs["hidden_states"])
-        return (h,) if as_tuple else h
-    return forward
-
-
-def _block_calls(model: nn.Module, offload: OffloadedBlocks, calib: list, loss_fn: LossFn):
-    """(block 0's hidden input per batch, [per block: [per batch: the block's
-    other arguments]]) from forward passes that run no block: each passes its
-    input on, and the pass stops at the last block's call."""
-    blocks, hidden = offload.blocks, []
-    calls: List[list] = [[] for _ in blocks]
-
-    def recorder(i: int):
-        def hook(module, args, kwargs):
-            h, rest = _hidden_and_rest(args, kwargs)
-            if i == 0:
-                hidden.append(h)
-            calls[i].append(_without_cache(rest))
-            if i == len(blocks) - 1:
-                raise _StopForward
-        return hook
-
-    handles = [block.register_forward_pre_hook(recorder(i), with_kwargs=True) for i, block in enumerate(blocks)]
-    try:
-        with torch.no_grad(), cache_disabled(model), _blocks_replaced(offload, lambda i: _passing(False)):
-            for batch in calib:
-                try:
-                    run_model(model, batch, loss_fn)
-                except _StopForward:
-                    pass
-    finally:
-        for h in handles:
-            h.remove()
-    if len(hidden) != len(calib) or any(len(c) != len(calib) for c in calls):
-        raise ValueError("the offloaded gradient pass needs decoder blocks that run once each per forward pass")
-    return hidden, calls
 
 
 def _forward_all(offload: OffloadedBlocks, calls: list, hidden: list, progress: bool):
@@ -118,7 +63,7 @@ def _gradients_at_top(model: nn.Module, offload: OffloadedBlocks, calib: list, f
     with _parameters_frozen(model):
         for batch, final in zip(calib, finals):
             leaf = final.to(offload.device).detach().requires_grad_()
-            with _blocks_replaced(offload, lambda i: _passing(as_tuple, leaf if i == 0 else None)):
+            with offload.replaced_forwards(lambda i: passing_forward(as_tuple, leaf if i == 0 else None)):
                 loss = loss_fn(model, batch)
             grads.append(torch.autograd.grad(loss, leaf)[0])
     return grads
@@ -156,7 +101,7 @@ def gradient_stats_by_block(model: nn.Module, offload: OffloadedBlocks, calib: l
         raise ValueError(f"with offloaded blocks every target layer must be inside a decoder block; "
                          f"{rest[:3]} are not")
     with ranks.agree("saliency: forward"), cache_disabled(model):
-        hidden, calls = _block_calls(model, offload, calib, loss_fn)
+        hidden, calls = block_calls(model, offload, calib, loss_fn)
         inputs, as_tuple = _forward_all(offload, calls, hidden, progress)
         grads = _gradients_at_top(model, offload, calib, inputs.pop(), as_tuple, loss_fn)
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .distributed import Ranks
 from .gptq import HessianAccumulator
 from .kv_cache import cache_disabled, is_kv_cache
-from .offload import block_held, offload_of
+from .offload import OffloadedBlocks, block_held, offload_of, passing_forward
 from .saliency import LossFn
 from .targets import decoder_blocks, targets_by_block
 
@@ -191,6 +191,39 @@ def _capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calib: list, 
     return hidden, calls
 
 
+def block_calls(model: nn.Module, offload: OffloadedBlocks, calib: list, loss_fn: LossFn):
+    """(block 0's hidden input per batch, [per block: [per batch: the block's
+    other arguments]]) from forward passes that run no block: each passes its
+    input on, and the pass stops at the last block's call."""
+    blocks, hidden = offload.blocks, []
+    calls: List[list] = [[] for _ in blocks]
+
+    def recorder(i: int):
+        def hook(module, args, kwargs):
+            h, rest = _hidden_and_rest(args, kwargs)
+            if i == 0:
+                hidden.append(h)
+            calls[i].append(_without_cache(rest))
+            if i == len(blocks) - 1:
+                raise _StopForward
+        return hook
+
+    handles = [block.register_forward_pre_hook(recorder(i), with_kwargs=True) for i, block in enumerate(blocks)]
+    try:
+        with torch.no_grad(), cache_disabled(model), offload.replaced_forwards(lambda i: passing_forward(False)):
+            for batch in calib:
+                try:
+                    run_model(model, batch, loss_fn)
+                except _StopForward:
+                    pass
+    finally:
+        for h in handles:
+            h.remove()
+    if len(hidden) != len(calib) or any(len(c) != len(calib) for c in calls):
+        raise ValueError("offloaded blocks need decoder blocks that run once each per forward pass")
+    return hidden, calls
+
+
 def quantize_sequentially(model: nn.Module, calib: list, targets: Dict[str, nn.Module],
                           quantize_group: QuantizeGroup, loss_fn: Optional[LossFn] = None,
                           desc: str = "gptq", progress: bool = True, ranks: Optional[Ranks] = None) -> None:
@@ -203,13 +236,13 @@ def quantize_sequentially(model: nn.Module, calib: list, targets: Dict[str, nn.M
     blocks = decoder_blocks(model)
     per_block, rest = targets_by_block(model, targets)
     captured = None
+    offload = offload_of(model)
     with ranks.agree(f"{desc}: block inputs"):
-        if any(per_block):
+        if offload is not None:  # read no block: each passes its input on
+            captured = block_calls(model, offload, calib, loss_fn)
+        elif any(per_block):
             captured = _capture_block_inputs(model, blocks, calib, loss_fn, f"{desc}: block inputs", progress)
     if not ranks.all_true(captured is not None):
-        if offload_of(model) is not None:
-            raise ValueError("offloaded blocks need decoder blocks that run once each, in order, each on the "
-                             "previous one's output")
         per_block, rest = [], list(targets)
     # weights earlier groups asked for; only the whole-model passes need them kept
     replaced: Dict[str, torch.Tensor] = {}
