@@ -13,9 +13,9 @@ compute_saliency work block by block on such a model and never hold two.
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -213,18 +213,20 @@ def block_held(model: nn.Module, i: int) -> Iterator[None]:
         yield
 
 
-@contextmanager
-def target_held(model: nn.Module, name: str) -> Iterator[None]:
-    """The decoder block holding target layer `name` resident while the
-    context runs (a no-op unless the model is offloaded and `name` is inside
-    a block)."""
+def each_target_held(model: nn.Module, names: Iterable[str]) -> Iterator[str]:
+    """Yields each target layer name with the decoder block holding it
+    resident (for an offloaded model); names in model order read each block once."""
     offload = offload_of(model)
-    i = None if offload is None else offload.block_of(name)
-    if i is None:
-        yield
-        return
-    with offload.held(i):
-        yield
+    with ExitStack() as stack:
+        current = None
+        for name in names:
+            i = None if offload is None else offload.block_of(name)
+            if i != current:
+                stack.close()
+                if i is not None:
+                    stack.enter_context(offload.held(i))
+                current = i
+            yield name
 
 
 def _rebuild_derived_buffers(model: nn.Module, skip: nn.Module, device: torch.device) -> None:

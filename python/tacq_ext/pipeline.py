@@ -17,10 +17,10 @@ from .budget import mass_budget_masks
 from .config import TACQConfig
 from .distributed import Ranks, gptq_cost
 from .gptq import GPTQResult, gptq_quantize, hessian_inverse_factor
+from .offload import each_target_held, offload_of
 from .qlinear import QuantizedLinear, average_bits
 from .quantizer import round_to_grid, rtn_dequantized, rtn_quantize
 from .report import LayerReport, QuantizationReport
-from .offload import offload_of, target_held
 from .saliency import LossFn, accumulate_gradient_stats
 from .saliency_by_block import gradient_stats_by_block
 from .selection import check_scores, global_topk_masks
@@ -105,9 +105,8 @@ def _tacq_scores(model, calib, targets, cfg, loss_fn, progress, stage, checkpoin
 
     with stage("reference"):
         if cfg.reference == "rtn":
-            for name in scores:
-                with target_held(model, name):
-                    score(name, None, rtn_dequantized(targets[name].weight, cfg.bits, cfg.group_size))
+            for name in each_target_held(model, list(scores)):
+                score(name, None, rtn_dequantized(targets[name].weight, cfg.bits, cfg.group_size))
         else:
             reference_pass(model, calib, targets, cfg, loss_fn, progress, ranks, score)
     return scores
@@ -269,11 +268,11 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
 
     if cfg.method == "rtn":
         with report.stage("rtn"):
-            for name, m in tqdm(targets.items(), desc="rtn", disable=not progress):
-                with target_held(model, name):
-                    codes, scale, zero = rtn_quantize(m.weight, cfg.bits, cfg.group_size)
-                    _replace(model, name, m, QuantizedLinear.from_quantized(
-                        codes, scale, zero, None, None, cfg.bits, cfg.group_size, m.bias), report)
+            for name in each_target_held(model, tqdm(targets, desc="rtn", disable=not progress)):
+                m = targets[name]
+                codes, scale, zero = rtn_quantize(m.weight, cfg.bits, cfg.group_size)
+                _replace(model, name, m, QuantizedLinear.from_quantized(
+                    codes, scale, zero, None, None, cfg.bits, cfg.group_size, m.bias), report)
     else:
         def quantize_group(hessians: Dict[str, Optional[torch.Tensor]]) -> Dict[str, torch.Tensor]:
             names, local = list(hessians), {}
