@@ -162,3 +162,19 @@ def test_offloaded_quantize_model_on_cuda_keeps_one_block_on_the_gpu(tmp_path):
     assert offload.peak_resident == 1 and report.kept > 0
     assert all(t.device.type == "cuda" for t in model.state_dict().values())
     assert torch.cuda.max_memory_allocated() > baseline
+
+
+def test_offloaded_blocks_with_buffers_are_refused(tmp_path, monkeypatch):
+    """A buffer inside a block (a table built at construction) is in no file: refused at load."""
+    from transformers.models.llama import modeling_llama
+
+    path = tiny_dir(tmp_path)
+    original = modeling_llama.LlamaDecoderLayer.__init__
+
+    def with_table(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.register_buffer("table", torch.zeros(2), persistent=False)
+
+    monkeypatch.setattr(modeling_llama.LlamaDecoderLayer, "__init__", with_table)
+    with pytest.raises(ValueError, match="its decoder blocks hold buffers"):
+        load_offloaded(path)

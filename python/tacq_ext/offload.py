@@ -260,6 +260,9 @@ def load_offloaded(directory, device="cpu", dtype: torch.dtype = torch.float32) 
     blocks = decoder_blocks(model)
     if blocks is None:
         raise ValueError(f"{directory}: offloading needs a model with decoder blocks (model.model.layers)")
+    if any(b is not None for b in blocks.buffers()):
+        raise ValueError(f"{directory}: its decoder blocks hold buffers, which offloading does not read; load the "
+                         f"model with from_pretrained instead")
     inside = {id(m) for m in blocks.modules()}
     for name, owner, leaf in _named_parameter_slots(model):
         if id(owner) in inside:
