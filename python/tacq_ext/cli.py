@@ -75,12 +75,18 @@ def _load_tokenizer(directory: str):
         raise ValueError(f"the tokenizer in {path} could not be loaded: {e}") from None
 
 
-def _load_hf(model_dir: str, tokenizer_dir, device: torch.device, dtype: torch.dtype):
-    """Model and tokenizer from local directories; never touches the network."""
+def _load_hf(model_dir: str, tokenizer_dir, device: torch.device, dtype: torch.dtype, offload_blocks: bool = False):
+    """Model and tokenizer from local directories; never touches the network.
+    offload_blocks: the decoder blocks stay in the safetensors files until used
+    (tacq_ext.load_offloaded)."""
     from transformers import AutoModelForCausalLM
+
+    from .offload import load_offloaded
 
     path = _model_dir(model_dir)
     tokenizer = _load_tokenizer(tokenizer_dir or path)
+    if offload_blocks:
+        return load_offloaded(path, device, dtype), tokenizer
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype).to(device).eval()
     return model, tokenizer
 
@@ -142,18 +148,13 @@ def _run_quantize(args) -> int:
     from . import TACQConfig, quantize_model, save_quantized
     from .calib_data import make_batches, read_examples
     from .distributed import Ranks, process_group_from_env
-    from .offload import load_offloaded
 
     cfg = TACQConfig(bits=args.bits, group_size=args.group_size, ratio=args.ratio, method=args.method,
                      reference=args.reference, act_order=args.act_order, budget=args.budget, rescore=args.rescore)
     device, dtype = _runtime(args)
     with process_group_from_env(device, args.dist_timeout) as device:
         ranks = Ranks.current()
-        if args.offload_blocks:
-            model = load_offloaded(_model_dir(args.model), device, dtype)
-            tokenizer = _load_tokenizer(args.tokenizer or args.model)
-        else:
-            model, tokenizer = _load_hf(args.model, args.tokenizer, device, dtype)
+        model, tokenizer = _load_hf(args.model, args.tokenizer, device, dtype, args.offload_blocks)
         examples = read_examples(args.calib, args.format)[: args.num_samples]
         batches = make_batches(examples, tokenizer, args.batch_size, args.max_length)
         if len(batches) < ranks.world:

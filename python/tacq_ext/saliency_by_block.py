@@ -4,7 +4,7 @@ per pass, whatever the number of batches, and only one block's weights,
 activations and accumulators are on the device at a time.
 
 0. The blocks' arguments (masks, rotary tables) per batch, from forward
-   passes in which no block runs (sequential.block_calls).
+   passes in which no block runs (sequential._capture_block_inputs).
 1. Forward, block by block: every batch's input of every block is kept (on
    the storage device, the CPU), each block run on all batches while held.
 2. The gradient of the loss at the last block's output, per batch: the model
@@ -34,7 +34,7 @@ from .distributed import Ranks
 from .kv_cache import cache_disabled
 from .offload import OffloadedBlocks, passing_forward
 from .saliency import LossFn, _GradientTap, _parameters_frozen, default_loss, gradient_reducer
-from .sequential import _block_output, block_calls
+from .sequential import OFFLOADED_CHAIN_NEEDED, _block_output, _capture_block_inputs
 from .targets import targets_by_block
 
 
@@ -101,7 +101,11 @@ def gradient_stats_by_block(model: nn.Module, offload: OffloadedBlocks, calib: l
         raise ValueError(f"with offloaded blocks every target layer must be inside a decoder block; "
                          f"{rest[:3]} are not")
     with ranks.agree("saliency: forward"), cache_disabled(model):
-        hidden, calls = block_calls(model, offload, calib, loss_fn)
+        captured = _capture_block_inputs(model, offload.blocks, calib, loss_fn, "saliency: block inputs", progress,
+                                         offload)
+        if captured is None:
+            raise ValueError(OFFLOADED_CHAIN_NEEDED)
+        hidden, calls = captured
         inputs, as_tuple = _forward_all(offload, calls, hidden, progress)
         grads = _gradients_at_top(model, offload, calib, inputs.pop(), as_tuple, loss_fn)
 

@@ -17,7 +17,7 @@ every layer of the group has seen its input.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
@@ -31,6 +31,9 @@ from .kv_cache import cache_disabled, is_kv_cache
 from .offload import OffloadedBlocks, block_held, offload_of, passing_forward
 from .saliency import LossFn
 from .targets import decoder_blocks, targets_by_block
+
+OFFLOADED_CHAIN_NEEDED = ("offloaded blocks need decoder blocks that run once each, in order, each on the previous "
+                          "one's output")
 
 # {target name: Hessian, None where another rank owns the layer} of one group ->
 # {target name: weight the rest of the pass must see}; empty when the caller
@@ -152,10 +155,12 @@ def _block_output(out):
 
 
 def _capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calib: list, loss_fn: Optional[LossFn],
-                          desc: str, progress: bool):
+                          desc: str, progress: bool, offload: Optional[OffloadedBlocks] = None):
     """(block 0's hidden input per batch, [per block: [per batch: _BlockCall]]),
     or None when the blocks are not called exactly once each, in order, each
-    on the previous one's output."""
+    on the previous one's output. With `offload` (blocks offloaded), no block
+    is read: each passes its input on, and each pass stops at the last
+    block's call."""
     hidden: List[torch.Tensor] = []
     calls: List[List[_BlockCall]] = [[] for _ in blocks]
     state = {"order": [], "last_out": None, "chain": True}
@@ -169,6 +174,8 @@ def _capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calib: list, 
                 hidden.append(h)
             state["order"].append(i)
             calls[i].append(_without_cache(rest))
+            if offload is not None and i == len(blocks) - 1:
+                raise _StopForward
         return hook
 
     def post_hook(module, args, kwargs, out):
@@ -178,49 +185,20 @@ def _capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calib: list, 
     for i, block in enumerate(blocks):
         handles.append(block.register_forward_pre_hook(pre_hook(i), with_kwargs=True))
         handles.append(block.register_forward_hook(post_hook, with_kwargs=True))
+    passing = nullcontext() if offload is None else offload.replaced_forwards(lambda i: passing_forward(False))
     try:
-        with torch.no_grad(), cache_disabled(model):
+        with torch.no_grad(), cache_disabled(model), passing:
             for batch in tqdm(calib, desc=desc, disable=not progress, leave=False):
                 state["order"], state["last_out"] = [], None
-                run_model(model, batch, loss_fn)
+                try:
+                    run_model(model, batch, loss_fn)
+                except _StopForward:
+                    pass
                 if state["order"] != list(range(len(blocks))) or not state["chain"]:
                     return None
     finally:
         for h in handles:
             h.remove()
-    return hidden, calls
-
-
-def block_calls(model: nn.Module, offload: OffloadedBlocks, calib: list, loss_fn: LossFn):
-    """(block 0's hidden input per batch, [per block: [per batch: the block's
-    other arguments]]) from forward passes that run no block: each passes its
-    input on, and the pass stops at the last block's call."""
-    blocks, hidden = offload.blocks, []
-    calls: List[list] = [[] for _ in blocks]
-
-    def recorder(i: int):
-        def hook(module, args, kwargs):
-            h, rest = _hidden_and_rest(args, kwargs)
-            if i == 0:
-                hidden.append(h)
-            calls[i].append(_without_cache(rest))
-            if i == len(blocks) - 1:
-                raise _StopForward
-        return hook
-
-    handles = [block.register_forward_pre_hook(recorder(i), with_kwargs=True) for i, block in enumerate(blocks)]
-    try:
-        with torch.no_grad(), cache_disabled(model), offload.replaced_forwards(lambda i: passing_forward(False)):
-            for batch in calib:
-                try:
-                    run_model(model, batch, loss_fn)
-                except _StopForward:
-                    pass
-    finally:
-        for h in handles:
-            h.remove()
-    if len(hidden) != len(calib) or any(len(c) != len(calib) for c in calls):
-        raise ValueError("offloaded blocks need decoder blocks that run once each per forward pass")
     return hidden, calls
 
 
@@ -238,10 +216,11 @@ def quantize_sequentially(model: nn.Module, calib: list, targets: Dict[str, nn.M
     captured = None
     offload = offload_of(model)
     with ranks.agree(f"{desc}: block inputs"):
-        if offload is not None:  # read no block: each passes its input on
-            captured = block_calls(model, offload, calib, loss_fn)
-        elif any(per_block):
-            captured = _capture_block_inputs(model, blocks, calib, loss_fn, f"{desc}: block inputs", progress)
+        if any(per_block):
+            captured = _capture_block_inputs(model, blocks, calib, loss_fn, f"{desc}: block inputs", progress,
+                                             offload)
+        if offload is not None and captured is None:
+            raise ValueError(OFFLOADED_CHAIN_NEEDED)
     if not ranks.all_true(captured is not None):
         per_block, rest = [], list(targets)
     # weights earlier groups asked for; only the whole-model passes need them kept
