@@ -17,6 +17,7 @@ RECIPES = {  # name: TACQConfig arguments besides bits=2, ratio=0.01
     "tacq": {}, "gptq": {"method": "gptq"}, "squeezellm_like": {"method": "squeezellm_like"},
     "spqr_like": {"method": "spqr_like"}, "tacq_layer_budget": {"budget": "layer"},
     "tacq_row_budget": {"budget": "row"}, "tacq_rescore": {"rescore": True},
+    "tacq_wide_rows": {"wide_rows": 0.1},
 }
 
 

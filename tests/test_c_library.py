@@ -4,6 +4,7 @@ package, its path in TACQ_C_EXAMPLE) loads a layer with the C checkpoint
 reader and runs tacq_mixed_gemv_f32; y must match torch.ops.tacq.mixed_gemv
 on the same layer and x."""
 
+import json
 import math
 import os
 import shutil
@@ -35,13 +36,16 @@ def example():
     return path
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+@pytest.fixture(scope="module", params=[0.0, 0.2], ids=["one_width", "wide_rows"])
+def checkpoint(tmp_path_factory, request):
+    """wide_rows: layers split into 3- and 4-bit parts, each of which the C reader reads as a layer."""
     out = tmp_path_factory.mktemp("cckpt") / "q"
-    cfg = TACQConfig(bits=3, ratio=0.05, method="tacq", reference="rtn", group_size=32)
+    cfg = TACQConfig(bits=3, ratio=0.05, method="tacq", reference="rtn", group_size=32, wide_rows=request.param)
     model = tiny_llama()
     report = tacq_ext.quantize_model(model, [lm_batch(40), lm_batch(41)], cfg, progress=False)
     tacq_ext.save_quantized(model, out, cfg=cfg, report=report)
+    splits = json.loads((out / "tacq_config.json").read_text())["row_splits"]
+    assert bool(splits) == bool(cfg.wide_rows), "wide_rows split no layer, or a one-width model has splits"
     return out
 
 
@@ -51,8 +55,6 @@ def run(example, *args):
 
 
 def torch_y(ckpt: Path, layer: str, x: torch.Tensor) -> torch.Tensor:
-    import json
-
     spec = json.loads((ckpt / "tacq_config.json").read_text())["layers"][layer]
     t = load_file(str(ckpt / "model.safetensors"))
     return torch.ops.tacq.mixed_gemv(x[None], t[f"{layer}.packed"], t[f"{layer}.scale"], t[f"{layer}.zero"],
@@ -61,8 +63,6 @@ def torch_y(ckpt: Path, layer: str, x: torch.Tensor) -> torch.Tensor:
 
 
 def layers(ckpt: Path) -> dict:
-    import json
-
     return json.loads((ckpt / "tacq_config.json").read_text())["layers"]
 
 
@@ -70,7 +70,8 @@ def test_example_matches_torch_op(example, checkpoint, tmp_path):
     specs = layers(checkpoint)
     names = list(specs)
     assert len(names) >= 4
-    for layer in (names[0], names[-1], "model.layers.1.mlp.down_proj"):
+    parts = [n for n in names if ".parts." in n]
+    for layer in [names[0], names[-1]] + (parts[:2] or ["model.layers.1.mlp.down_proj"]):
         x = torch.randn(specs[layer]["in_features"], generator=torch.Generator().manual_seed(7))
         x_file = tmp_path / f"{layer}.txt"
         x_file.write_text("\n".join(repr(float(v)) for v in x.tolist()))

@@ -168,7 +168,7 @@ def test_rescore_takes_both_score_terms_at_the_first_masked_quantization():
     targets = find_targets(model)
     masks = {name: _kept_mask(q) for name, q in layers.items()}
     got = pipeline._rescored(model, calib, targets, TACQConfig(**{**cfg.to_dict(), "rescore": True}), masks,
-                             None, False, False, Ranks.single())
+                             {name: None for name in targets}, None, False, False, Ranks.single())
     for name, q in layers.items():
         W = targets[name].weight.detach().float()
         glen = W.shape[1] // q.scale.shape[1]

@@ -11,6 +11,7 @@ from . import _C
 from . import ops, reference
 from .config import TACQConfig
 from .qlinear import QuantizedLinear, set_int8_activations
+from .row_split import RowSplitLinear
 from .offload import load_offloaded
 from .pipeline import compute_saliency, quantize_model
 from .serialization import load_quantized, save_quantized
@@ -25,5 +26,6 @@ def build_info() -> dict:
     return dict(_C.build_info())
 
 
-__all__ = ["ops", "reference", "build_info", "__version__", "TACQConfig", "QuantizedLinear", "set_int8_activations",
+__all__ = ["ops", "reference", "build_info", "__version__", "TACQConfig", "QuantizedLinear", "RowSplitLinear",
+           "set_int8_activations",
            "load_offloaded", "compute_saliency", "quantize_model", "save_quantized", "load_quantized"]

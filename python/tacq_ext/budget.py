@@ -88,3 +88,4 @@ def mass_budget_masks(scores: Dict[str, torch.Tensor], k: int, by: str,
         flat[torch.topk(s.flatten(), int(counts[first[name]])).indices] = True
         masks[name] = flat.view_as(s)
     return masks
+

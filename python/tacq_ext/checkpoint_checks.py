@@ -112,8 +112,41 @@ def check_quantized_layer(layer: str, spec: dict, tensors: Dict[str, torch.Tenso
         if not bool(torch.isfinite(values).all()):
             _fail(layer, "values", "every kept weight must be finite")
     if spec["bias"]:
-        if "bias" not in tensors:
-            _fail(layer, "bias", "missing from the weights file")
-        bias = tensors["bias"]
-        if not bias.is_floating_point() or tuple(bias.shape) != (N,):
-            _fail(layer, "bias", f"must be a float tensor of shape [{N}], got {bias.dtype} {list(bias.shape)}")
+        check_bias(layer, tensors, N)
+
+
+def check_bias(layer: str, tensors: Dict[str, torch.Tensor], N: int) -> None:
+    if "bias" not in tensors:
+        _fail(layer, "bias", "missing from the weights file")
+    bias = tensors["bias"]
+    if not bias.is_floating_point() or tuple(bias.shape) != (N,):
+        _fail(layer, "bias", f"must be a float tensor of shape [{N}], got {bias.dtype} {list(bias.shape)}")
+
+
+def check_row_split_spec(layer: str, spec, layers: dict) -> None:
+    """A row split's tacq_config.json entry: its parts are entries of
+    `layers` named <layer>.parts.<i>, without bias, of the split's
+    in_features and of increasing widths, whose rows add up to out_features."""
+    where = f"tacq_config.json: row split {layer!r}"
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where} must be an object, got {type(spec).__name__}")
+    for field in ("in_features", "out_features"):
+        if not isinstance(spec.get(field), int) or isinstance(spec.get(field), bool) or spec[field] < 1:
+            raise ValueError(f"{where} needs a positive integer {field!r}, got {spec.get(field)!r}")
+    if not isinstance(spec.get("bias"), bool):
+        raise ValueError(f"{where} needs a boolean 'bias', got {spec.get('bias')!r}")
+    parts = spec.get("parts")
+    if not isinstance(parts, list) or not parts or parts != [f"{layer}.parts.{i}" for i in range(len(parts))]:
+        raise ValueError(f"{where}: 'parts' must list {layer}.parts.0, {layer}.parts.1, ..., got {parts!r}")
+    missing = [p for p in parts if p not in layers]
+    if missing:
+        raise ValueError(f"{where}: its part {missing[0]!r} is not among the quantized layers")
+    specs = [layers[p] for p in parts]
+    if any(p["in_features"] != spec["in_features"] or p["bias"] for p in specs):
+        raise ValueError(f"{where}: every part must have in_features {spec['in_features']} and no bias")
+    widths = [p["bits"] for p in specs]
+    if widths != sorted(set(widths)):
+        raise ValueError(f"{where}: the parts' bits must be distinct and increasing, got {widths}")
+    if sum(p["out_features"] for p in specs) != spec["out_features"]:
+        raise ValueError(f"{where}: its parts hold {sum(p['out_features'] for p in specs)} rows, "
+                         f"out_features is {spec['out_features']}")

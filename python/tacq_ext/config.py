@@ -34,6 +34,7 @@ class TACQConfig:
     act_order: bool = False
     budget: str = "global"
     rescore: bool = False
+    wide_rows: float = 0.0
 
     def __post_init__(self):
         if self.bits not in (2, 3, 4):
@@ -56,12 +57,22 @@ class TACQConfig:
             raise ValueError(f"TACQConfig.rescore must be True or False, got {self.rescore!r}")
         if self.rescore and self.method != "tacq":
             raise ValueError(f"TACQConfig.rescore applies to method 'tacq' only, got method {self.method!r}")
+        if not 0.0 <= self.wide_rows < 1.0:
+            raise ValueError(f"TACQConfig.wide_rows must be in [0, 1), got {self.wide_rows}")
+        if self.wide_rows and (self.method != "tacq" or self.bits not in (2, 3)):
+            raise ValueError(f"TACQConfig.wide_rows applies to method 'tacq' at 2 or 3 bits, got method "
+                             f"{self.method!r} at {self.bits} bits")
         if self.block_size <= 0:
             raise ValueError(f"TACQConfig.block_size must be positive, got {self.block_size}")
 
     @property
     def keeps_weights(self) -> bool:
         return self.method in ("tacq", "spqr_like", "squeezellm_like") and self.ratio > 0
+
+    @property
+    def uses_scores(self) -> bool:
+        """Whether quantize_model needs per-weight scores: to keep weights or to choose wide rows."""
+        return self.keeps_weights or self.wide_rows > 0
 
     def to_dict(self) -> dict:
         return asdict(self)

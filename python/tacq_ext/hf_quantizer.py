@@ -26,9 +26,8 @@ from transformers.quantizers import HfQuantizer, register_quantization_config, r
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .config import TACQConfig
-from .qlinear import QUANTIZED_TENSORS, QuantizedLinear
-from .serialization import (CONFIG_FILE, FORMAT_VERSION, check_quantized_layers, read_config, save_quantized,
-                            swap_in_quantized_layers, verified_weights_file)
+from .serialization import (CONFIG_FILE, FORMAT_VERSION, check_quantized_layers, quantized_tensor_names,
+                            read_config, save_quantized, swap_in_quantized_layers, verified_weights_file)
 
 QUANT_METHOD = "tacq"
 
@@ -65,7 +64,8 @@ def _checkpoint_dir(model: nn.Module) -> Path:
 def _read_quantized_tensors(weights: Path, config: dict) -> dict:
     """{name: tensor} of every quantized layer's tensors (format tensors and
     bias), read from the file on the CPU with their stored dtypes."""
-    names = [f"{layer}.{k}" for layer in config["layers"] for k in QUANTIZED_TENSORS + ("bias",)]
+    biases = [f"{layer}.bias" for layer in list(config["layers"]) + list(config.get("row_splits", {}))]
+    names = quantized_tensor_names(config) + biases
     try:
         with safe_open(str(weights), framework="pt") as f:
             stored = set(f.keys())
@@ -96,10 +96,10 @@ class TACQHfQuantizer(HfQuantizer):
 
     def _process_model_after_weight_loading(self, model, **kwargs):
         modules = dict(model.named_modules())
-        for layer in self.tacq_config["layers"]:
-            module: QuantizedLinear = modules[layer]
-            for name in QUANTIZED_TENSORS:  # exact dtypes, on the device the layer was placed on
-                setattr(module, name, self.quantized_state.pop(f"{layer}.{name}").to(module.packed.device))
+        for key in quantized_tensor_names(self.tacq_config):  # exact dtypes, on the device the layer was placed on
+            layer, _, name = key.rpartition(".")
+            module = modules[layer]
+            setattr(module, name, self.quantized_state.pop(key).to(getattr(module, name).device))
         self.quantized_state.clear()
         cfg = self.quantization_config.tacq_config()
         calibration = self.tacq_config.get("calibration", "")

@@ -18,8 +18,9 @@ from .config import TACQConfig
 from .distributed import Ranks, gptq_cost
 from .gptq import GPTQResult, gptq_quantize, hessian_inverse_factor
 from .offload import each_target_held, offload_of
-from .qlinear import QuantizedLinear, average_bits
+from .qlinear import QuantizedLinear
 from .quantizer import round_to_grid, rtn_dequantized, rtn_quantize
+from .row_widths import RowBits, choose_row_bits, gptq_rows, quantized_layer, scores_at_row_bits
 from .report import LayerReport, QuantizationReport
 from .saliency import LossFn, accumulate_gradient_stats
 from .saliency_by_block import gradient_stats_by_block
@@ -175,17 +176,23 @@ def _select(scores: Dict[str, torch.Tensor], cfg: TACQConfig, targets: Dict[str,
     return mass_budget_masks(scores, k, cfg.budget, sizes, ranks.all_sum)
 
 
-def _grid_values(result: GPTQResult, W: torch.Tensor, keep: Optional[torch.Tensor], bits: int,
-                 group_size: int) -> torch.Tensor:
+def _grid_values(result: GPTQResult, W: torch.Tensor, keep: Optional[torch.Tensor], row_bits: Optional[torch.Tensor],
+                 cfg: TACQConfig) -> torch.Tensor:
     """The weights as the quantizer of `result` gives them: its dequantized
     codes, and at kept positions W rounded onto the same row/group grid."""
     codes = result.codes
     if keep is not None:
-        codes = torch.where(keep, round_to_grid(W, result.scale, result.zero, bits), codes)
-    return ops.dequantize(ops.pack(codes, bits), result.scale, result.zero, bits, group_size, W.shape[1])
+        widest = cfg.bits if row_bits is None else int(row_bits.max())
+        rounded = round_to_grid(W, result.scale, result.zero, widest)
+        if row_bits is not None:  # each row clamped to its own width's largest code
+            largest = (2 ** row_bits.to(device=W.device, dtype=torch.int32) - 1).to(torch.uint8)
+            rounded = torch.minimum(rounded, largest[:, None])
+        codes = torch.where(keep, rounded, codes)
+    layer = quantized_layer(codes, result.scale, result.zero, None, None, row_bits, cfg.bits, cfg.group_size, None)
+    return layer.dense_weight()
 
 
-def _rescored(model, calib, targets, cfg, masks, loss_fn, progress, checkpointing, ranks
+def _rescored(model, calib, targets, cfg, masks, row_bits: RowBits, loss_fn, progress, checkpointing, ranks
               ) -> Dict[str, torch.Tensor]:
     """TACQConfig.rescore: a masked GPTQ pass with the first kept set, then
     both terms of the score taken again there: the gradient statistics with
@@ -207,12 +214,11 @@ def _rescored(model, calib, targets, cfg, masks, loss_fn, progress, checkpointin
                 if H is None:  # another rank owns it
                     continue
                 W = targets[name].weight
-                r = gptq_quantize(W, H, cfg.bits, cfg.group_size, masks[name], cfg.damp, cfg.block_size,
-                                  cfg.act_order)
-                stored = QuantizedLinear.from_quantized(r.codes, r.scale, r.zero, r.weight, masks[name], cfg.bits,
-                                                        cfg.group_size, None)
+                r = gptq_rows(W, H, cfg, masks[name], row_bits[name])
+                stored = quantized_layer(r.codes, r.scale, r.zero, r.weight, masks[name], row_bits[name], cfg.bits,
+                                         cfg.group_size, None)
                 local[name] = {"weight": stored.dense_weight()}
-                grid[name] = _grid_values(r, W, masks[name], cfg.bits, cfg.group_size)
+                grid[name] = _grid_values(r, W, masks[name], row_bits[name], cfg)
         for name, t in ranks.share(names, local).items():
             quantized[name] = t["weight"]
         return {name: quantized[name] for name in names}
@@ -249,7 +255,8 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
         ops.check_group_size("quantize_model", cfg.group_size, m.in_features)
 
     masks: Dict[str, Optional[torch.Tensor]] = {n: None for n in targets}
-    if cfg.keeps_weights:
+    row_bits: RowBits = {n: None for n in targets}
+    if cfg.uses_scores:
         if scores is None:
             scores = _method_scores(model, calib, targets, cfg, loss_fn, progress, report.stage,
                                     activation_checkpointing, ranks)
@@ -258,13 +265,15 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
                 _check_scores(scores, targets)
             scores = {n: s for n, s in scores.items() if ranks.owns(n)}
         with report.stage("selection"):
-            masks.update(_select(scores, cfg, targets, ranks))
-        if cfg.rescore:
+            row_bits = choose_row_bits(scores, cfg, targets, ranks.all_sum)
+            if cfg.keeps_weights:
+                masks.update(_select(scores_at_row_bits(scores, row_bits, cfg.bits), cfg, targets, ranks))
+        if cfg.rescore and cfg.keeps_weights:
             with report.stage("rescore"):
-                scores = _rescored(model, calib, targets, cfg, masks, loss_fn, progress, activation_checkpointing,
-                                   ranks)
+                scores = _rescored(model, calib, targets, cfg, masks, row_bits, loss_fn, progress,
+                                   activation_checkpointing, ranks)
             with report.stage("selection"):
-                masks.update(_select(scores, cfg, targets, ranks))
+                masks.update(_select(scores_at_row_bits(scores, row_bits, cfg.bits), cfg, targets, ranks))
 
     if cfg.method == "rtn":
         with report.stage("rtn"):
@@ -281,15 +290,14 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
                                  disable=not progress, leave=False):
                     W = targets[name].weight
                     keep = None if masks[name] is None else masks[name].to(W.device)
-                    r = gptq_quantize(W, hessians.pop(name), cfg.bits, cfg.group_size, keep, cfg.damp,
-                                      cfg.block_size, cfg.act_order)
+                    r = gptq_rows(W, hessians.pop(name), cfg, keep, row_bits[name])
                     local[name] = {"codes": r.codes, "scale": r.scale, "zero": r.zero, "weight": r.weight}
                     if keep is not None:
                         local[name]["keep"] = keep
             for name, t in ranks.share(names, local).items():
                 m = targets[name]
-                _replace(model, name, m, QuantizedLinear.from_quantized(
-                    t["codes"], t["scale"], t["zero"], t["weight"], t.get("keep"), cfg.bits,
+                _replace(model, name, m, quantized_layer(
+                    t["codes"], t["scale"], t["zero"], t["weight"], t.get("keep"), row_bits[name], cfg.bits,
                     cfg.group_size, m.bias), report)
             return {}  # the quantized layers are in the model now
 
@@ -306,14 +314,12 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
     return report
 
 
-def _replace(model: nn.Module, name: str, original: nn.Linear, q: QuantizedLinear,
-             report: QuantizationReport) -> None:
-    """Swaps in the quantized layer and records its budget, bits and error."""
+def _replace(model: nn.Module, name: str, original: nn.Linear, q, report: QuantizationReport) -> None:
+    """Swaps in the quantized layer (QuantizedLinear or RowSplitLinear) and
+    records its budget, bits and error."""
     W = original.weight.detach().float()
     err = (q.dense_weight() - W).norm() / W.norm().clamp(min=1e-30)
-    report.layers.append(LayerReport(name, (q.out_features, q.in_features), q.nnz,
-                                     average_bits(q.out_features, q.in_features, q.bits, q.scale.shape[1], q.nnz),
-                                     float(err)))
+    report.layers.append(LayerReport(name, (q.out_features, q.in_features), q.nnz, q.avg_bits(), float(err)))
     set_module(model, name, q)
 
 

@@ -112,6 +112,10 @@ class QuantizedLinear(nn.Module):
                 y = y + b["bias"].to(y.dtype)
         return y if x.dim() == 2 else y.view(*x.shape[:-1], self.out_features)
 
+    def stored_bits(self) -> int:
+        """Bits of the stored format's tensors (codes, scale, zero, CSR residual)."""
+        return sum(8 * t.numel() * t.element_size() for t in (self._buffers[n] for n in QUANTIZED_TENSORS))
+
     def avg_bits(self) -> float:
         return average_bits(self.out_features, self.in_features, self.bits, self.scale.shape[1], self.nnz)
 

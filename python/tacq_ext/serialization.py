@@ -12,16 +12,18 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .checkpoint_checks import check_layer_spec, check_quantized_layer, check_weights_file, file_sha256
+from .checkpoint_checks import (check_bias, check_layer_spec, check_quantized_layer, check_row_split_spec,
+                                check_weights_file, file_sha256)
 from .config import TACQConfig
 from .qlinear import QUANTIZED_TENSORS, QuantizedLinear
+from .row_split import RowSplitLinear, check_row_bits
 from .targets import set_module
 
 FORMAT_VERSION = 1
@@ -104,6 +106,10 @@ def _write_checkpoint(model: nn.Module, out: Path, layers: Dict[str, QuantizedLi
         "layers": {name: {"in_features": m.in_features, "out_features": m.out_features, "bits": m.bits,
                           "group_size": m.group_size, "nnz": m.nnz, "bias": m.bias is not None,
                           "avg_bits": m.avg_bits()} for name, m in layers.items()},
+        "row_splits": {name: {"in_features": m.in_features, "out_features": m.out_features,
+                              "bias": m.bias is not None, "parts": [f"{name}.parts.{i}" for i in range(len(m.parts))],
+                              "avg_bits": m.avg_bits()}
+                       for name, m in model.named_modules() if isinstance(m, RowSplitLinear)},
         "report": report.summary() if report is not None else None,
     }
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=1))
@@ -155,6 +161,10 @@ def read_config(path) -> dict:
         raise ValueError(f"{file}: missing 'layers'")
     for name, spec in config["layers"].items():
         check_layer_spec(name, spec)
+    if not isinstance(config.setdefault("row_splits", {}), dict):
+        raise ValueError(f"{file}: 'row_splits' must be an object")
+    for name, spec in config["row_splits"].items():
+        check_row_split_spec(name, spec, config["layers"])
     if not isinstance(config.get("non_persistent_buffers", []), list):
         raise ValueError(f"{file}: 'non_persistent_buffers' must be a list of names")
     return config
@@ -184,32 +194,66 @@ def _default_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _empty_quantized_linear(spec: dict, bias_dtype) -> QuantizedLinear:
+    return QuantizedLinear(spec["in_features"], spec["out_features"], spec["bits"], spec["group_size"], spec["nnz"],
+                           spec["bias"], device="meta", dtype=bias_dtype)
+
+
 def swap_in_quantized_layers(model: nn.Module, config: dict) -> None:
     """Replaces each of the skeleton's nn.Linear that the checkpoint holds
-    quantized by an empty QuantizedLinear on the meta device, after checking
-    that the two agree on shape and bias."""
+    quantized by an empty QuantizedLinear (or RowSplitLinear) on the meta
+    device, after checking that the two agree on shape and bias."""
     modules = dict(model.named_modules())
+    parts_of_splits = set()
+    for name, spec in config.get("row_splits", {}).items():
+        _check_skeleton_linear(name, spec, modules.get(name))
+        bias_dtype = modules[name].bias.dtype if spec["bias"] else torch.float32
+        parts = [_empty_quantized_linear(config["layers"][part], torch.float32) for part in spec["parts"]]
+        bias = torch.empty(spec["out_features"], dtype=bias_dtype, device="meta") if spec["bias"] else None
+        row_bits = torch.empty(spec["out_features"], dtype=torch.uint8, device="meta")
+        set_module(model, name, RowSplitLinear(parts, row_bits, bias))
+        parts_of_splits.update(spec["parts"])
     for name, spec in config["layers"].items():
+        if name in parts_of_splits:
+            continue
         old = modules.get(name)
-        if not isinstance(old, nn.Linear):
-            raise ValueError(f"checkpoint layer {name!r} is not an nn.Linear in the given model skeleton")
-        if (old.in_features, old.out_features) != (spec["in_features"], spec["out_features"]):
-            raise ValueError(f"checkpoint layer {name!r} is {spec['out_features']}x{spec['in_features']}, "
-                             f"the skeleton's is {old.out_features}x{old.in_features}")
-        if spec["bias"] != (old.bias is not None):
-            raise ValueError(f"checkpoint layer {name!r} {'has' if spec['bias'] else 'has no'} bias, "
-                             f"the skeleton's {'has none' if spec['bias'] else 'has one'}")
-        bias_dtype = old.bias.dtype if old.bias is not None else torch.float32
-        set_module(model, name, QuantizedLinear(spec["in_features"], spec["out_features"], spec["bits"],
-                                                spec["group_size"], spec["nnz"], spec["bias"], device="meta",
-                                                dtype=bias_dtype))
+        _check_skeleton_linear(name, spec, old)
+        set_module(model, name, _empty_quantized_linear(spec, old.bias.dtype if spec["bias"] else torch.float32))
+
+
+def _check_skeleton_linear(name: str, spec: dict, old) -> None:
+    if not isinstance(old, nn.Linear):
+        raise ValueError(f"checkpoint layer {name!r} is not an nn.Linear in the given model skeleton")
+    if (old.in_features, old.out_features) != (spec["in_features"], spec["out_features"]):
+        raise ValueError(f"checkpoint layer {name!r} is {spec['out_features']}x{spec['in_features']}, "
+                         f"the skeleton's is {old.out_features}x{old.in_features}")
+    if spec["bias"] != (old.bias is not None):
+        raise ValueError(f"checkpoint layer {name!r} {'has' if spec['bias'] else 'has no'} bias, "
+                         f"the skeleton's {'has none' if spec['bias'] else 'has one'}")
+
+
+def quantized_tensor_names(config: dict) -> List[str]:
+    """Names of the tensors of the quantized format, whose dtypes are exact:
+    every quantized layer's (QUANTIZED_TENSORS) and every row split's row_bits."""
+    return ([f"{name}.{k}" for name in config["layers"] for k in QUANTIZED_TENSORS]
+            + [f"{name}.row_bits" for name in config.get("row_splits", {})])
 
 
 def check_quantized_layers(config: dict, state: Dict[str, torch.Tensor]) -> None:
-    """Every quantized layer's tensors in `state` against its config entry."""
+    """Every quantized layer's tensors in `state` against its config entry,
+    and every row split's row_bits and bias."""
     for name, spec in config["layers"].items():
         check_quantized_layer(name, spec, {k: state[f"{name}.{k}"] for k in QUANTIZED_TENSORS + ("bias",)
                                            if f"{name}.{k}" in state})
+    for name, spec in config.get("row_splits", {}).items():
+        parts = [config["layers"][part] for part in spec["parts"]]
+        key = f"{name}.row_bits"
+        if key not in state:
+            raise ValueError(f"checkpoint layer {name!r}, tensor 'row_bits': missing from the weights file")
+        check_row_bits(f"checkpoint layer {name!r}, tensor 'row_bits'", state[key], [p["bits"] for p in parts],
+                       [p["out_features"] for p in parts])
+        if spec["bias"]:
+            check_bias(name, {"bias": state[f"{name}.bias"]} if f"{name}.bias" in state else {}, spec["out_features"])
 
 
 def _is_tied_alias(model: nn.Module, key: str, state: dict) -> bool:
@@ -266,7 +310,7 @@ def load_quantized(path, model: nn.Module, device: Optional[torch.device] = None
     if missing or unexpected:
         raise ValueError(f"checkpoint does not match the model skeleton: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
-    quantized = {f"{name}.{k}" for name in config["layers"] for k in QUANTIZED_TENSORS}
+    quantized = set(quantized_tensor_names(config))
     state = {k: _in_skeleton_dtype(k, v, expected[k], exact=k in quantized) for k, v in state.items()}
     model.load_state_dict(state, strict=False, assign=True)
     if hasattr(model, "tie_weights"):

@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 from .config import TACQConfig
 from .distributed import Ranks
 from .pipeline import quantize_model, reference_pass, spqr_saliency, tacq_score_
-from .qlinear import QUANTIZED_TENSORS, QuantizedLinear
+from .qlinear import QuantizedLinear
 from .quantizer import rtn_dequantized
+from .row_split import RowSplitLinear
 from .saliency import LossFn, accumulate_gradient_stats
 from .targets import TargetFilter, find_targets
 
@@ -31,9 +32,10 @@ Evaluate = Callable[[nn.Module], Dict[str, float]]
 PAPER_RECIPE = "paper"
 # named TACQConfig options beyond the paper's recipe (docs/accuracy.md measures them)
 RECIPES: Dict[str, dict] = {PAPER_RECIPE: {}, "act_order": {"act_order": True}, "layer_budget": {"budget": "layer"},
-                             "row_budget": {"budget": "row"}, "rescore": {"rescore": True}}
+                             "row_budget": {"budget": "row"}, "rescore": {"rescore": True},
+                             "wide_rows": {"wide_rows": 0.1}}
 # options that only change which weights are kept, not the reference quantizer
-_SELECTION_OPTIONS = ("method", "ratio", "budget", "rescore")
+_SELECTION_OPTIONS = ("method", "ratio", "budget", "rescore", "wide_rows")
 
 
 @dataclass
@@ -53,15 +55,17 @@ class SweepPoint:
 def stored_bits_per_weight(model: nn.Module, targets: Optional[Dict[str, nn.Module]] = None) -> float:
     """Bits stored per targeted weight: the bytes of every QuantizedLinear
     tensor of the format (packed codes, scale, zero, row_ptr, col_idx,
-    values; bias excluded, as the unquantized model stores it too) over the
-    layers' N*K. Without quantized layers, the bits of the `targets`' weights."""
+    values; bias excluded, as the unquantized model stores it too) and of
+    every RowSplitLinear's row_bits, over the layers' N*K. Without quantized
+    layers, the bits of the `targets`' weights."""
     layers = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
     if not layers:
         if not targets:
             raise ValueError("stored_bits_per_weight: the model has no QuantizedLinear layers; pass targets=")
         weights = [m.weight for m in targets.values()]
         return sum(8 * w.numel() * w.element_size() for w in weights) / sum(w.numel() for w in weights)
-    stored = sum(8 * t.numel() * t.element_size() for m in layers for t in (getattr(m, n) for n in QUANTIZED_TENSORS))
+    row_bits = sum(8 * m.out_features for m in model.modules() if isinstance(m, RowSplitLinear))
+    stored = sum(m.stored_bits() for m in layers) + row_bits
     return stored / sum(m.out_features * m.in_features for m in layers)
 
 
@@ -87,8 +91,8 @@ class ScoreBank:
         return self._stats[squared]
 
     def scores(self, cfg: TACQConfig) -> Optional[Dict[str, torch.Tensor]]:
-        """None for methods that keep no weights."""
-        if not cfg.keeps_weights:
+        """None for configs that use no scores (keep no weights, choose no wide rows)."""
+        if not cfg.uses_scores:
             return None
         if cfg.method == "squeezellm_like":
             return self.gradient_stats(squared=True)
@@ -155,7 +159,7 @@ class SweepGrid:
                 for group_size in self.group_sizes:
                     for method in self.methods:
                         for ratio in self.ratios:
-                            tacq_only = {"rescore"} if method != "tacq" else set()
+                            tacq_only = {"rescore", "wide_rows"} if method != "tacq" else set()
                             cfg = TACQConfig(**{**{k: v for k, v in options.items() if k not in tacq_only},
                                                 "bits": bits, "group_size": group_size, "method": method,
                                                 "ratio": ratio})

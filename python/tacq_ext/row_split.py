@@ -1,0 +1,97 @@
+"""RowSplitLinear: a linear layer whose rows are stored at different bit
+widths (TACQConfig.wide_rows, docs/method.md): one QuantizedLinear part per
+width, holding that width's rows in their original order, and `row_bits`
+(uint8 [N]), each row's width. The output is the parts' outputs
+concatenated and gathered back into the original row order."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+import torch.nn as nn
+
+from .qlinear import QuantizedLinear
+
+
+def part_rows(row_bits: torch.Tensor, bits: int) -> torch.Tensor:
+    """Indices (int64, increasing) of the rows stored at `bits`."""
+    return (row_bits == bits).nonzero().flatten()
+
+
+def check_row_bits(where: str, row_bits: torch.Tensor, part_bits: List[int], part_rows_count: List[int]) -> None:
+    """row_bits is a uint8 [N] vector whose widths are exactly the parts'
+    widths, each part holding as many rows as row_bits gives it."""
+    if row_bits.dtype != torch.uint8 or row_bits.dim() != 1:
+        raise ValueError(f"{where}: row_bits must be a uint8 vector, got {row_bits.dtype} {list(row_bits.shape)}")
+    counts = {b: int((row_bits == b).sum()) for b in part_bits}
+    if sum(counts.values()) != row_bits.numel():
+        others = sorted(set(row_bits.unique().tolist()) - set(part_bits))
+        raise ValueError(f"{where}: row_bits holds widths {others} that no part stores (parts: {part_bits})")
+    for b, n in zip(part_bits, part_rows_count):
+        if counts[b] != n:
+            raise ValueError(f"{where}: row_bits gives {counts[b]} rows {b} bits, the {b}-bit part holds {n}")
+
+
+class RowSplitLinear(nn.Module):
+    """y = x W^T + bias with W's rows split over `parts` (QuantizedLinear
+    without bias, widths increasing). Buffers: row_bits uint8 [N], bias
+    (optional). The gather index from the concatenated parts back to the
+    original rows follows from row_bits; it is rebuilt whenever row_bits is
+    replaced (loading, moving to another device)."""
+
+    def __init__(self, parts: List[QuantizedLinear], row_bits: torch.Tensor, bias: Optional[torch.Tensor] = None):
+        super().__init__()
+        if len({p.in_features for p in parts}) != 1 or any(p.bias is not None for p in parts):
+            raise ValueError("RowSplitLinear: parts must share in_features and have no bias")
+        widths = [p.bits for p in parts]
+        if widths != sorted(set(widths)):
+            raise ValueError(f"RowSplitLinear: part widths must be distinct and increasing, got {widths}")
+        if not row_bits.is_meta:
+            check_row_bits("RowSplitLinear", row_bits, widths, [p.out_features for p in parts])
+        self.parts = nn.ModuleList(parts)
+        self.in_features = parts[0].in_features
+        self.out_features = sum(p.out_features for p in parts)
+        self.register_buffer("row_bits", row_bits)
+        self.register_buffer("bias", bias)
+        self._gather, self._gather_for = None, None
+
+    @classmethod
+    def from_rows(cls, row_bits: torch.Tensor, make_part, bias: Optional[torch.Tensor]) -> "RowSplitLinear":
+        """make_part(bits, rows) -> the QuantizedLinear of those rows (no bias)."""
+        widths = sorted(int(b) for b in row_bits.unique())
+        parts = [make_part(b, part_rows(row_bits, b)) for b in widths]
+        return cls(parts, row_bits.to(torch.uint8).contiguous(),
+                   None if bias is None else bias.detach().clone())
+
+    def gather_index(self) -> torch.Tensor:
+        """int64 [N]: position in the concatenated parts' output of each row."""
+        row_bits = self._buffers["row_bits"]
+        if self._gather_for is not row_bits:
+            concatenated = torch.cat([part_rows(row_bits, p.bits) for p in self.parts])
+            self._gather = torch.argsort(concatenated)
+            self._gather_for = row_bits
+        return self._gather
+
+    def dense_weight(self, dtype=torch.float32) -> torch.Tensor:
+        return torch.cat([p.dense_weight(dtype) for p in self.parts])[self.gather_index()]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([p(x) for p in self.parts], dim=-1).index_select(-1, self.gather_index())
+        bias = self._buffers["bias"]
+        return y if bias is None else y + bias.to(y.dtype)
+
+    @property
+    def nnz(self) -> int:
+        return sum(p.nnz for p in self.parts)
+
+    def stored_bits(self) -> int:
+        """Bits of every stored tensor but the bias: the parts' and row_bits."""
+        return sum(p.stored_bits() for p in self.parts) + 8 * self.out_features
+
+    def avg_bits(self) -> float:
+        return self.stored_bits() / (self.out_features * self.in_features)
+
+    def extra_repr(self) -> str:
+        rows = ", ".join(f"{p.bits} bits: {p.out_features} rows" for p in self.parts)
+        return f"in_features={self.in_features}, out_features={self.out_features}, {rows}"
