@@ -73,7 +73,7 @@ RECIPES = {
     "tacq": {}, "tacq_rtn_reference": {"reference": "rtn"}, "tacq_groups_row_budget": {"group_size": 32,
                                                                                         "budget": "row"},
     "gptq": {"method": "gptq"}, "rtn": {"method": "rtn"}, "spqr_like": {"method": "spqr_like"},
-    "squeezellm_like": {"method": "squeezellm_like"},
+    "squeezellm_like": {"method": "squeezellm_like"}, "tacq_wide_rows": {"wide_rows": 0.1},
 }
 
 

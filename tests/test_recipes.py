@@ -214,6 +214,8 @@ def test_cli_quantize_takes_the_recipes(tmp_path, capsys):
               "--reference", "rtn"]
     assert cli.main(common + ["--budget", "column", "--out", str(tmp_path / "bad")]) == 2
     assert "TACQConfig.budget must be one of" in capsys.readouterr().err
-    assert cli.main(common + ["--act-order", "--budget", "row", "--rescore", "--out", str(tmp_path / "q")]) == 0
-    report = json.loads((tmp_path / "q" / "tacq_config.json").read_text())["report"]
-    assert report["kept"] > 0 and "rescore" in report["stage_seconds"]
+    assert cli.main(common + ["--act-order", "--budget", "row", "--rescore", "--wide-rows", "0.2",
+                              "--out", str(tmp_path / "q")]) == 0
+    config = json.loads((tmp_path / "q" / "tacq_config.json").read_text())
+    assert config["report"]["kept"] > 0 and "rescore" in config["report"]["stage_seconds"]
+    assert config["row_splits"] and {spec["bits"] for spec in config["layers"].values()} == {2, 3}

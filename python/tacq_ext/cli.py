@@ -125,6 +125,9 @@ def _add_quantize(p):
     recipes.add_argument("--budget", default="global", help="kept weights: global (top-k) | layer | row (by score mass)")
     recipes.add_argument("--rescore", action="store_true",
                          help="tacq: recompute the saliency once at a first masked quantization")
+    recipes.add_argument("--wide-rows", type=float, default=0.0, metavar="F",
+                         help="tacq, 2 or 3 bits: store the fraction F of the weights with one bit more, as the "
+                              "rows of largest mean score")
     p.add_argument("--num-samples", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-length", type=int, default=512)
@@ -150,7 +153,8 @@ def _run_quantize(args) -> int:
     from .distributed import Ranks, process_group_from_env
 
     cfg = TACQConfig(bits=args.bits, group_size=args.group_size, ratio=args.ratio, method=args.method,
-                     reference=args.reference, act_order=args.act_order, budget=args.budget, rescore=args.rescore)
+                     reference=args.reference, act_order=args.act_order, budget=args.budget, rescore=args.rescore,
+                     wide_rows=args.wide_rows)
     device, dtype = _runtime(args)
     with process_group_from_env(device, args.dist_timeout) as device:
         ranks = Ranks.current()
