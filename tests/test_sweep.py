@@ -150,7 +150,7 @@ def test_outputs_with_and_without_matplotlib(tmp_path, monkeypatch, capsys):
     assert [p.name for p in written] == ["sweep.md", "sweep.json", "pareto.png"]
     assert written[2].read_bytes()[:4] == b"\x89PNG"
     table = written[0].read_text().splitlines()
-    assert table[0].startswith("| method | recipe | bits | group | ratio | avg bits")
+    assert table[0].startswith("| method | recipe | bits | group | ratio | wide rows | avg bits")
     assert [row.split("|")[1].strip() for row in table[2:]] == ["rtn", "tacq", "fp"]
     data = json.loads(written[1].read_text())
     assert data["metric"] == "loss" and [p["pareto"] for p in data["points"]] == [False, True, True]

@@ -15,7 +15,7 @@ from tacq_ext import QuantizedLinear, RowSplitLinear, TACQConfig, reference
 from tacq_ext.checkpoint_checks import file_sha256
 from tacq_ext.gptq import gptq_quantize
 from tacq_ext.row_widths import gptq_rows, wide_row_bits
-from tacq_ext.sweep import RECIPES, ScoreBank, SweepGrid, stored_bits_per_weight
+from tacq_ext.sweep import ScoreBank, SweepGrid, stored_bits_per_weight
 
 from method_fixtures import copy_model, lm_batch, tiny_llama
 
@@ -251,13 +251,28 @@ def test_wide_rows_without_kept_weights_still_uses_the_scores():
 
 
 def test_sweep_reuses_the_paper_scores_for_wide_rows():
-    """wide_rows changes the selection, not the reference: no second reference pass."""
-    grid = SweepGrid(methods=["gptq", "tacq"], bits=[2], group_sizes=[-1], ratios=[0.01],
-                     recipes={"paper": {}, "wide_rows": RECIPES["wide_rows"]})
-    configs = [(recipe, cfg.method, cfg.wide_rows) for recipe, cfg in grid.configs()]
-    assert configs == [("paper", "gptq", 0.0), ("paper", "tacq", 0.0), ("wide_rows", "tacq", 0.1)]
+    """wide_rows is a grid dimension of tacq's; it changes the selection, not
+    the reference: no second reference pass."""
+    grid = SweepGrid(methods=["gptq", "tacq"], bits=[2], group_sizes=[-1], ratios=[0.01], wide_rows=[0.0, 0.1])
+    configs = [(cfg.method, cfg.wide_rows) for _, cfg in grid.configs()]
+    assert configs == [("gptq", 0.0), ("tacq", 0.0), ("tacq", 0.1)]
     bank = ScoreBank(tiny_llama(), [lm_batch(1)], ["tacq"], progress=False)
-    paper, wide = (cfg for recipe, cfg in grid.configs() if cfg.method == "tacq")
+    paper, wide = (cfg for _, cfg in grid.configs() if cfg.method == "tacq")
     paper.reference = wide.reference = "rtn"
     assert bank.scores(paper) is bank.scores(wide)
     assert bank.gradient_passes == 1
+
+
+def test_sweep_command_takes_wide_rows(tmp_path, capsys):
+    from tacq_ext import cli
+
+    out = tmp_path / "sweep"
+    assert cli.main(["sweep", "--demo", "--demo-metric", "loss", "--limit", "8", "--calib-size", "4", "--methods",
+                     "tacq", "--bits", "2", "--group-sizes=-1", "--ratios", "0", "--wide-rows", "0,0.2",
+                     "--reference", "rtn", "--quiet", "--out", str(out)]) == 0
+    points = json.loads((out / "sweep.json").read_text())["points"]
+    assert [(p["method"], p["wide_rows"]) for p in points] == [("fp", 0.0), ("tacq", 0.0), ("tacq", 0.2)]
+    assert points[2]["avg_bits"] > points[1]["avg_bits"] + 0.2
+    assert "| wide rows |" in (out / "sweep.md").read_text()
+    assert cli.main(["sweep", "--demo", "--wide-rows", "x", "--out", str(out)]) == 2
+    assert "--wide-rows: expected a comma-separated list" in capsys.readouterr().err

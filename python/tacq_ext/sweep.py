@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
+from itertools import product
 from dataclasses import asdict, dataclass, field, fields
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -32,8 +33,7 @@ Evaluate = Callable[[nn.Module], Dict[str, float]]
 PAPER_RECIPE = "paper"
 # named TACQConfig options beyond the paper's recipe (docs/accuracy.md measures them)
 RECIPES: Dict[str, dict] = {PAPER_RECIPE: {}, "act_order": {"act_order": True}, "layer_budget": {"budget": "layer"},
-                             "row_budget": {"budget": "row"}, "rescore": {"rescore": True},
-                             "wide_rows": {"wide_rows": 0.1}}
+                             "row_budget": {"budget": "row"}, "rescore": {"rescore": True}}
 # options that only change which weights are kept, not the reference quantizer
 _SELECTION_OPTIONS = ("method", "ratio", "budget", "rescore", "wide_rows")
 
@@ -49,6 +49,7 @@ class SweepPoint:
     kept: int
     metrics: Dict[str, float]
     seconds: float            # quantization time, shared score work excluded
+    wide_rows: float = 0.0    # fraction of the weights stored with one bit more (TACQConfig.wide_rows)
     pareto: bool = False
 
 
@@ -146,29 +147,26 @@ class SweepGrid:
     group_sizes: List[int]
     ratios: List[float]
     recipes: Dict[str, dict] = field(default_factory=lambda: {PAPER_RECIPE: {}})
+    wide_rows: List[float] = field(default_factory=lambda: [0.0])  # tacq only; others get 0
 
     def configs(self) -> List[tuple]:
         """(recipe name, TACQConfig) per distinct point: methods that keep no
-        weights ignore ratio and budget (and rescore is tacq's only), so they
-        get one point per quantizer setting, named after the first recipe
-        giving it. Raises on a bad
-        option, naming it."""
+        weights ignore ratio and budget (and rescore and wide_rows are tacq's
+        only), so they get one point per quantizer setting, named after the
+        first recipe giving it. Raises on a bad option, naming it."""
         out, seen = [], set()
-        for recipe, options in self.recipes.items():
-            for bits in self.bits:
-                for group_size in self.group_sizes:
-                    for method in self.methods:
-                        for ratio in self.ratios:
-                            tacq_only = {"rescore", "wide_rows"} if method != "tacq" else set()
-                            cfg = TACQConfig(**{**{k: v for k, v in options.items() if k not in tacq_only},
-                                                "bits": bits, "group_size": group_size, "method": method,
-                                                "ratio": ratio})
-                            if not cfg.keeps_weights:
-                                cfg.ratio, cfg.budget = 0.0, "global"
-                            key = tuple(sorted(asdict(cfg).items()))
-                            if key not in seen:
-                                seen.add(key)
-                                out.append((recipe, cfg))
+        for (recipe, options), bits, group_size, method, ratio, wide in product(
+                self.recipes.items(), self.bits, self.group_sizes, self.methods, self.ratios, self.wide_rows):
+            tacq_only = {"rescore"} if method != "tacq" else set()
+            cfg = TACQConfig(**{**{k: v for k, v in options.items() if k not in tacq_only},
+                                "bits": bits, "group_size": group_size, "method": method,
+                                "ratio": ratio, "wide_rows": wide if method == "tacq" else 0.0})
+            if not cfg.keeps_weights:
+                cfg.ratio, cfg.budget = 0.0, "global"
+            key = tuple(sorted(asdict(cfg).items()))
+            if key not in seen:
+                seen.add(key)
+                out.append((recipe, cfg))
         return out
 
 
@@ -191,7 +189,8 @@ def sweep(model: nn.Module, calib: Iterable, evaluate: Evaluate, grid: SweepGrid
                                 target_filter=target_filter)
         seconds = time.perf_counter() - start
         points.append(SweepPoint(cfg.method, recipe, cfg.bits, cfg.group_size, cfg.ratio,
-                                 stored_bits_per_weight(quantized), report.kept, evaluate(quantized), seconds))
+                                 stored_bits_per_weight(quantized), report.kept, evaluate(quantized), seconds,
+                                 cfg.wide_rows))
         del quantized
         if on_point is not None:
             on_point(points[-1])

@@ -61,6 +61,9 @@ def _add_sweep(p):
     p.add_argument("--bits", default="2,3", help="comma-separated bit widths (default 2,3)")
     p.add_argument("--group-sizes", default="-1,64", help="comma-separated group sizes, -1 = per row (default -1,64)")
     p.add_argument("--ratios", default="0.0035", help="comma-separated kept-weight ratios (default 0.0035)")
+    p.add_argument("--wide-rows", default="0",
+                   help="comma-separated fractions of the weights stored with one bit more, as whole rows "
+                        "(tacq at 2 or 3 bits; default 0)")
     p.add_argument("--recipes", default="paper", help=f"comma-separated, from {', '.join(RECIPES)} (default paper)")
     p.add_argument("--reference", default="gptq", help="quantizer behind Q(W): gptq | rtn")
     p.add_argument("--out", default="sweep_out", help="folder for sweep.md, sweep.json, pareto.png")
@@ -178,6 +181,7 @@ def run_sweep(args) -> int:
                      bits=_list("bits", int, args.bits, (2, 3, 4)),
                      group_sizes=_list("group-sizes", int, args.group_sizes),
                      ratios=_list("ratios", float, args.ratios),
+                     wide_rows=_list("wide-rows", float, args.wide_rows),
                      recipes={name: dict(RECIPES[name], reference=args.reference)
                               for name in _list("recipes", str, args.recipes, tuple(RECIPES))})
     grid.configs()  # option errors before any model is loaded
@@ -188,6 +192,7 @@ def run_sweep(args) -> int:
     start = time.perf_counter()
     report = lambda p: None if args.quiet else print(
         f"{p.method:<16} {p.recipe:<12} {p.bits} bits group {p.group_size:>4} ratio {p.ratio:<7g} "
+        f"wide {p.wide_rows:<5g} "
         f"{p.avg_bits:.3f} avg bits  " + " ".join(f"{k} {v:.4g}" for k, v in p.metrics.items()), flush=True)
     points = sweep(model, calib, evaluate, grid, progress=not args.quiet, on_point=report)
     mark_pareto(points, metric, higher_is_better)

@@ -19,10 +19,12 @@ def markdown_table(points: List[SweepPoint], metrics: List[str]) -> str:
     """One row per point, fewest average bits first (the unquantized model
     last); `*` marks the Pareto front."""
     order = sorted(points, key=lambda p: (not p.bits, p.avg_bits))
-    head = ["method", "recipe", "bits", "group", "ratio", "avg bits", "kept"] + metrics + ["quant s", "front"]
+    head = ["method", "recipe", "bits", "group", "ratio", "wide rows", "avg bits", "kept"] + metrics + [
+        "quant s", "front"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in order:
-        cells = [p.method, p.recipe, str(p.bits or "-"), _group(p), f"{p.ratio:g}", f"{p.avg_bits:.3f}",
+        cells = [p.method, p.recipe, str(p.bits or "-"), _group(p), f"{p.ratio:g}", f"{p.wide_rows:g}",
+                 f"{p.avg_bits:.3f}",
                  str(p.kept)] + [f"{p.metrics[m]:.4g}" for m in metrics] + [f"{p.seconds:.1f}",
                                                                            "*" if p.pareto else ""]
         lines.append("| " + " | ".join(cells) + " |")
@@ -30,7 +32,7 @@ def markdown_table(points: List[SweepPoint], metrics: List[str]) -> str:
 
 
 def plot_frontier(points: List[SweepPoint], metric: str, path, log_scale: bool = False) -> Path:
-    """metric vs average bits, one marker series per (method, recipe), the
+    """metric vs average bits, one marker series per (method, recipe, wide rows or not), the
     Pareto front as a line and the unquantized model as a dashed line;
     log_scale: a logarithmic metric axis (losses spanning decades)."""
     import matplotlib
@@ -40,10 +42,11 @@ def plot_frontier(points: List[SweepPoint], metric: str, path, log_scale: bool =
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     quantized = [p for p in points if p.bits]
-    series = dict.fromkeys((p.method, p.recipe) for p in quantized)
-    for method, recipe in series:
-        chosen = [p for p in quantized if (p.method, p.recipe) == (method, recipe)]
-        label = method if recipe == "paper" else f"{method} ({recipe})"
+    series = dict.fromkeys((p.method, p.recipe, p.wide_rows > 0) for p in quantized)
+    for method, recipe, wide in series:
+        chosen = [p for p in quantized if (p.method, p.recipe, p.wide_rows > 0) == (method, recipe, wide)]
+        options = [r for r in (recipe if recipe != "paper" else "", "wide rows" if wide else "") if r]
+        label = method + (f" ({', '.join(options)})" if options else "")
         ax.scatter([p.avg_bits for p in chosen], [p.metrics[metric] for p in chosen], label=label, s=18)
     front = sorted((p.avg_bits, p.metrics[metric]) for p in quantized if p.pareto)
     if front:
