@@ -16,7 +16,10 @@ weights read per decoded token and the tokens/s that the read bandwidth
 measured in the same run allows for them. --compile decodes (and prefills)
 through torch.compile(fullgraph=True) with a static KV cache. --x-int8 adds,
 for each bit width, the same checkpoint run with int8 activations
-(tacq_ext.set_int8_activations). Writes
+(tacq_ext.set_int8_activations). --wide-rows F adds, for each bit width b,
+a model whose every block linear stores a random fraction F of its rows at
+b + 1 bits (a RowSplitLinear: TACQConfig.wide_rows, every layer split, the
+costliest layout). Writes
 bench/results/e2e-decode-<device>.{md,json,png}.
 """
 
@@ -74,13 +77,12 @@ def random_bf16_model(config):
     return model.eval()
 
 
-def random_quantized_linear(linear, bits: int, generator):
-    """A QuantizedLinear of linear's shape in packed form: random codes,
-    scales that give N(0, 0.02)-sized weights, and RESIDUAL_RATIO of the
-    weights kept in a CSR residual spread evenly over the rows."""
+def random_quantized_linear(N: int, K: int, bits: int, generator):
+    """An N x K QuantizedLinear in packed form: random codes, scales that
+    give N(0, 0.02)-sized weights, and RESIDUAL_RATIO of the weights kept in
+    a CSR residual spread evenly over the rows."""
     from tacq_ext import QuantizedLinear, ops
 
-    N, K = linear.out_features, linear.in_features
     assert K % 32 == 0, "random codes would fill the padding past K"
     per_row = max(1, round(RESIDUAL_RATIO * K))
     q = QuantizedLinear(K, N, bits, GROUP_SIZE, nnz=N * per_row)
@@ -96,10 +98,22 @@ def random_quantized_linear(linear, bits: int, generator):
     return q
 
 
-def random_quantized_model(config, bits: int):
+def random_split_linear(N: int, K: int, bits: int, wide_rows: float, generator):
+    """A RowSplitLinear whose randomly placed round(wide_rows * N) rows are
+    stored at bits + 1, the others at bits."""
+    from tacq_ext import RowSplitLinear
+
+    row_bits = torch.full((N,), bits, dtype=torch.uint8)
+    row_bits[torch.randperm(N, generator=generator)[:round(wide_rows * N)]] = bits + 1
+    parts = [random_quantized_linear(int((row_bits == b).sum()), K, b, generator) for b in (bits, bits + 1)]
+    return RowSplitLinear(parts, row_bits)
+
+
+def random_quantized_model(config, bits: int, wide_rows: float = 0.0):
     """The bf16 skeleton's decoder-block linears replaced by random packed
-    QuantizedLinear layers; embeddings, norms and lm_head stay bf16. Built
-    on the meta device layer by layer, so no bf16 block weight ever exists."""
+    QuantizedLinear layers (RowSplitLinear with wide_rows); embeddings,
+    norms and lm_head stay bf16. Built on the meta device layer by layer,
+    so no bf16 block weight ever exists."""
     from transformers import LlamaForCausalLM
 
     from tacq_ext.targets import find_targets, set_module
@@ -108,7 +122,9 @@ def random_quantized_model(config, bits: int):
         model = LlamaForCausalLM(config)
     generator = torch.Generator().manual_seed(0)
     for name, linear in find_targets(model).items():
-        set_module(model, name, random_quantized_linear(linear, bits, generator))
+        N, K = linear.out_features, linear.in_features
+        set_module(model, name, random_split_linear(N, K, bits, wide_rows, generator) if wide_rows else
+                   random_quantized_linear(N, K, bits, generator))
     for name, p in list(model.named_parameters()):
         owner, _, leaf = name.rpartition(".")
         module = model.get_submodule(owner)
@@ -194,7 +210,7 @@ def run_one(args) -> dict:
         model = AutoModelForCausalLM.from_pretrained(args.checkpoint, dtype=torch.bfloat16).eval()
         tacq_ext.set_int8_activations(model, args.x_int8)
     result = {"model": args.shape, "layers": config.num_hidden_layers, "weights": args.one,
-              "compiled": args.compile, "x_int8": args.x_int8, "build_s": time.perf_counter() - start,
+              "wide_rows": args.wide_rows, "compiled": args.compile, "x_int8": args.x_int8, "build_s": time.perf_counter() - start,
               "stored_bytes": stored_bytes(model), "bytes_per_token": weight_bytes_per_token(model)}
     generate_kwargs = {}
     if args.compile:  # one graph per step (fullgraph raises on a break), shapes fixed by a static cache
@@ -213,9 +229,10 @@ def write_checkpoint(args) -> None:
     """Child process: a random packed model of args.one bits, saved to args.checkpoint."""
     from tacq_ext import TACQConfig, save_quantized
 
-    model = random_quantized_model(llama_config(args.shape, args.layers), int(args.one))
+    model = random_quantized_model(llama_config(args.shape, args.layers), int(args.one), args.wide_rows)
     save_quantized(model, args.checkpoint, TACQConfig(bits=int(args.one), group_size=GROUP_SIZE,
-                                                      ratio=RESIDUAL_RATIO), calibration="random weights")
+                                                      ratio=RESIDUAL_RATIO, wide_rows=args.wide_rows),
+                   calibration="random weights")
 
 
 def format_table(results, bandwidth: float) -> str:
@@ -227,6 +244,7 @@ def format_table(results, bandwidth: float) -> str:
         ref = base.get(r["model"])
         bound = bandwidth / r["bytes_per_token"]
         name = ("bf16" if r["weights"] == "bf16" else f"tacq {r['weights']}-bit") + \
+            (f", {r['wide_rows']:g} wide rows" if r.get("wide_rows") else "") + \
             (", int8 x" if r.get("x_int8") else "") + (", compiled" if r.get("compiled") else "")
         lines.append(
             f"| {r['model']} ({r['layers']} blocks) | {name} | {r['decode_tok_s_b1']:.2f} | {r['decode_tok_s_b4']:.2f} "
@@ -246,6 +264,7 @@ def plot(results, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     labels = [f"{r['model']} {'bf16' if r['weights'] == 'bf16' else r['weights'] + '-bit'}"
+              + (f" +{r['wide_rows']:g} wide" if r.get("wide_rows") else "")
               + (" int8 x" if r.get("x_int8") else "") for r in results]
     xs = range(len(results))
     ax.bar([x - 0.2 for x in xs], [r["decode_tok_s_b1"] for r in results], 0.4, label="batch 1")
@@ -270,6 +289,8 @@ def main(argv=None) -> int:
                         help="decode with torch.compile(fullgraph=True) and a static KV cache")
     parser.add_argument("--x-int8", action="store_true",
                         help="also run each quantized model with int8 activations")
+    parser.add_argument("--wide-rows", type=float, default=0.0, metavar="F",
+                        help="also run each bit width b with a fraction F of every layer's rows at b + 1 bits")
     parser.add_argument("--name", default="e2e-decode-cpu", help="results file stem")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: "bf16" or a bit width
     parser.add_argument("--shape", help=argparse.SUPPRESS)
@@ -286,17 +307,18 @@ def main(argv=None) -> int:
     from tqdm.auto import tqdm
 
     bandwidth = measure_read_bandwidth("cpu")
-    jobs = []  # (shape, "bf16" or bits, int8 activations)
+    jobs = []  # (shape, "bf16" or bits, wide rows, int8 activations)
     for shape in args.models.split(","):
-        jobs.append((shape, "bf16", False))
+        jobs.append((shape, "bf16", 0.0, False))
         for bits in args.bits.split(","):
-            jobs += [(shape, bits, x_int8) for x_int8 in ([False, True] if args.x_int8 else [False])]
+            for wide in [0.0] + ([args.wide_rows] if args.wide_rows else []):
+                jobs += [(shape, bits, wide, x_int8) for x_int8 in ([False, True] if args.x_int8 else [False])]
     results = []
     with tempfile.TemporaryDirectory(prefix="tacq-e2e-") as scratch:
-        for i, (shape, weights, x_int8) in enumerate(tqdm(jobs, desc="models")):
-            checkpoint = Path(scratch) / f"{shape}-{weights}"
+        for i, (shape, weights, wide, x_int8) in enumerate(tqdm(jobs, desc="models")):
+            checkpoint = Path(scratch) / f"{shape}-{weights}-{wide:g}"
             common = [sys.executable, __file__, "--one", weights, "--shape", shape, "--layers", str(args.layers),
-                      "--checkpoint", str(checkpoint)]
+                      "--checkpoint", str(checkpoint), "--wide-rows", str(wide)]
             if weights != "bf16" and not checkpoint.exists():
                 subprocess.run(common + ["--write"], check=True)
             command = common + ["--new-tokens", str(args.new_tokens), "--prefill", str(args.prefill),
@@ -306,7 +328,7 @@ def main(argv=None) -> int:
             if child.returncode:
                 raise SystemExit(f"{shape} {weights} failed:\n{child.stderr[-4000:]}")
             results.append(json.loads(child.stdout.strip().splitlines()[-1]))
-            if (shape, weights) not in [(j[0], j[1]) for j in jobs[i + 1:]]:
+            if (shape, weights, wide) not in [j[:3] for j in jobs[i + 1:]]:
                 shutil.rmtree(checkpoint, ignore_errors=True)
     table = format_table(results, bandwidth)
     print(f"read bandwidth measured in this run: {bandwidth / 1e9:.1f} GB/s")

@@ -50,8 +50,7 @@ def our_layer(bits: int, group_size: int):
     import e2e_decode
 
     e2e_decode.GROUP_SIZE = K if group_size == -1 else group_size
-    return e2e_decode.random_quantized_linear(torch.nn.Linear(K, N, bias=False, device="meta"), bits,
-                                              torch.Generator().manual_seed(bits))
+    return e2e_decode.random_quantized_linear(N, K, bits, torch.Generator().manual_seed(bits))
 
 
 def ours_microseconds(layer, x: torch.Tensor) -> float:
