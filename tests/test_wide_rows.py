@@ -67,6 +67,25 @@ def test_row_split_linear_follows_a_replaced_row_bits(gen):
     torch.testing.assert_close(layer(x), before[:, [1, 0, 3, 2]])
 
 
+def test_row_split_linear_compiles_as_one_graph_and_moves(gen):
+    """No data-dependent shape in forward (the gather index is built when
+    row_bits is set or the module moves), so fullgraph compiles it."""
+    layer = _split(gen, torch.tensor([3, 2, 2, 3, 2, 4], dtype=torch.uint8))
+    x = torch.randn(2, 3, 96, generator=gen)
+    compiled = torch.compile(layer, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x), layer(x))
+    moved = layer.to(torch.bfloat16)  # the bias casts, the format and the index stay
+    assert moved.row_bits.dtype == torch.uint8 and moved.parts[0].packed.dtype == torch.int32
+    torch.testing.assert_close(moved(x.bfloat16()).float(), layer(x), rtol=2e-2, atol=2e-2)
+
+
+def test_row_split_linear_on_meta_says_to_load_first():
+    part = QuantizedLinear(96, 2, 2, -1, device="meta")
+    layer = RowSplitLinear([part], torch.empty(2, dtype=torch.uint8, device="meta"))
+    with pytest.raises(RuntimeError, match="row_bits is still on the meta device"):
+        layer.gather_index()
+
+
 def test_row_split_linear_refuses_inconsistent_parts(gen):
     two, three = _random_part(gen, 3, 96, 2), _random_part(gen, 2, 96, 3)
     with pytest.raises(ValueError, match="row_bits gives 2 rows 2 bits, the 2-bit part holds 3"):
@@ -276,3 +295,16 @@ def test_sweep_command_takes_wide_rows(tmp_path, capsys):
     assert "| wide rows |" in (out / "sweep.md").read_text()
     assert cli.main(["sweep", "--demo", "--wide-rows", "x", "--out", str(out)]) == 2
     assert "--wide-rows: expected a comma-separated list" in capsys.readouterr().err
+
+
+def test_static_cache_decoding_of_a_wide_rows_checkpoint_compiles_without_graph_breaks(wide_model, tmp_path):
+    model, cfg, _ = wide_model
+    tacq_ext.save_quantized(model, tmp_path / "q", cfg)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "q")
+    prompt = lm_batch(44, B=1)["input_ids"][:, :5]
+    kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=5, do_sample=False,
+                  cache_implementation="static")
+    eager = loaded.generate(prompt, **kwargs)
+    torch._dynamo.reset()
+    loaded.forward = torch.compile(loaded.forward, fullgraph=True, dynamic=False, backend="eager")
+    assert torch.equal(loaded.generate(prompt, **kwargs), eager)

@@ -37,8 +37,9 @@ class RowSplitLinear(nn.Module):
     """y = x W^T + bias with W's rows split over `parts` (QuantizedLinear
     without bias, widths increasing). Buffers: row_bits uint8 [N], bias
     (optional). The gather index from the concatenated parts back to the
-    original rows follows from row_bits; it is rebuilt whenever row_bits is
-    replaced (loading, moving to another device)."""
+    original rows follows from row_bits: it is rebuilt when row_bits is
+    assigned (loading) or the module moves, never in forward, so forward
+    has no data-dependent shapes (torch.compile(fullgraph=True) takes it)."""
 
     def __init__(self, parts: List[QuantizedLinear], row_bits: torch.Tensor, bias: Optional[torch.Tensor] = None):
         super().__init__()
@@ -54,7 +55,7 @@ class RowSplitLinear(nn.Module):
         self.out_features = sum(p.out_features for p in parts)
         self.register_buffer("row_bits", row_bits)
         self.register_buffer("bias", bias)
-        self._gather, self._gather_for = None, None
+        self._refresh_gather()
 
     @classmethod
     def from_rows(cls, row_bits: torch.Tensor, make_part, bias: Optional[torch.Tensor]) -> "RowSplitLinear":
@@ -64,13 +65,28 @@ class RowSplitLinear(nn.Module):
         return cls(parts, row_bits.to(torch.uint8).contiguous(),
                    None if bias is None else bias.detach().clone())
 
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name == "row_bits":
+            self._refresh_gather()
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        self._refresh_gather()
+        return out
+
+    def _refresh_gather(self) -> None:
+        """_gather, int64 [N]: the position in the concatenated parts' output
+        of each row (None while row_bits is on the meta device)."""
+        row_bits = self._buffers.get("row_bits")
+        if row_bits is None or row_bits.is_meta or "parts" not in self._modules:
+            self._gather = None
+            return
+        self._gather = torch.argsort(torch.cat([part_rows(row_bits, p.bits) for p in self.parts]))
+
     def gather_index(self) -> torch.Tensor:
-        """int64 [N]: position in the concatenated parts' output of each row."""
-        row_bits = self._buffers["row_bits"]
-        if self._gather_for is not row_bits:
-            concatenated = torch.cat([part_rows(row_bits, p.bits) for p in self.parts])
-            self._gather = torch.argsort(concatenated)
-            self._gather_for = row_bits
+        if self._gather is None:
+            raise RuntimeError("RowSplitLinear: row_bits is still on the meta device; load the checkpoint first")
         return self._gather
 
     def dense_weight(self, dtype=torch.float32) -> torch.Tensor:
