@@ -43,11 +43,13 @@ def plot_frontier(points: List[SweepPoint], metric: str, path, log_scale: bool =
     fig, ax = plt.subplots(figsize=(7, 4.5))
     quantized = [p for p in points if p.bits]
     series = dict.fromkeys((p.method, p.recipe, p.wide_rows > 0) for p in quantized)
-    for method, recipe, wide in series:
+    colors, markers = plt.get_cmap("tab10").colors, "o^sD"  # past 10 series, the colors come back with another marker
+    for i, (method, recipe, wide) in enumerate(series):
         chosen = [p for p in quantized if (p.method, p.recipe, p.wide_rows > 0) == (method, recipe, wide)]
         options = [r for r in (recipe if recipe != "paper" else "", "wide rows" if wide else "") if r]
         label = method + (f" ({', '.join(options)})" if options else "")
-        ax.scatter([p.avg_bits for p in chosen], [p.metrics[metric] for p in chosen], label=label, s=18)
+        ax.scatter([p.avg_bits for p in chosen], [p.metrics[metric] for p in chosen], label=label, s=18,
+                   color=colors[i % 10], marker=markers[i // 10 % len(markers)])
     front = sorted((p.avg_bits, p.metrics[metric]) for p in quantized if p.pareto)
     if front:
         ax.step(*zip(*front), where="post", color="black", linewidth=1, label="Pareto front")
