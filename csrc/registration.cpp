@@ -29,4 +29,11 @@ TORCH_LIBRARY(tacq, m) {
   // multiplies as int8 (csrc/kernels/cpu/mixed_gemv.h, Int8Order).
   m.def("mixed_gemv(Tensor x, Tensor packed, Tensor scale, Tensor zero, int bits,"
         " int group_size, Tensor row_ptr, Tensor col_idx, Tensor values, bool x_int8=False) -> Tensor");
+
+  // out[M, N_out] = y[:, index]: the columns of y [M, N] (fp32, fp16 or bf16)
+  // in the order of index int64 [N_out], each in [0, N). Puts the rows of a
+  // layer stored in parts of different widths back in place
+  // (python/tacq_ext/row_split.py). CPU kernel only: on other devices torch's
+  // own index_select is already fast.
+  m.def("gather_columns(Tensor y, Tensor index) -> Tensor");
 }

@@ -171,6 +171,16 @@ void check_out_dtype(const char* op, at::ScalarType dtype) {
               ": dtype must be torch.float32, torch.float16 or torch.bfloat16, got ", dtype_name(dtype));
 }
 
+void check_gather_columns_args(const char* op, const at::Tensor& y, const at::Tensor& index) {
+  check_dim(op, "y", y, 2, "[M, N]");
+  check_float_dtype(op, "y", y, true, true, true);
+  check_contiguous(op, "y", y);
+  check_dim(op, "index", index, 1, "[N_out]");
+  check_dtype(op, "index", index, at::kLong);
+  check_contiguous(op, "index", index);
+  check_same_device(op, "index", index, y, "y");
+}
+
 void check_saliency_args(const char* op, const at::Tensor& acc, const at::Tensor& grad_out,
                          const at::Tensor& act) {
   check_dim(op, "acc", acc, 2, "[N, K]");

@@ -63,6 +63,10 @@ void check_codes(const char* op, const at::Tensor& codes, int64_t bits);
 // Output dtype of dequantize: fp32, fp16 or bf16.
 void check_out_dtype(const char* op, at::ScalarType dtype);
 
+// gather_columns: y fp32 / fp16 / bf16 [M, N] contiguous; index int64 [N_out]
+// contiguous on y's device (its range is the kernel's to check).
+void check_gather_columns_args(const char* op, const at::Tensor& y, const at::Tensor& index);
+
 // Op-level argument checks shared by the CPU and CUDA glue of one op.
 // saliency_accumulate: acc fp32 [N, K] contiguous; grad_out [B, T, N] or
 // [T, N] and act [B, T, K] or [T, K] of one float dtype, on acc's device.

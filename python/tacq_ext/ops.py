@@ -101,6 +101,12 @@ def mixed_gemv(
     )
 
 
+def gather_columns(y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``y`` [M, N] (fp32, fp16 or bf16) -> ``y[:, index]`` [M, len(index)], ``index``
+    int64 with entries in [0, N); a CPU kernel (other devices: use ``index_select``)."""
+    return torch.ops.tacq.gather_columns.default(y, index)
+
+
 # --------------------------------------------------------------------------- checks
 # Mirror csrc/ops/validate.cpp: same conditions, same messages.
 
@@ -284,3 +290,16 @@ def _mixed_gemv_fake(x, packed, scale, zero, bits, group_size, row_ptr, col_idx,
     _check_scale_zero(op, scale, zero, packed, N, G)
     _check_csr(op, row_ptr, col_idx, values, packed, N)
     return x.new_empty((x.shape[0], N))
+
+
+@torch.library.register_fake("tacq::gather_columns")
+def _gather_columns_fake(y, index):
+    op = "gather_columns"
+    _check_dim(op, "y", y, 2, "[M, N]")
+    _check_dtype(op, "y", y, _FLOATS)
+    _check_contiguous(op, "y", y)
+    _check_dim(op, "index", index, 1, "[N_out]")
+    _check_dtype(op, "index", index, (torch.int64,))
+    _check_contiguous(op, "index", index)
+    _check_same_device(op, "index", index, y, "y")
+    return y.new_empty((y.shape[0], index.shape[0]))

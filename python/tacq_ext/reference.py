@@ -163,3 +163,13 @@ def mixed_gemv(x, packed, scale, zero, bits, group_size, row_ptr, col_idx, value
     W += csr_to_dense(row_ptr, col_idx, values, packed.shape[0], K).double()
     xr = round_int8_blocks(x) if x_int8 else x
     return (xr.double() @ W.T).to(x.dtype)
+
+
+def gather_columns(y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Oracle of tacq.gather_columns: out[m, j] = y[m, index[j]], element by element."""
+    out = torch.empty(y.shape[0], index.shape[0], dtype=y.dtype)
+    for j, source in enumerate(index.tolist()):
+        if not 0 <= source < y.shape[1]:
+            raise IndexError(f"index[{j}] = {source} is outside [0, {y.shape[1]})")
+        out[:, j] = y[:, source]
+    return out

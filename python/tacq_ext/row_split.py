@@ -11,6 +11,7 @@ from typing import List, Optional
 import torch
 import torch.nn as nn
 
+from . import ops
 from .qlinear import QuantizedLinear
 
 
@@ -93,9 +94,15 @@ class RowSplitLinear(nn.Module):
         return torch.cat([p.dense_weight(dtype) for p in self.parts])[self.gather_index()]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.cat([p(x) for p in self.parts], dim=-1).index_select(-1, self.gather_index())
+        x2 = x.reshape(-1, self.in_features)
+        y = torch.cat([p(x2) for p in self.parts], dim=1)
+        # torch's CPU gather along the last dimension walks elements one by one
+        # (about 11 ms at 512 x 8192): tacq.gather_columns copies row by row
+        gather = self.gather_index()
+        y = ops.gather_columns(y, gather) if y.device.type == "cpu" else y.index_select(1, gather)
         bias = self._buffers["bias"]
-        return y if bias is None else y + bias.to(y.dtype)
+        y = y if bias is None else y + bias.to(y.dtype)
+        return y.view(*x.shape[:-1], self.out_features)
 
     @property
     def nnz(self) -> int:
