@@ -51,3 +51,15 @@ def copy_model(model):
     clone = type(model)(model.config).eval()
     clone.load_state_dict(model.state_dict())
     return clone
+
+
+def assert_compiled_decoding_matches_eager(model):
+    """Static-cache greedy decoding through torch.compile(fullgraph=True), which
+    raises on any graph break, gives the tokens of eager decoding."""
+    prompt = lm_batch(44, B=1)["input_ids"][:, :5]
+    kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=5, do_sample=False,
+                  cache_implementation="static")
+    eager = model.generate(prompt, **kwargs)
+    torch._dynamo.reset()
+    model.forward = torch.compile(model.forward, fullgraph=True, dynamic=False, backend="eager")
+    assert torch.equal(model.generate(prompt, **kwargs), eager)

@@ -12,7 +12,7 @@ import tacq_ext
 from tacq_ext import TACQConfig
 from tacq_ext.serialization import quantization_config
 
-from method_fixtures import lm_batch, tiny_llama
+from method_fixtures import assert_compiled_decoding_matches_eager, lm_batch, tiny_llama
 
 CFG = TACQConfig(bits=3, ratio=0.05, method="tacq", reference="rtn")
 
@@ -100,11 +100,4 @@ def test_static_cache_decoding_compiles_without_graph_breaks(saved):
     """The whole decoding step, custom ops included, is one graph (fullgraph=True
     raises on any break), with the same tokens as eager decoding."""
     path, _ = saved
-    model = AutoModelForCausalLM.from_pretrained(path)
-    prompt = lm_batch(44, B=1)["input_ids"][:, :5]
-    kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=5, do_sample=False,
-                  cache_implementation="static")
-    eager = model.generate(prompt, **kwargs)
-    torch._dynamo.reset()
-    model.forward = torch.compile(model.forward, fullgraph=True, dynamic=False, backend="eager")
-    assert torch.equal(model.generate(prompt, **kwargs), eager)
+    assert_compiled_decoding_matches_eager(AutoModelForCausalLM.from_pretrained(path))

@@ -17,7 +17,7 @@ from tacq_ext.gptq import gptq_quantize
 from tacq_ext.row_widths import gptq_rows, wide_row_bits
 from tacq_ext.sweep import ScoreBank, SweepGrid, stored_bits_per_weight
 
-from method_fixtures import copy_model, lm_batch, tiny_llama
+from method_fixtures import assert_compiled_decoding_matches_eager, copy_model, lm_batch, tiny_llama
 
 
 def _random_part(gen, N, K, bits, group_size=-1, kept_per_row=2):
@@ -300,11 +300,4 @@ def test_sweep_command_takes_wide_rows(tmp_path, capsys):
 def test_static_cache_decoding_of_a_wide_rows_checkpoint_compiles_without_graph_breaks(wide_model, tmp_path):
     model, cfg, _ = wide_model
     tacq_ext.save_quantized(model, tmp_path / "q", cfg)
-    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "q")
-    prompt = lm_batch(44, B=1)["input_ids"][:, :5]
-    kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=5, do_sample=False,
-                  cache_implementation="static")
-    eager = loaded.generate(prompt, **kwargs)
-    torch._dynamo.reset()
-    loaded.forward = torch.compile(loaded.forward, fullgraph=True, dynamic=False, backend="eager")
-    assert torch.equal(loaded.generate(prompt, **kwargs), eager)
+    assert_compiled_decoding_matches_eager(AutoModelForCausalLM.from_pretrained(tmp_path / "q"))
