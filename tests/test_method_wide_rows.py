@@ -79,6 +79,17 @@ def test_row_split_linear_compiles_as_one_graph_and_moves(gen):
     torch.testing.assert_close(moved(x.bfloat16()).float(), layer(x), rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_row_split_linear_on_cuda_matches_the_cpu(gen):
+    """On CUDA the rows go back in place with torch's index_select (gather_columns is CPU-only)."""
+    layer = _split(gen, torch.tensor([2, 3, 3, 2, 2, 3, 2, 2], dtype=torch.uint8))
+    x = torch.randn(5, 96, generator=gen)
+    expected = layer(x)
+    layer.to("cuda")  # in place
+    assert layer.gather_index().is_cuda
+    torch.testing.assert_close(layer(x.cuda()).cpu(), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_row_split_linear_on_meta_says_to_load_first():
     part = QuantizedLinear(96, 2, 2, -1, device="meta")
     layer = RowSplitLinear([part], torch.empty(2, dtype=torch.uint8, device="meta"))
