@@ -83,6 +83,28 @@ def test_example_matches_torch_op(example, checkpoint, tmp_path):
         torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_example_computes_a_row_split_from_its_parts(example, checkpoint, tmp_path):
+    """A split layer: each part through the C library, rows put back in place
+    by row_bits (tacq_checkpoint_row_split), against the torch op per part."""
+    config = json.loads((checkpoint / "tacq_config.json").read_text())
+    splits = config["row_splits"]
+    if not splits:
+        pytest.skip("this checkpoint has no row splits")
+    row_bits_of = load_file(str(checkpoint / "model.safetensors"))
+    for name, spec in list(splits.items())[:2]:
+        x = torch.randn(spec["in_features"], generator=torch.Generator().manual_seed(8))
+        x_file = tmp_path / f"{name}.txt"
+        x_file.write_text("\n".join(repr(float(v)) for v in x.tolist()))
+        r = run(example, checkpoint, name, x_file)
+        assert r.returncode == 0, r.stderr
+        y = torch.tensor([float(v) for v in r.stdout.split()])
+        expected = torch.empty(spec["out_features"])
+        row_bits = row_bits_of[f"{name}.row_bits"]
+        for part in spec["parts"]:
+            expected[row_bits == config["layers"][part]["bits"]] = torch_y(checkpoint, part, x)
+        torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_example_default_layer_and_x(example, checkpoint):
     """No layer: the first one; no x file: x[k] = sin(k)."""
     r = run(example, checkpoint)

@@ -44,6 +44,22 @@ struct LoadedLayer {
   tacq_layer view{};
 };
 
+// A row split's tacq_config.json entry, its parts' widths and rows.
+struct RowSplitSpec {
+  std::string name;
+  int64_t K = 0, N = 0;
+  bool bias = false;
+  std::vector<std::string> parts;
+  std::vector<int64_t> part_bits, part_rows;
+};
+
+struct LoadedRowSplit {
+  std::string name;
+  std::vector<const char*> part_names;  // into RowSplitSpec::parts
+  AlignedBuffer row_bits, bias;
+  tacq_row_split view{};
+};
+
 struct FileCloser {
   void operator()(std::FILE* f) const {
     if (f != nullptr) std::fclose(f);
@@ -95,12 +111,57 @@ struct tacq_checkpoint {
   std::map<std::string, tacq::host::TensorInfo> tensors;
   std::vector<tacq::host::LayerSpec> layers;
   std::map<std::string, size_t> layer_index;
-  std::mutex mutex;  // guards file and loaded
+  std::vector<tacq::host::RowSplitSpec> splits;
+  std::map<std::string, size_t> split_index;
+  std::mutex mutex;  // guards file, loaded and loaded_splits
   std::map<std::string, std::unique_ptr<tacq::host::LoadedLayer>> loaded;
+  std::map<std::string, std::unique_ptr<tacq::host::LoadedRowSplit>> loaded_splits;
 };
+
+static_assert(sizeof(void*) != 8 || sizeof(tacq_row_split) == 64, "tacq_row_split layout is ABI");
 
 namespace tacq::host {
 namespace {
+
+// A row split entry: in/out features, bias, and parts named <name>.parts.<i>
+// that are layers of the config (read before), without bias, of the split's
+// in_features, widths increasing, rows adding up to out_features.
+tacq_status read_row_split_spec(const tacq_checkpoint& c, const std::string& path, const std::string& name,
+                                const Json& spec, RowSplitSpec* s) {
+  const std::string where = "row split '" + name + "'";
+  if (!spec.is_object()) return bad(path, where + " must be an object");
+  s->name = name;
+  if (!get_int(spec, "in_features", &s->K) || !get_int(spec, "out_features", &s->N) || s->K < 1 || s->N < 1 ||
+      s->N > (int64_t{1} << 40))
+    return bad(path, where + " needs positive integers in_features and out_features");
+  const Json* bias = spec.find("bias");
+  if (bias == nullptr || bias->type != Json::Type::kBool) return bad(path, where + " needs a boolean 'bias'");
+  s->bias = bias->boolean;
+  const Json* parts = spec.find("parts");
+  if (parts == nullptr || parts->type != Json::Type::kArray || parts->items.empty() || parts->items.size() > 8)
+    return bad(path, where + ": 'parts' must list 1 to 8 layer names");
+  int64_t rows = 0;
+  for (size_t i = 0; i < parts->items.size(); ++i) {
+    const std::string expected = name + ".parts." + std::to_string(i);
+    if (!parts->items[i].is_string() || parts->items[i].string != expected)
+      return bad(path, where + ": part " + std::to_string(i) + " must be named '" + expected + "'");
+    const auto it = c.layer_index.find(expected);
+    if (it == c.layer_index.end()) return bad(path, where + ": its part '" + expected + "' is not a quantized layer");
+    const LayerSpec& part = c.layers[it->second];
+    if (part.K != s->K || part.bias)
+      return bad(path, where + ": every part must have in_features " + std::to_string(s->K) + " and no bias");
+    if (!s->part_bits.empty() && part.bits <= s->part_bits.back())
+      return bad(path, where + ": the parts' bits must be distinct and increasing");
+    s->parts.push_back(expected);
+    s->part_bits.push_back(part.bits);
+    s->part_rows.push_back(part.N);
+    rows += part.N;
+  }
+  if (rows != s->N)
+    return bad(path, where + ": its parts hold " + std::to_string(rows) + " rows, out_features is " +
+                         std::to_string(s->N));
+  return TACQ_OK;
+}
 
 tacq_status read_config(tacq_checkpoint& c, uint64_t* weights_bytes, std::string* weights_sha256) {
   const std::string path = c.dir + "/tacq_config.json";
@@ -147,6 +208,16 @@ tacq_status read_config(tacq_checkpoint& c, uint64_t* weights_bytes, std::string
       return bad(path, where + " has a group_size that does not divide in_features in multiples of 32");
     c.layer_index[name] = c.layers.size();
     c.layers.push_back(std::move(s));
+  }
+  const Json* splits = config.find("row_splits");
+  if (splits == nullptr) return TACQ_OK;
+  if (!splits->is_object()) return bad(path, "'row_splits' must be an object");
+  for (const auto& [name, spec] : splits->members) {
+    RowSplitSpec s;
+    const tacq_status st = read_row_split_spec(c, path, name, spec, &s);
+    if (st != TACQ_OK) return st;
+    c.split_index[name] = c.splits.size();
+    c.splits.push_back(std::move(s));
   }
   return TACQ_OK;
 }
@@ -237,18 +308,19 @@ tacq_status read_header(tacq_checkpoint& c, uint64_t size) {
 
 // ---- one layer ----------------------------------------------------------------
 
-class LayerReader {
+// Reads and checks the tensors `<layer>.<tensor>` of one layer (or row split).
+class TensorReader {
  public:
-  LayerReader(tacq_checkpoint& c, const LayerSpec& s) : c_(c), s_(s) {}
+  TensorReader(tacq_checkpoint& c, const std::string& layer) : c_(c), layer_(layer) {}
 
   tacq_status fail_tensor(const char* tensor, const std::string& what) {
     return fail(TACQ_ERROR_BAD_CHECKPOINT, "%s: checkpoint layer '%s', tensor '%s': %s", c_.weights_path.c_str(),
-                s_.name.c_str(), tensor, what.c_str());
+                layer_.c_str(), tensor, what.c_str());
   }
 
   // Reads `<layer>.<tensor>` into out after checking its dtype and shape.
   tacq_status read(const char* tensor, const char* dtype, std::vector<int64_t> shape, AlignedBuffer* out) {
-    const auto it = c_.tensors.find(s_.name + "." + tensor);
+    const auto it = c_.tensors.find(layer_ + "." + tensor);
     if (it == c_.tensors.end()) return fail_tensor(tensor, "missing from the weights file");
     const TensorInfo& t = it->second;
     if (dtype != nullptr && t.dtype != dtype) return fail_tensor(tensor, "dtype must be " + std::string(dtype) + ", got " + t.dtype);
@@ -260,11 +332,38 @@ class LayerReader {
     }
     const uint64_t bytes = t.end - t.begin;
     if (bytes > SIZE_MAX / 2 || !out->allocate(static_cast<size_t>(bytes)))
-      return fail(TACQ_ERROR_OUT_OF_MEMORY, "out of memory reading %s.%s (%llu bytes)", s_.name.c_str(), tensor,
+      return fail(TACQ_ERROR_OUT_OF_MEMORY, "out of memory reading %s.%s (%llu bytes)", layer_.c_str(), tensor,
                   static_cast<unsigned long long>(bytes));
     if (!read_at(c_.file.get(), c_.data_start + t.begin, out->get(), bytes))
-      return fail(TACQ_ERROR_IO, "cannot read %s.%s from %s", s_.name.c_str(), tensor, c_.weights_path.c_str());
+      return fail(TACQ_ERROR_IO, "cannot read %s.%s from %s", layer_.c_str(), tensor, c_.weights_path.c_str());
     return TACQ_OK;
+  }
+
+  // Reads `<layer>.bias`, a float tensor [N], and its tacq_dtype.
+  tacq_status read_bias(int64_t N, AlignedBuffer* out, int32_t* dtype) {
+    const auto it = c_.tensors.find(layer_ + ".bias");
+    if (it == c_.tensors.end()) return fail_tensor("bias", "missing from the weights file");
+    const std::string& d = it->second.dtype;
+    if (d == "F32") *dtype = TACQ_DTYPE_F32;
+    else if (d == "F16") *dtype = TACQ_DTYPE_F16;
+    else if (d == "BF16") *dtype = TACQ_DTYPE_BF16;
+    else if (d == "F64") *dtype = TACQ_DTYPE_F64;
+    else return fail_tensor("bias", "must be a float tensor, got " + d);
+    return read("bias", nullptr, {N}, out);
+  }
+
+ private:
+  tacq_checkpoint& c_;
+  const std::string& layer_;
+};
+
+class LayerReader {
+ public:
+  LayerReader(tacq_checkpoint& c, const LayerSpec& s) : t_(c, s.name), s_(s) {}
+
+  tacq_status fail_tensor(const char* tensor, const std::string& what) { return t_.fail_tensor(tensor, what); }
+  tacq_status read(const char* tensor, const char* dtype, std::vector<int64_t> shape, AlignedBuffer* out) {
+    return t_.read(tensor, dtype, std::move(shape), out);
   }
 
   tacq_status load(LoadedLayer* l) {
@@ -310,17 +409,7 @@ class LayerReader {
       if (!std::isfinite(half_to_float(values[i]))) return fail_tensor("values", "every kept weight must be finite");
 
     int32_t bias_dtype = TACQ_DTYPE_F32;
-    if (s_.bias) {
-      const auto it = c_.tensors.find(s_.name + ".bias");
-      if (it == c_.tensors.end()) return fail_tensor("bias", "missing from the weights file");
-      const std::string& d = it->second.dtype;
-      if (d == "F32") bias_dtype = TACQ_DTYPE_F32;
-      else if (d == "F16") bias_dtype = TACQ_DTYPE_F16;
-      else if (d == "BF16") bias_dtype = TACQ_DTYPE_BF16;
-      else if (d == "F64") bias_dtype = TACQ_DTYPE_F64;
-      else return fail_tensor("bias", "must be a float tensor, got " + d);
-      if ((st = read("bias", nullptr, {N}, &l->bias)) != TACQ_OK) return st;
-    }
+    if (s_.bias && (st = t_.read_bias(N, &l->bias, &bias_dtype)) != TACQ_OK) return st;
 
     l->name = s_.name;
     tacq_layer& v = l->view;
@@ -344,9 +433,47 @@ class LayerReader {
   }
 
  private:
-  tacq_checkpoint& c_;
+  TensorReader t_;
   const LayerSpec& s_;
 };
+
+// row_bits uint8 [N]: every entry a part's width, each part given exactly its rows.
+tacq_status load_row_split(tacq_checkpoint& c, const RowSplitSpec& s, LoadedRowSplit* l) {
+  TensorReader t(c, s.name);
+  tacq_status st;
+  if ((st = t.read("row_bits", "U8", {s.N}, &l->row_bits)) != TACQ_OK) return st;
+  const auto* row_bits = l->row_bits.as<uint8_t>();
+  std::vector<int64_t> rows(s.parts.size(), 0);
+  for (int64_t n = 0; n < s.N; ++n) {
+    size_t p = 0;
+    while (p < s.part_bits.size() && s.part_bits[p] != row_bits[n]) ++p;
+    if (p == s.part_bits.size())
+      return t.fail_tensor("row_bits", "row " + std::to_string(n) + " has width " + std::to_string(row_bits[n]) +
+                                           ", which no part stores");
+    ++rows[p];
+  }
+  for (size_t p = 0; p < s.parts.size(); ++p)
+    if (rows[p] != s.part_rows[p])
+      return t.fail_tensor("row_bits", "gives " + std::to_string(rows[p]) + " rows " +
+                                           std::to_string(s.part_bits[p]) + " bits, the part '" + s.parts[p] +
+                                           "' holds " + std::to_string(s.part_rows[p]));
+  int32_t bias_dtype = TACQ_DTYPE_F32;
+  if (s.bias && (st = t.read_bias(s.N, &l->bias, &bias_dtype)) != TACQ_OK) return st;
+  l->name = s.name;
+  for (const std::string& part : s.parts) l->part_names.push_back(part.c_str());
+  tacq_row_split& v = l->view;
+  v.name = l->name.c_str();
+  v.N = s.N;
+  v.K = s.K;
+  v.num_parts = static_cast<int32_t>(s.parts.size());
+  v.has_bias = s.bias ? 1 : 0;
+  v.parts = l->part_names.data();
+  v.row_bits = row_bits;
+  v.bias_dtype = bias_dtype;
+  v.reserved = 0;
+  v.bias = s.bias ? l->bias.get() : nullptr;
+  return TACQ_OK;
+}
 
 bool little_endian() {
   const uint32_t one = 1;
@@ -425,6 +552,51 @@ tacq_status tacq_checkpoint_layer(tacq_checkpoint* checkpoint, const char* name,
         return st;
       }
       slot = std::move(layer);
+    }
+    *out = slot->view;
+    return TACQ_OK;
+  });
+}
+
+tacq_status tacq_checkpoint_num_row_splits(const tacq_checkpoint* checkpoint, int64_t* count) {
+  using namespace tacq::host;
+  clear_error();
+  if (checkpoint == nullptr || count == nullptr)
+    return fail(TACQ_ERROR_NULL_POINTER, "tacq_checkpoint_num_row_splits: checkpoint and count must not be NULL");
+  *count = static_cast<int64_t>(checkpoint->splits.size());
+  return TACQ_OK;
+}
+
+tacq_status tacq_checkpoint_row_split_name(const tacq_checkpoint* checkpoint, int64_t index, const char** name) {
+  using namespace tacq::host;
+  clear_error();
+  if (checkpoint == nullptr || name == nullptr)
+    return fail(TACQ_ERROR_NULL_POINTER, "tacq_checkpoint_row_split_name: checkpoint and name must not be NULL");
+  if (index < 0 || index >= static_cast<int64_t>(checkpoint->splits.size()))
+    return fail(TACQ_ERROR_NOT_FOUND, "tacq_checkpoint_row_split_name: index %lld outside [0, %lld)",
+                static_cast<long long>(index), static_cast<long long>(checkpoint->splits.size()));
+  *name = checkpoint->splits[static_cast<size_t>(index)].name.c_str();
+  return TACQ_OK;
+}
+
+tacq_status tacq_checkpoint_row_split(tacq_checkpoint* checkpoint, const char* name, tacq_row_split* out) {
+  using namespace tacq::host;
+  return guarded([&]() -> tacq_status {
+    if (checkpoint == nullptr || name == nullptr || out == nullptr)
+      return fail(TACQ_ERROR_NULL_POINTER, "tacq_checkpoint_row_split: checkpoint, name and out must not be NULL");
+    const auto it = checkpoint->split_index.find(name);
+    if (it == checkpoint->split_index.end())
+      return fail(TACQ_ERROR_NOT_FOUND, "tacq_checkpoint_row_split: no row split named '%s'", name);
+    std::lock_guard<std::mutex> lock(checkpoint->mutex);
+    auto& slot = checkpoint->loaded_splits[name];
+    if (!slot) {
+      auto split = std::make_unique<LoadedRowSplit>();
+      const tacq_status st = load_row_split(*checkpoint, checkpoint->splits[it->second], split.get());
+      if (st != TACQ_OK) {
+        checkpoint->loaded_splits.erase(name);
+        return st;
+      }
+      slot = std::move(split);
     }
     *out = slot->view;
     return TACQ_OK;

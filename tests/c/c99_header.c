@@ -15,6 +15,6 @@ int tacq_c99_header_check(void) {
   if (strcmp(tacq_status_string((tacq_status)999), "unknown status") != 0) ++failures;
   if (strcmp(tacq_status_string((tacq_status)-1), "unknown status") != 0) ++failures;
   if (tacq_last_error()[0] == '\0') ++failures; /* the BAD_BITS detail is still there */
-  if (sizeof(tacq_weights) != 88 || sizeof(tacq_layer) != 112) ++failures;
+  if (sizeof(tacq_weights) != 88 || sizeof(tacq_layer) != 112 || sizeof(tacq_row_split) != 64) ++failures;
   return failures;
 }

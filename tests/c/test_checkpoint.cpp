@@ -66,10 +66,12 @@ struct Checkpoint {
   std::string file() const { return file(header()); }
 };
 
-std::string config_for(const std::string& weights, const std::string& layers_json, int version = 1) {
+// `extra`: more members of tacq_config.json, each with a leading comma.
+std::string config_for(const std::string& weights, const std::string& layers_json, int version = 1,
+                       const std::string& extra = "") {
   return "{\"format_version\": " + std::to_string(version) + ", \"library_version\": \"0.1.0\", \"bits\": 3,"
          " \"weights_bytes\": " + std::to_string(weights.size()) + ", \"weights_sha256\": \"" + sha256(weights) +
-         "\", \"layers\": " + layers_json + ", \"report\": null}";
+         "\", \"layers\": " + layers_json + extra + ", \"report\": null}";
 }
 
 int g_dirs = 0;
@@ -216,6 +218,8 @@ void test_good_checkpoint(const Built& B) {
   CHECK_STATUS(tacq_checkpoint_layer_name(c, 0, nullptr), TACQ_ERROR_NULL_POINTER);
   CHECK_STATUS(tacq_checkpoint_num_layers(nullptr, &count), TACQ_ERROR_NULL_POINTER);
   CHECK_STATUS(tacq_checkpoint_num_layers(c, nullptr), TACQ_ERROR_NULL_POINTER);
+  CHECK_STATUS(tacq_checkpoint_num_row_splits(c, &count), TACQ_OK);
+  CHECK(count == 0);  // a checkpoint without "row_splits"
   tacq_layer layer;
   CHECK_STATUS(tacq_checkpoint_layer(c, "m.nope", &layer), TACQ_ERROR_NOT_FOUND);
   CHECK_STATUS(tacq_checkpoint_layer(c, "m.embed", &layer), TACQ_ERROR_NOT_FOUND);
@@ -423,6 +427,147 @@ void test_random_corruption(const Built& B, std::mt19937& rng) {
 
 }  // namespace
 
+// A layer "m.s" of 5 rows split into a 2-bit part of 3 rows and a 3-bit part
+// of 2 (docs/format.md, Row splits), row_bits [2, 3, 2, 3, 2], an fp32 bias.
+struct BuiltSplit {
+  Checkpoint ck;
+  Layer two, three;
+  std::vector<uint8_t> row_bits{2, 3, 2, 3, 2};
+  std::vector<float> bias{1.f, 2.f, 3.f, 4.f, 5.f};
+  std::string splits_json;
+};
+
+std::string part_json(const std::string& name, const Layer& L) {
+  return "\"" + name + "\": {\"in_features\": " + std::to_string(L.K) + ", \"out_features\": " +
+         std::to_string(L.N) + ", \"bits\": " + std::to_string(L.bits) + ", \"group_size\": -1, \"nnz\": " +
+         std::to_string(L.col_idx.size()) + ", \"bias\": false, \"avg_bits\": 3.0}";
+}
+
+BuiltSplit build_split(std::mt19937& rng) {
+  BuiltSplit B;
+  B.two = random_layer(rng, 3, 32, 2, -1, true, 0.1);
+  B.three = random_layer(rng, 2, 32, 3, -1, true, 0.1);
+  auto add = [&](const std::string& name, const Layer& L) {
+    B.ck.tensors[name + ".packed"] = {"I32", {L.N, ref_words_per_row(L.K, L.bits)}, raw(L.packed)};
+    B.ck.tensors[name + ".scale"] = {"F16", {L.N, 1}, raw(L.scale16)};
+    B.ck.tensors[name + ".zero"] = {"F16", {L.N, 1}, raw(L.zero16)};
+    B.ck.tensors[name + ".row_ptr"] = {"I32", {L.N + 1}, raw(L.row_ptr)};
+    B.ck.tensors[name + ".col_idx"] = {"I32", {static_cast<int64_t>(L.col_idx.size())}, raw(L.col_idx)};
+    B.ck.tensors[name + ".values"] = {"F16", {static_cast<int64_t>(L.values.size())}, raw(L.values)};
+  };
+  add("m.s.parts.0", B.two);
+  add("m.s.parts.1", B.three);
+  B.ck.tensors["m.s.row_bits"] = {"U8", {5}, raw(B.row_bits)};
+  B.ck.tensors["m.s.bias"] = {"F32", {5}, raw(B.bias)};
+  B.ck.layers_json = "{" + part_json("m.s.parts.0", B.two) + ", " + part_json("m.s.parts.1", B.three) + "}";
+  B.splits_json = R"(, "row_splits": {"m.s": {"in_features": 32, "out_features": 5, "bias": true,)"
+                  R"( "parts": ["m.s.parts.0", "m.s.parts.1"], "avg_bits": 3.0}})";
+  return B;
+}
+
+// Opens a split checkpoint and reads "m.s"; the first failing status.
+tacq_status open_split(const Checkpoint& ck, const std::string& layers_json, const std::string& splits_json) {
+  const std::string w = ck.file();
+  tacq_checkpoint* c = nullptr;
+  tacq_status s = tacq_checkpoint_open(write_dir(w, config_for(w, layers_json, 1, splits_json)).c_str(), &c);
+  if (s != TACQ_OK) return s;
+  tacq_row_split split;
+  s = tacq_checkpoint_row_split(c, "m.s", &split);
+  tacq_checkpoint_close(c);
+  return s;
+}
+
+void test_row_splits(const BuiltSplit& B) {
+  const std::string w = B.ck.file();
+  tacq_checkpoint* c = nullptr;
+  CHECK_STATUS(tacq_checkpoint_open(write_dir(w, config_for(w, B.ck.layers_json, 1, B.splits_json)).c_str(), &c),
+               TACQ_OK);
+  if (c == nullptr) return;
+  int64_t count = -1;
+  CHECK_STATUS(tacq_checkpoint_num_row_splits(c, &count), TACQ_OK);
+  CHECK(count == 1);
+  const char* name = nullptr;
+  CHECK_STATUS(tacq_checkpoint_row_split_name(c, 0, &name), TACQ_OK);
+  CHECK(name && std::string(name) == "m.s");
+  CHECK_STATUS(tacq_checkpoint_row_split_name(c, 1, &name), TACQ_ERROR_NOT_FOUND);
+  CHECK_STATUS(tacq_checkpoint_row_split_name(nullptr, 0, &name), TACQ_ERROR_NULL_POINTER);
+  CHECK_STATUS(tacq_checkpoint_num_row_splits(c, nullptr), TACQ_ERROR_NULL_POINTER);
+  tacq_row_split split;
+  CHECK_STATUS(tacq_checkpoint_row_split(c, "m.s.parts.0", &split), TACQ_ERROR_NOT_FOUND);
+  CHECK_STATUS(tacq_checkpoint_row_split(c, "m.s", nullptr), TACQ_ERROR_NULL_POINTER);
+  for (int pass = 0; pass < 2; ++pass) {  // the second lookup returns the cached split
+    CHECK_STATUS(tacq_checkpoint_row_split(c, "m.s", &split), TACQ_OK);
+    CHECK(std::string(split.name) == "m.s" && split.N == 5 && split.K == 32 && split.num_parts == 2);
+    CHECK(std::string(split.parts[0]) == "m.s.parts.0" && std::string(split.parts[1]) == "m.s.parts.1");
+    CHECK(std::memcmp(split.row_bits, B.row_bits.data(), 5) == 0);
+    CHECK(split.has_bias == 1 && split.bias_dtype == TACQ_DTYPE_F32 && std::memcmp(split.bias, B.bias.data(), 20) == 0);
+  }
+  // y of the whole layer from its parts' y and row_bits, against the reference rows in place
+  std::vector<float> x(32);
+  for (int k = 0; k < 32; ++k) x[k] = std::cos(static_cast<float>(k));
+  std::vector<std::vector<float>> part_y(2);
+  for (int p = 0; p < 2; ++p) {
+    tacq_layer part;
+    CHECK_STATUS(tacq_checkpoint_layer(c, split.parts[p], &part), TACQ_OK);
+    part_y[p].resize(static_cast<size_t>(part.weights.N));
+    CHECK_STATUS(tacq_mixed_gemv_f32(&part.weights, x.data(), 1, part_y[p].data(), 1), TACQ_OK);
+  }
+  std::vector<double> ref_two, ref_three, mag;
+  ref_gemv(B.two, x, 1, &ref_two, &mag);
+  ref_gemv(B.three, x, 1, &ref_three, &mag);
+  size_t taken[2] = {0, 0};
+  bool ok = true;
+  for (int64_t n = 0; n < 5; ++n) {
+    const int p = split.row_bits[n] == 2 ? 0 : 1;
+    const double ref = (p == 0 ? ref_two : ref_three)[taken[p]];
+    ok &= std::fabs(part_y[p][taken[p]++] - ref) <= 1e-5 * (1 + std::fabs(ref));
+  }
+  CHECK(ok && taken[0] == 3 && taken[1] == 2);
+  tacq_checkpoint_close(c);
+
+  // configs the reader refuses at open, and tensors it refuses when the split is read
+  const std::string parts_ok = R"("parts": ["m.s.parts.0", "m.s.parts.1"])";
+  auto splits = [](const std::string& body) { return R"(, "row_splits": {"m.s": {)" + body + "}}"; };
+  const std::string sizes = R"("in_features": 32, "out_features": 5, "bias": true, )";
+  CHECK(open_split(B.ck, B.ck.layers_json, splits(sizes + parts_ok)) == TACQ_OK);
+  CHECK(open_split(B.ck, B.ck.layers_json, R"(, "row_splits": [])") == TACQ_ERROR_BAD_CHECKPOINT);
+  CHECK(open_split(B.ck, B.ck.layers_json, splits(sizes + R"("parts": ["m.s.parts.1", "m.s.parts.0"])")) ==
+        TACQ_ERROR_BAD_CHECKPOINT);
+  CHECK(open_split(B.ck, B.ck.layers_json, splits(sizes + R"("parts": ["m.s.parts.0"])")) ==
+        TACQ_ERROR_BAD_CHECKPOINT);  // 3 rows, out_features 5
+  CHECK(open_split(B.ck, B.ck.layers_json, splits(sizes + R"("parts": [])")) == TACQ_ERROR_BAD_CHECKPOINT);
+  CHECK(open_split(B.ck, B.ck.layers_json,
+                   splits(R"("in_features": 32, "out_features": 6, "bias": true, )" + parts_ok)) ==
+        TACQ_ERROR_BAD_CHECKPOINT);
+  CHECK(open_split(B.ck, B.ck.layers_json,
+                   splits(R"("in_features": 64, "out_features": 5, "bias": true, )" + parts_ok)) ==
+        TACQ_ERROR_BAD_CHECKPOINT);
+  CHECK(open_split(B.ck, B.ck.layers_json, splits(R"("in_features": 32, "out_features": 5, )" + parts_ok)) ==
+        TACQ_ERROR_BAD_CHECKPOINT);
+  CHECK(open_split(B.ck, "{" + part_json("m.s.parts.0", B.two) + "}", splits(sizes + parts_ok)) ==
+        TACQ_ERROR_BAD_CHECKPOINT);  // a part that is not a layer
+  Layer swapped = B.three;
+  swapped.bits = 2;  // both parts 2-bit: widths not increasing
+  CHECK(open_split(B.ck, "{" + part_json("m.s.parts.0", B.two) + ", " + part_json("m.s.parts.1", swapped) + "}",
+                   splits(sizes + parts_ok)) == TACQ_ERROR_BAD_CHECKPOINT);
+  auto with_row_bits = [&](const std::string& dtype, std::vector<uint8_t> bits) {
+    Checkpoint ck = B.ck;
+    ck.tensors["m.s.row_bits"] = {dtype, {static_cast<int64_t>(bits.size())}, raw(bits)};
+    return open_split(ck, B.ck.layers_json, B.splits_json);
+  };
+  CHECK(with_row_bits("U8", {3, 2, 2, 3, 2}) == TACQ_OK);
+  CHECK(with_row_bits("U8", {2, 3, 2, 3, 4}) == TACQ_ERROR_BAD_CHECKPOINT);  // no 4-bit part
+  CHECK(with_row_bits("U8", {2, 2, 2, 3, 2}) == TACQ_ERROR_BAD_CHECKPOINT);  // 4 rows 2-bit, the part holds 3
+  CHECK(with_row_bits("U8", {2, 3, 2, 3}) == TACQ_ERROR_BAD_CHECKPOINT);     // shape [4]
+  CHECK(with_row_bits("I8", {2, 3, 2, 3, 2}) == TACQ_ERROR_BAD_CHECKPOINT);
+  Checkpoint no_row_bits = B.ck;
+  no_row_bits.tensors.erase("m.s.row_bits");
+  CHECK(open_split(no_row_bits, B.ck.layers_json, B.splits_json) == TACQ_ERROR_BAD_CHECKPOINT);
+  Checkpoint no_bias = B.ck;
+  no_bias.tensors.erase("m.s.bias");
+  CHECK(open_split(no_bias, B.ck.layers_json, B.splits_json) == TACQ_ERROR_BAD_CHECKPOINT);
+}
+
 int main() {
   const char* tmp = std::getenv("TMPDIR");
   std::string pattern = std::string(tmp && *tmp ? tmp : "/tmp") + "/tacq_ckpt_test_XXXXXX";
@@ -438,6 +583,7 @@ int main() {
   test_truncated_and_corrupted_files(B);
   test_bad_content(B);
   test_random_corruption(B, rng);
+  test_row_splits(build_split(rng));
   std::system(("rm -rf '" + g_root + "'").c_str());
   return finish("test_checkpoint");
 }

@@ -30,7 +30,7 @@
  * structs below are never extended (new data comes with new structs and new
  * functions), so their size and layout are part of the ABI. */
 #define TACQ_VERSION_MAJOR 1
-#define TACQ_VERSION_MINOR 1
+#define TACQ_VERSION_MINOR 2
 #define TACQ_VERSION_PATCH 0
 #define TACQ_VERSION_NUMBER(major, minor, patch) ((major) * 10000 + (minor) * 100 + (patch))
 #define TACQ_VERSION TACQ_VERSION_NUMBER(TACQ_VERSION_MAJOR, TACQ_VERSION_MINOR, TACQ_VERSION_PATCH)
@@ -196,6 +196,35 @@ TACQ_API tacq_status tacq_checkpoint_layer_name(const tacq_checkpoint* checkpoin
  * the CSR structure, finite residual values, the bias. Thread-safe. */
 TACQ_API tacq_status tacq_checkpoint_layer(tacq_checkpoint* checkpoint, const char* name,
                                            tacq_layer* out);
+
+/* A layer stored in rows of different bit widths (docs/format.md, Row
+ * splits; since 1.2). Its parts are layers of the checkpoint (read them with
+ * tacq_checkpoint_layer), widths increasing; row n of the layer is the next
+ * row not yet taken of the part whose width is row_bits[n], so y[n] comes
+ * from that row of that part's y. Every pointer stays valid until
+ * tacq_checkpoint_close. */
+typedef struct tacq_row_split {
+  const char* name;              /* qualified name of the whole layer */
+  int64_t N, K;                  /* out_features, in_features */
+  int32_t num_parts;
+  int32_t has_bias;              /* 0 or 1 */
+  const char* const* parts;      /* num_parts layer names: name.parts.0, name.parts.1, ... */
+  const uint8_t* row_bits;       /* [N], each the width of one part */
+  int32_t bias_dtype;            /* a tacq_dtype, if has_bias */
+  int32_t reserved;              /* 0 */
+  const void* bias;              /* [N], or NULL */
+} tacq_row_split;
+
+/* Number of row splits (0 in a checkpoint without any). Since 1.2. */
+TACQ_API tacq_status tacq_checkpoint_num_row_splits(const tacq_checkpoint* checkpoint, int64_t* count);
+/* Name of row split `index` in [0, count), in the order of tacq_config.json. Since 1.2. */
+TACQ_API tacq_status tacq_checkpoint_row_split_name(const tacq_checkpoint* checkpoint, int64_t index,
+                                                    const char** name);
+/* Reads (once) and checks the split's row_bits (uint8 [N]: every entry the
+ * width of a part, each part given exactly its number of rows) and bias.
+ * Thread-safe. Since 1.2. */
+TACQ_API tacq_status tacq_checkpoint_row_split(tacq_checkpoint* checkpoint, const char* name,
+                                               tacq_row_split* out);
 
 #ifdef __cplusplus
 }  /* extern "C" */
