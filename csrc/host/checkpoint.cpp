@@ -475,6 +475,42 @@ tacq_status load_row_split(tacq_checkpoint& c, const RowSplitSpec& s, LoadedRowS
   return TACQ_OK;
 }
 
+// The name of entry `index` of `specs` (layers or row splits), for
+// tacq_checkpoint_layer_name and tacq_checkpoint_row_split_name (`fn`).
+template <typename Spec>
+tacq_status name_at(const std::vector<Spec>& specs, int64_t index, const char** name, const char* fn) {
+  if (index < 0 || index >= static_cast<int64_t>(specs.size()))
+    return fail(TACQ_ERROR_NOT_FOUND, "%s: index %lld outside [0, %lld)", fn, static_cast<long long>(index),
+                static_cast<long long>(specs.size()));
+  *name = specs[static_cast<size_t>(index)].name.c_str();
+  return TACQ_OK;
+}
+
+// The read behind tacq_checkpoint_layer and tacq_checkpoint_row_split (`fn`):
+// the entry `name` of `index` (a `what`), read by load(position, &entry) the
+// first time, under the checkpoint's lock, and kept in `loaded`; its view
+// copied to *out. A failed read is not kept, so it fails again the next time.
+template <typename Loaded, typename View, typename Load>
+tacq_status cached_read(tacq_checkpoint& c, const char* name, const std::map<std::string, size_t>& index,
+                        std::map<std::string, std::unique_ptr<Loaded>>& loaded, Load load, View* out,
+                        const char* fn, const char* what) {
+  const auto it = index.find(name);
+  if (it == index.end()) return fail(TACQ_ERROR_NOT_FOUND, "%s: no %s named '%s'", fn, what, name);
+  std::lock_guard<std::mutex> lock(c.mutex);
+  auto& slot = loaded[name];
+  if (!slot) {
+    auto entry = std::make_unique<Loaded>();
+    const tacq_status st = load(it->second, entry.get());
+    if (st != TACQ_OK) {
+      loaded.erase(name);
+      return st;
+    }
+    slot = std::move(entry);
+  }
+  *out = slot->view;
+  return TACQ_OK;
+}
+
 bool little_endian() {
   const uint32_t one = 1;
   uint8_t first;
@@ -526,11 +562,7 @@ tacq_status tacq_checkpoint_layer_name(const tacq_checkpoint* checkpoint, int64_
   clear_error();
   if (checkpoint == nullptr || name == nullptr)
     return fail(TACQ_ERROR_NULL_POINTER, "tacq_checkpoint_layer_name: checkpoint and name must not be NULL");
-  if (index < 0 || index >= static_cast<int64_t>(checkpoint->layers.size()))
-    return fail(TACQ_ERROR_NOT_FOUND, "tacq_checkpoint_layer_name: index %lld outside [0, %lld)",
-                static_cast<long long>(index), static_cast<long long>(checkpoint->layers.size()));
-  *name = checkpoint->layers[static_cast<size_t>(index)].name.c_str();
-  return TACQ_OK;
+  return name_at(checkpoint->layers, index, name, "tacq_checkpoint_layer_name");
 }
 
 tacq_status tacq_checkpoint_layer(tacq_checkpoint* checkpoint, const char* name, tacq_layer* out) {
@@ -538,23 +570,11 @@ tacq_status tacq_checkpoint_layer(tacq_checkpoint* checkpoint, const char* name,
   return guarded([&]() -> tacq_status {
     if (checkpoint == nullptr || name == nullptr || out == nullptr)
       return fail(TACQ_ERROR_NULL_POINTER, "tacq_checkpoint_layer: checkpoint, name and out must not be NULL");
-    const auto it = checkpoint->layer_index.find(name);
-    if (it == checkpoint->layer_index.end())
-      return fail(TACQ_ERROR_NOT_FOUND, "tacq_checkpoint_layer: no quantized layer named '%s'", name);
-    std::lock_guard<std::mutex> lock(checkpoint->mutex);
-    auto& slot = checkpoint->loaded[name];
-    if (!slot) {
-      auto layer = std::make_unique<LoadedLayer>();
-      LayerReader reader(*checkpoint, checkpoint->layers[it->second]);
-      const tacq_status st = reader.load(layer.get());
-      if (st != TACQ_OK) {
-        checkpoint->loaded.erase(name);
-        return st;
-      }
-      slot = std::move(layer);
-    }
-    *out = slot->view;
-    return TACQ_OK;
+    const auto load = [&](size_t i, LoadedLayer* layer) {
+      return LayerReader(*checkpoint, checkpoint->layers[i]).load(layer);
+    };
+    return cached_read(*checkpoint, name, checkpoint->layer_index, checkpoint->loaded, load, out,
+                       "tacq_checkpoint_layer", "quantized layer");
   });
 }
 
@@ -572,11 +592,7 @@ tacq_status tacq_checkpoint_row_split_name(const tacq_checkpoint* checkpoint, in
   clear_error();
   if (checkpoint == nullptr || name == nullptr)
     return fail(TACQ_ERROR_NULL_POINTER, "tacq_checkpoint_row_split_name: checkpoint and name must not be NULL");
-  if (index < 0 || index >= static_cast<int64_t>(checkpoint->splits.size()))
-    return fail(TACQ_ERROR_NOT_FOUND, "tacq_checkpoint_row_split_name: index %lld outside [0, %lld)",
-                static_cast<long long>(index), static_cast<long long>(checkpoint->splits.size()));
-  *name = checkpoint->splits[static_cast<size_t>(index)].name.c_str();
-  return TACQ_OK;
+  return name_at(checkpoint->splits, index, name, "tacq_checkpoint_row_split_name");
 }
 
 tacq_status tacq_checkpoint_row_split(tacq_checkpoint* checkpoint, const char* name, tacq_row_split* out) {
@@ -584,22 +600,11 @@ tacq_status tacq_checkpoint_row_split(tacq_checkpoint* checkpoint, const char* n
   return guarded([&]() -> tacq_status {
     if (checkpoint == nullptr || name == nullptr || out == nullptr)
       return fail(TACQ_ERROR_NULL_POINTER, "tacq_checkpoint_row_split: checkpoint, name and out must not be NULL");
-    const auto it = checkpoint->split_index.find(name);
-    if (it == checkpoint->split_index.end())
-      return fail(TACQ_ERROR_NOT_FOUND, "tacq_checkpoint_row_split: no row split named '%s'", name);
-    std::lock_guard<std::mutex> lock(checkpoint->mutex);
-    auto& slot = checkpoint->loaded_splits[name];
-    if (!slot) {
-      auto split = std::make_unique<LoadedRowSplit>();
-      const tacq_status st = load_row_split(*checkpoint, checkpoint->splits[it->second], split.get());
-      if (st != TACQ_OK) {
-        checkpoint->loaded_splits.erase(name);
-        return st;
-      }
-      slot = std::move(split);
-    }
-    *out = slot->view;
-    return TACQ_OK;
+    const auto load = [&](size_t i, LoadedRowSplit* split) {
+      return load_row_split(*checkpoint, checkpoint->splits[i], split);
+    };
+    return cached_read(*checkpoint, name, checkpoint->split_index, checkpoint->loaded_splits, load, out,
+                       "tacq_checkpoint_row_split", "row split");
   });
 }
 
