@@ -31,7 +31,7 @@ def wide_row_bits(scores: Dict[str, torch.Tensor], budget: int, bits: int,
     first = dict(zip(sizes, torch.tensor([0] + [rows for rows, _ in sizes.values()]).cumsum(0).tolist()))
     row_mean = torch.zeros(sum(rows for rows, _ in sizes.values()), dtype=torch.float64)
     for name, s in scores.items():
-        row_mean[first[name]:first[name] + s.shape[0]] = s.double().mean(dim=1).cpu()
+        row_mean[first[name]:first[name] + s.shape[0]] = s.sum(dim=1, dtype=torch.float64).cpu() / s.shape[1]
     row_mean = sum_over_ranks(row_mean)
     width = torch.cat([torch.full((rows,), cols) for rows, cols in sizes.values()])
     order = torch.argsort(row_mean, descending=True, stable=True)
