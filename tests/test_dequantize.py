@@ -59,6 +59,26 @@ def test_round_trip_with_quantize():
     assert torch.all((deq - w).abs()[unclipped] <= step[unclipped] / 2 + 1e-6)
 
 
+def test_bf16_output_rounds_like_torch_at_the_edges(cpu_isa):
+    """bf16 output is the fp32 value rounded once, to nearest even, bit for bit
+    as torch rounds it: ties both ways and negative, subnormals, the largest
+    fp32 rounding up to infinity, infinities; NaN stays NaN. K = 47 leaves a
+    partial vector at the end of every row."""
+    K = 47
+    codes = torch.arange(K, dtype=torch.uint8).remainder(4).repeat(6, 1)
+    scale = torch.tensor([[1 + 2**-8], [1 + 3 * 2**-8], [1e-39], [3.4028235e38], [float("inf")], [float("nan")]])
+    zero = torch.tensor([[0.0], [0.0], [0.0], [0.0], [0.0], [4.0]])
+    zero[0] = 4.0  # row 0: (code - 4) * scale, negative ties
+    packed = ops.pack(codes, 2)
+    ours = ops.dequantize(packed, scale, zero, 2, -1, K, torch.bfloat16)
+    expected = reference.dequantize(packed, scale, zero, 2, -1, K).to(torch.bfloat16)
+    nan = expected.isnan()
+    assert torch.equal(ours.isnan(), nan) and nan.any() and expected.isinf().any()
+    assert torch.equal(ours.view(torch.int16)[~nan], expected.view(torch.int16)[~nan])
+    # -(1 + 2^-8) and 1 + 3 * 2^-8 are ties: to the even neighbours -1 and 1 + 2^-6
+    assert ours[3, 1].isinf() and ours[0, 3] == -1 and ours[1, 1] == 1 + 2**-6
+
+
 @pytest.mark.parametrize("bits", [2, 3])
 def test_opcheck(device, bits):
     """fp32 scales with the default and bf16 output; on CUDA fp16 scales too."""

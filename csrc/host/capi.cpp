@@ -67,7 +67,7 @@ tacq_status tacq_quantize(const float* w, const uint8_t* keep, int64_t N, int64_
 tacq_status tacq_dequantize_f32(const tacq_weights* weights, float* out, int32_t num_threads) {
   return guarded([&] {
     if (weights == nullptr) return fail(TACQ_ERROR_NULL_POINTER, "tacq_dequantize_f32: weights is NULL");
-    return tacq::host::dequantize(*weights, out, num_threads);
+    return tacq::host::dequantize(*weights, TACQ_DTYPE_F32, out, num_threads);
   });
 }
 

@@ -66,12 +66,16 @@ tacq_status pack(const uint8_t* codes, int64_t N, int64_t K, int bits, int32_t* 
                  int num_threads);
 tacq_status unpack(const int32_t* packed, int64_t N, int64_t K, int bits, uint8_t* codes,
                    int num_threads);
-tacq_status dequantize(const tacq_weights& w, float* out, int num_threads);
-// Rows [row_begin, row_end) of the dense weight dequant(packed) + R, fp32
-// [row_end - row_begin, K] in out: what batches too large for mixed_gemv
-// multiply with a GEMM. row_ptr's content must have been checked (check_weights
-// with Residual::kContent); a bad column of these rows is TACQ_ERROR_BAD_CSR.
-tacq_status dense_rows(const tacq_weights& w, int64_t row_begin, int64_t row_end, float* out, int num_threads);
+// dequant(packed) [N, K] in out, of out_dtype: F32, or BF16 rounded to
+// nearest even from the fp32 value.
+tacq_status dequantize(const tacq_weights& w, tacq_dtype out_dtype, void* out, int num_threads);
+// Rows [row_begin, row_end) of the dense weight dequant(packed) + R, [row_end -
+// row_begin, K] of out_dtype (F32, or BF16 rounded once from the fp32 sum) in
+// out: what batches too large for mixed_gemv multiply with a GEMM. row_ptr's
+// content must have been checked (check_weights with Residual::kContent); a bad
+// column of these rows is TACQ_ERROR_BAD_CSR.
+tacq_status dense_rows(const tacq_weights& w, int64_t row_begin, int64_t row_end, tacq_dtype out_dtype,
+                       void* out, int num_threads);
 // keep: NULL or [N, K] bytes of 0/1.
 tacq_status quantize(const float* w, const uint8_t* keep, int64_t N, int64_t K, int bits,
                      int64_t group_size, uint8_t* codes, float* scale, float* zero,

@@ -48,13 +48,7 @@ float bf16_to_float(uint16_t b) {
   return f;
 }
 
-uint16_t float_to_bf16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);  // quiet NaN
-  bits += 0x7FFFu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
-}
+uint16_t float_to_bf16(float f) { return cpu::float_to_bf16_bits(f); }
 
 // ---- checks -------------------------------------------------------------------
 
@@ -161,6 +155,15 @@ cpu::HalvesToFloatsFn halves_kernel_for(CpuIsa isa) {
   return isa == CpuIsa::kGeneric ? &cpu::generic::halves_to_floats : &cpu::avx2::halves_to_floats;
 }
 
+cpu::FloatsToBf16Fn bf16_kernel_for(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kAvx512: return &cpu::avx512::floats_to_bf16;
+    case CpuIsa::kAvx2: return &cpu::avx2::floats_to_bf16;
+    case CpuIsa::kGeneric: break;
+  }
+  return &cpu::generic::floats_to_bf16;
+}
+
 // scale/zero as fp32: the caller's arrays, or converted copies in `storage`.
 tacq_status scales_f32(const tacq_weights& w, int64_t G, AlignedBuffer& storage, const float** scale,
                        const float** zero) {
@@ -237,53 +240,95 @@ cpu::DequantizeRowsFn dequantize_kernel_for(CpuIsa isa) {
 
 }  // namespace
 
-tacq_status dequantize(const tacq_weights& w, float* out, int num_threads) {
-  const char* fn = "tacq_dequantize";
-  Shape shape{};
-  TACQ_TRY(check_weights(fn, w, Residual::kSkip, &shape));
-  TACQ_TRY(check_threads(fn, num_threads));
-  if (w.N == 0) return TACQ_OK;
-  if (out == nullptr) return fail(TACQ_ERROR_NULL_POINTER, "%s: out must not be NULL", fn);
-  AlignedBuffer converted;
-  const float *scale = nullptr, *zero = nullptr;
-  TACQ_TRY(scales_f32(w, shape.G, converted, &scale, &zero));
-  const cpu::DequantizeProblem problem{reinterpret_cast<const uint32_t*>(w.packed), scale, zero, w.K,
-                                       shape.group_len, static_cast<int>(w.bits), out};
-  const cpu::DequantizeRowsFn kernel = dequantize_kernel_for(cpu_isa());
-  parallel_for(0, w.N, max64(1, (1 << 15) / w.K), num_threads,
-               [&](int64_t b, int64_t e, int) { kernel(problem, b, e); });
-  return TACQ_OK;
+namespace {
+
+// Adds row n's residual into `row`; false if a column is out of range or not
+// strictly increasing (the caller's full check names the entry).
+bool add_residual_row(const tacq_weights& w, int64_t n, float* row) {
+  int32_t previous = -1;
+  for (int32_t i = w.row_ptr[n]; i < w.row_ptr[n + 1]; ++i) {
+    const int32_t c = w.col_idx[i];
+    if (c <= previous || c >= w.K) return false;
+    row[c] += half_to_float(w.values[i]);
+    previous = c;
+  }
+  return true;
 }
 
-tacq_status dense_rows(const tacq_weights& w, int64_t row_begin, int64_t row_end, float* out, int num_threads) {
-  const char* fn = "tacq_dense_rows";
+// Rows [row_begin, row_end) of dequant(packed), plus the residual if
+// with_residual, into out [rows, K] of out_dtype (F32, or BF16 rounded once
+// from the fp32 row, which each thread builds in a scratch row that stays in
+// cache: no fp32 copy of the block goes through memory).
+tacq_status dense_rows_as(const char* fn, const tacq_weights& w, int64_t row_begin, int64_t row_end,
+                          bool with_residual, tacq_dtype out_dtype, void* out, int num_threads) {
   Shape shape{};
-  TACQ_TRY(check_weights(fn, w, Residual::kPointers, &shape));
+  TACQ_TRY(check_weights(fn, w, with_residual ? Residual::kPointers : Residual::kSkip, &shape));
+  TACQ_TRY(check_threads(fn, num_threads));
   if (row_begin < 0 || row_begin > row_end || row_end > w.N)
     return fail(TACQ_ERROR_BAD_SIZE, "%s: rows [%lld, %lld) are not within [0, N = %lld)", fn,
                 static_cast<long long>(row_begin), static_cast<long long>(row_end), static_cast<long long>(w.N));
+  if (out_dtype != TACQ_DTYPE_F32 && out_dtype != TACQ_DTYPE_BF16)
+    return fail(TACQ_ERROR_BAD_DTYPE, "%s: out dtype must be F32 or BF16, got %d", fn, static_cast<int>(out_dtype));
+  const int64_t N = row_end - row_begin, K = w.K;
+  if (N == 0) return TACQ_OK;
+  if (out == nullptr) return fail(TACQ_ERROR_NULL_POINTER, "%s: out must not be NULL", fn);
   tacq_weights rows = w;
-  rows.N = row_end - row_begin;
-  rows.packed = static_cast<const int32_t*>(w.packed) + row_begin * (padded(w.K) / 32 * w.bits);
+  rows.N = N;
+  rows.packed = static_cast<const int32_t*>(w.packed) + row_begin * (padded(K) / 32 * w.bits);
   const size_t scale_bytes = w.scale_dtype == TACQ_DTYPE_F16 ? 2 : 4;
   rows.scale = static_cast<const char*>(w.scale) + row_begin * shape.G * scale_bytes;
   rows.zero = static_cast<const char*>(w.zero) + row_begin * shape.G * scale_bytes;
-  TACQ_TRY(dequantize(rows, out, num_threads));
-  for (int64_t n = row_begin; n < row_end; ++n) {
-    float* row = out + (n - row_begin) * w.K;
-    int32_t previous = -1;
-    for (int32_t i = w.row_ptr[n]; i < w.row_ptr[n + 1]; ++i) {
-      const int32_t c = w.col_idx[i];
-      if (c <= previous || c >= w.K) {  // the full check names the entry
-        TACQ_TRY(check_columns(fn, w));
-        return fail(TACQ_ERROR_INTERNAL, "%s: row %lld has a column that passes the column check", fn,
-                    static_cast<long long>(n));
+  AlignedBuffer converted;
+  const float *scale = nullptr, *zero = nullptr;
+  TACQ_TRY(scales_f32(rows, shape.G, converted, &scale, &zero));
+
+  // Rows go through a per-thread fp32 scratch (~128 KiB, in cache) when they
+  // need a residual added or rounding to bf16, a few rows per kernel call.
+  const bool to_bf16 = out_dtype == TACQ_DTYPE_BF16, staged = to_bf16 || with_residual;
+  const int64_t scratch_rows = max64(1, (32 << 10) / K);
+  const int threads = plan_threads(N, max64(1, (1 << 15) / K), num_threads);
+  AlignedBuffer scratch;
+  if (to_bf16 && !scratch.allocate(static_cast<size_t>(threads * scratch_rows * K) * sizeof(float)))
+    return fail(TACQ_ERROR_OUT_OF_MEMORY, "%s: out of memory for %d x %lld rows of %lld floats", fn, threads,
+                static_cast<long long>(scratch_rows), static_cast<long long>(K));
+  const cpu::DequantizeRowsFn dequantize_kernel = dequantize_kernel_for(cpu_isa());
+  const cpu::FloatsToBf16Fn bf16_kernel = bf16_kernel_for(cpu_isa());
+  const int64_t words = padded(K) / 32 * w.bits;
+  std::atomic<bool> columns_ok{true};
+  parallel_for(0, N, threads, [&](int64_t b, int64_t e, int tid) {
+    const int64_t step = staged ? scratch_rows : e - b;
+    for (int64_t first = b; first < e; first += step) {
+      const int64_t count = e - first < step ? e - first : step;
+      float* dense = to_bf16 ? scratch.as<float>() + tid * scratch_rows * K : static_cast<float*>(out) + first * K;
+      const cpu::DequantizeProblem problem{reinterpret_cast<const uint32_t*>(rows.packed) + first * words,
+                                           scale + first * shape.G, zero + first * shape.G, K, shape.group_len,
+                                           static_cast<int>(w.bits), dense};
+      dequantize_kernel(problem, 0, count);
+      for (int64_t r = 0; with_residual && r < count; ++r) {
+        if (!add_residual_row(w, row_begin + first + r, dense + r * K)) {
+          columns_ok = false;
+          return;
+        }
       }
-      row[c] += half_to_float(w.values[i]);
-      previous = c;
+      if (to_bf16) bf16_kernel(dense, static_cast<uint16_t*>(out) + first * K, count * K);
     }
+  });
+  if (!columns_ok) {
+    TACQ_TRY(check_columns(fn, w));
+    return fail(TACQ_ERROR_INTERNAL, "%s: a row has a column that passes the column check", fn);
   }
   return TACQ_OK;
+}
+
+}  // namespace
+
+tacq_status dequantize(const tacq_weights& w, tacq_dtype out_dtype, void* out, int num_threads) {
+  return dense_rows_as("tacq_dequantize", w, 0, w.N, false, out_dtype, out, num_threads);
+}
+
+tacq_status dense_rows(const tacq_weights& w, int64_t row_begin, int64_t row_end, tacq_dtype out_dtype,
+                       void* out, int num_threads) {
+  return dense_rows_as("tacq_dense_rows", w, row_begin, row_end, true, out_dtype, out, num_threads);
 }
 
 // ---- quantize -------------------------------------------------------------------------

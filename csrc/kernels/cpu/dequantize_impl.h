@@ -24,32 +24,41 @@ static inline void dequantize_3bit_block(const uint32_t* words, float s, float z
 }
 #endif
 
+// The 32 codes of one block, dequantized with scale s and zero z, into out.
+template <int kBits>
+static inline void dequantize_block(const uint32_t* w, float s, float z, float* out) {
+#if defined(__AVX2__)
+  if constexpr (kBits == 3) {
+    dequantize_3bit_block(w, s, z, out);
+    return;
+  }
+#endif
+  constexpr uint32_t kMask = (1u << kBits) - 1u;
+  for (int i = 0; i < 32; ++i) {
+    const int bit = i * kBits, word = bit >> 5, shift = bit & 31;
+    uint32_t v = w[word] >> shift;
+    if (shift + kBits > 32) v |= w[word + 1] << (32 - shift);
+    out[i] = s * (static_cast<float>(v & kMask) - z);
+  }
+}
+
 template <int kBits>
 static void dequantize_rows_bits(const DequantizeProblem& p, int64_t row_begin, int64_t row_end) {
-  constexpr uint32_t kMask = (1u << kBits) - 1u;
   const int64_t words_per_row = (p.K + 31) / 32 * kBits;
   const int64_t G = p.K / p.group_len;
   for (int64_t n = row_begin; n < row_end; ++n) {
     const uint32_t* row = p.packed + n * words_per_row;
     float* out = p.out + n * p.K;
-    for (int64_t k0 = 0; k0 < p.K; k0 += 32) {
-      const int64_t g = k0 / p.group_len;
+    for (int64_t g = 0; g < G; ++g) {
       const float s = p.scale[n * G + g], z = p.zero[n * G + g];
-      const uint32_t* w = row + k0 / 32 * kBits;
-      float block[32];
-#if defined(__AVX2__)
-      if constexpr (kBits == 3) {
-        dequantize_3bit_block(w, s, z, block);
-      } else
-#endif
-      for (int i = 0; i < 32; ++i) {
-        const int bit = i * kBits, word = bit >> 5, shift = bit & 31;
-        uint32_t v = w[word] >> shift;
-        if (shift + kBits > 32) v |= w[word + 1] << (32 - shift);
-        block[i] = s * (static_cast<float>(v & kMask) - z);
+      const int64_t group_end = (g + 1) * p.group_len;
+      int64_t k0 = g * p.group_len;
+      for (; k0 + 32 <= group_end; k0 += 32) dequantize_block<kBits>(row + k0 / 32 * kBits, s, z, out + k0);
+      if (k0 < group_end) {  // the row's last, partial block (a whole-row group only)
+        float block[32];
+        dequantize_block<kBits>(row + k0 / 32 * kBits, s, z, block);
+        for (int64_t i = 0; k0 + i < group_end; ++i) out[k0 + i] = block[i];
       }
-      const int64_t len = p.K - k0 < 32 ? p.K - k0 : 32;
-      for (int64_t i = 0; i < len; ++i) out[k0 + i] = block[i];
     }
   }
 }

@@ -15,10 +15,13 @@ at::Tensor dequantize_cpu(const at::Tensor& packed, const at::Tensor& scale, con
                           std::optional<at::ScalarType> dtype) {
   const at::ScalarType out_dtype = dtype.value_or(at::kFloat);
   check_dequantize_args("dequantize", packed, scale, zero, bits, group_size, K, out_dtype);
-  at::Tensor out = at::empty({packed.size(0), K}, packed.options().dtype(at::kFloat));
+  // fp32 and bf16 come from the host layer as they are; fp16 is fp32 rounded by torch.
+  const bool bf16 = out_dtype == at::kBFloat16;
+  at::Tensor out = at::empty({packed.size(0), K}, packed.options().dtype(bf16 ? at::kBFloat16 : at::kFloat));
   check_host("dequantize", host::dequantize(weights_view(packed, scale, zero, bits, group_size, K),
-                                            out.data_ptr<float>(), torch_threads()));
-  return out_dtype == at::kFloat ? out : out.to(out_dtype);
+                                            bf16 ? TACQ_DTYPE_BF16 : TACQ_DTYPE_F32, out.data_ptr(),
+                                            torch_threads()));
+  return out.to(out_dtype);
 }
 
 }  // namespace

@@ -21,10 +21,11 @@ tacq_dtype x_dtype(at::ScalarType s) {
 }
 
 // M > kMixedGemvMaxRows: blocks of weight rows (~4 MiB of fp32) made dense
-// by host::dense_rows and multiplied with at::mm in x's dtype, as F.linear
-// with the dense weight would (the weight rounded to x's dtype); with x_int8,
-// in fp32 on the rounded x. Each block is still in cache when the GEMM reads
-// it, and no [N, K] copy of the weight is made.
+// by host::dense_rows in x's dtype (bf16 straight from the host layer, fp16
+// rounded from fp32 by torch), as F.linear with the dense weight would have
+// it, and multiplied with at::mm into their columns of y; with x_int8, in fp32
+// on the rounded x. Each block is still in cache when the GEMM reads it, and
+// no [N, K] copy of the weight is made.
 at::Tensor multiply_dense_blocks(const at::Tensor& x, const tacq_weights& w, const at::Tensor& row_ptr,
                                  const at::Tensor& col_idx, bool x_int8) {
   const at::Tensor xs = x_int8 ? round_int8_blocks("mixed_gemv", x) : x;
@@ -32,15 +33,17 @@ at::Tensor multiply_dense_blocks(const at::Tensor& x, const tacq_weights& w, con
   // At least 64 rows: with fewer the GEMM is far from its peak (Zen 4, bf16,
   // 512 x 14336 x 4096 in blocks of 16 rows: 2.5x the time of one call).
   const int64_t block = std::min(N, std::max<int64_t>(64, (int64_t{1} << 20) / K / 16 * 16));
-  at::Tensor dense = at::empty({block, K}, x.options().dtype(at::kFloat));
+  const bool bf16 = xs.scalar_type() == at::kBFloat16;
+  at::Tensor dense = at::empty({block, K}, x.options().dtype(bf16 ? at::kBFloat16 : at::kFloat));
   at::Tensor y = at::empty({x.size(0), N}, xs.options());
   for (int64_t first = 0; first < N; first += block) {
     const int64_t rows = std::min(block, N - first);
-    const tacq_status status = host::dense_rows(w, first, first + rows, dense.data_ptr<float>(), torch_threads());
+    const tacq_status status = host::dense_rows(w, first, first + rows, bf16 ? TACQ_DTYPE_BF16 : TACQ_DTYPE_F32,
+                                                dense.data_ptr(), torch_threads());
     if (status == TACQ_ERROR_BAD_CSR) check_csr_columns("mixed_gemv", row_ptr, col_idx, N, K);
     check_host("mixed_gemv", status);
-    const at::Tensor W = dense.narrow(0, 0, rows).to(xs.scalar_type());
-    y.narrow(1, first, rows).copy_(at::mm(xs, W.t()));
+    at::Tensor y_block = y.narrow(1, first, rows);
+    at::mm_out(y_block, xs, dense.narrow(0, 0, rows).to(xs.scalar_type()).t());
   }
   return y.to(x.scalar_type());
 }
