@@ -42,6 +42,16 @@ def time_cpu(fn: Callable[[], object], reps: int = 20, warmup: int = 3) -> float
     return statistics.median(samples)
 
 
+def seconds_per_call(fn: Callable[[], object], calls: int) -> float:
+    """Mean wall time of `calls` back-to-back fn() after one warm-up call, in
+    seconds: for alternating rounds of two contenders, each keeping its fastest."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
 def time_streamed_cpu(make_run: Callable[[], Callable[[], object]], reps: int, allocations: int = 3) -> float:
     """Median over `allocations` fresh weight stacks of time_cpu(make_run()).
     How fast a stack streams can depend on where its pages landed (on the

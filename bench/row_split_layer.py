@@ -15,24 +15,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, write_table_results  # noqa: E402
+from common import command_line, seconds_per_call, write_table_results  # noqa: E402
 from e2e_decode import random_quantized_linear, random_split_linear  # noqa: E402
 
 SHAPES = [(14336, 4096), (4096, 14336), (8192, 2048), (512, 2048)]  # (N, K): 8B MLP, 1B MLP, 1B k/v
-
-
-def seconds_per_call(layer, x, calls: int) -> float:
-    layer(x)
-    start = time.perf_counter()
-    for _ in range(calls):
-        layer(x)
-    return (time.perf_counter() - start) / calls
 
 
 def main(argv=None) -> int:
@@ -58,8 +49,8 @@ def main(argv=None) -> int:
         best = {"single": float("inf"), "split": float("inf")}
         with torch.no_grad():
             for _ in range(args.rounds):
-                best["single"] = min(best["single"], seconds_per_call(single, x, calls))
-                best["split"] = min(best["split"], seconds_per_call(split, x, calls))
+                best["single"] = min(best["single"], seconds_per_call(lambda: single(x), calls))
+                best["split"] = min(best["split"], seconds_per_call(lambda: split(x), calls))
         ratio = best["split"] / best["single"]
         rows.append(f"| {N}x{K} | {M} | {best['single'] * 1e6:.0f} | {best['split'] * 1e6:.0f} "
                     f"| {(best['split'] - best['single']) * 1e6:+.0f} | {ratio:.2f}x |")

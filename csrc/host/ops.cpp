@@ -257,10 +257,12 @@ bool add_residual_row(const tacq_weights& w, int64_t n, float* row) {
 
 // Rows [row_begin, row_end) of dequant(packed), plus the residual if
 // with_residual, into out [rows, K] of out_dtype (F32, or BF16 rounded once
-// from the fp32 row, which each thread builds in a scratch row that stays in
-// cache: no fp32 copy of the block goes through memory).
+// from the fp32 rows, which each thread builds in a scratch that stays in
+// cache: no fp32 copy of the block goes through memory). bf16_streamed: BF16
+// out written with non-temporal stores (halves.h), for other cores to read.
 tacq_status dense_rows_as(const char* fn, const tacq_weights& w, int64_t row_begin, int64_t row_end,
-                          bool with_residual, tacq_dtype out_dtype, void* out, int num_threads) {
+                          bool with_residual, bool bf16_streamed, tacq_dtype out_dtype, void* out,
+                          int num_threads) {
   Shape shape{};
   TACQ_TRY(check_weights(fn, w, with_residual ? Residual::kPointers : Residual::kSkip, &shape));
   TACQ_TRY(check_threads(fn, num_threads));
@@ -310,7 +312,7 @@ tacq_status dense_rows_as(const char* fn, const tacq_weights& w, int64_t row_beg
           return;
         }
       }
-      if (to_bf16) bf16_kernel(dense, static_cast<uint16_t*>(out) + first * K, count * K);
+      if (to_bf16) bf16_kernel(dense, static_cast<uint16_t*>(out) + first * K, count * K, bf16_streamed);
     }
   });
   if (!columns_ok) {
@@ -323,12 +325,13 @@ tacq_status dense_rows_as(const char* fn, const tacq_weights& w, int64_t row_beg
 }  // namespace
 
 tacq_status dequantize(const tacq_weights& w, tacq_dtype out_dtype, void* out, int num_threads) {
-  return dense_rows_as("tacq_dequantize", w, 0, w.N, false, out_dtype, out, num_threads);
+  return dense_rows_as("tacq_dequantize", w, 0, w.N, false, false, out_dtype, out, num_threads);
 }
 
 tacq_status dense_rows(const tacq_weights& w, int64_t row_begin, int64_t row_end, tacq_dtype out_dtype,
                        void* out, int num_threads) {
-  return dense_rows_as("tacq_dense_rows", w, row_begin, row_end, true, out_dtype, out, num_threads);
+  // Its blocks go to torch's GEMM threads: streamed.
+  return dense_rows_as("tacq_dense_rows", w, row_begin, row_end, true, true, out_dtype, out, num_threads);
 }
 
 // ---- quantize -------------------------------------------------------------------------

@@ -37,10 +37,15 @@ using HalvesToFloatsFn = void (*)(const uint16_t* in, float* out, int64_t n);
 namespace generic { void halves_to_floats(const uint16_t* in, float* out, int64_t n); }
 namespace avx2 { void halves_to_floats(const uint16_t* in, float* out, int64_t n); }
 
-// out[i] = float_to_bf16_bits(in[i]) for i < n.
-using FloatsToBf16Fn = void (*)(const float* in, uint16_t* out, int64_t n);
-namespace generic { void floats_to_bf16(const float* in, uint16_t* out, int64_t n); }
-namespace avx2 { void floats_to_bf16(const float* in, uint16_t* out, int64_t n); }
-namespace avx512 { void floats_to_bf16(const float* in, uint16_t* out, int64_t n); }
+// out[i] = float_to_bf16_bits(in[i]) for i < n. `streaming`: write out with
+// non-temporal stores (avx2 / avx512; the generic build ignores it), for an
+// output that other cores read next: a dense block that torch's GEMM threads
+// read right after. On the Zen 4 VM the same block written through the cache
+// made some runs' prompt layers ~20 % slower (cache lines moved between
+// cores), streamed it did not.
+using FloatsToBf16Fn = void (*)(const float* in, uint16_t* out, int64_t n, bool streaming);
+namespace generic { void floats_to_bf16(const float* in, uint16_t* out, int64_t n, bool streaming); }
+namespace avx2 { void floats_to_bf16(const float* in, uint16_t* out, int64_t n, bool streaming); }
+namespace avx512 { void floats_to_bf16(const float* in, uint16_t* out, int64_t n, bool streaming); }
 
 }  // namespace tacq::cpu
