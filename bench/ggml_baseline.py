@@ -13,7 +13,9 @@ same way here (one weight set, median of repeated calls), with the number of
 threads ggml uses (all of the machine's). Both run in --rounds interleaved
 rounds and each figure is its fastest round. Ours: 2, 3 and 4 bits with the
 matching k-quant, per-row scales and groups of 64, a 0.35 % fp16 residual,
-fp32 and bf16 x. Writes bench/results/ggml-baseline-cpu.{md,json,png}.
+fp32 and bf16 x, and fp32 x rounded to int8 per 32 values (x_int8, what ggml
+does to fp32 activations with q8_K). Writes
+bench/results/ggml-baseline-cpu.{md,json,png}.
 """
 
 from __future__ import annotations
@@ -89,19 +91,25 @@ def main(argv=None) -> int:
     from tqdm.auto import tqdm
 
     x = torch.randn(1, K, generator=torch.Generator().manual_seed(0))
-    cases = [(bits, k_quant, group_size, x_dtype, our_layer(bits, group_size))
-             for bits, k_quant in K_QUANTS.items() for group_size in (-1, 64)
-             for x_dtype in (torch.float32, torch.bfloat16)]
+    x_kinds = {"fp32 x": (torch.float32, False), "bf16 x": (torch.bfloat16, False),
+               "fp32 x as int8": (torch.float32, True)}
+    cases = []
+    for bits, k_quant in K_QUANTS.items():
+        for group_size in (-1, 64):
+            for x_kind, (x_dtype, x_int8) in x_kinds.items():
+                layer = our_layer(bits, group_size)
+                layer.x_int8 = x_int8
+                cases.append((bits, k_quant, group_size, x_kind, x_dtype, layer))
     ggml_us = {k_quant: float("inf") for k_quant in K_QUANTS.values()}
     ours_us = [float("inf")] * len(cases)
     for _ in tqdm(range(args.rounds), desc="rounds"):  # the shared machine drifts: interleave, keep the best
         for k_quant in ggml_us:
             ggml_us[k_quant] = min(ggml_us[k_quant], ggml_microseconds(args.test_backend_ops, k_quant))
-        for i, (_, _, _, x_dtype, layer) in enumerate(cases):
+        for i, (_, _, _, _, x_dtype, layer) in enumerate(cases):
             ours_us[i] = min(ours_us[i], ours_microseconds(layer, x.to(x_dtype)))
     rows = [{"bits": bits, "k_quant": k_quant, "ggml_us": ggml_us[k_quant], "ours_us": ours_us[i],
-             "ours": ("per row" if group_size == -1 else "groups of 64") + f", {str(x_dtype)[6:]} x"}
-            for i, (bits, k_quant, group_size, x_dtype, _) in enumerate(cases)]
+             "ours": ("per row" if group_size == -1 else "groups of 64") + f", {x_kind}"}
+            for i, (bits, k_quant, group_size, x_kind, _, _) in enumerate(cases)]
     lines = ["| bits | ggml | ggml µs | ours | ours µs | ours vs ggml |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['bits']} | {r['k_quant']} | {r['ggml_us']:.1f} | {r['ours']} | {r['ours_us']:.1f} "
               f"| {r['ggml_us'] / r['ours_us']:.2f}x |" for r in rows]
