@@ -284,9 +284,9 @@ tacq_status dense_rows_as(const char* fn, const tacq_weights& w, int64_t row_beg
   const float *scale = nullptr, *zero = nullptr;
   TACQ_TRY(scales_f32(rows, shape.G, converted, &scale, &zero));
 
-  // Rows go through a per-thread fp32 scratch (~128 KiB, in cache) when they
-  // need a residual added or rounding to bf16, a few rows per kernel call.
-  const bool to_bf16 = out_dtype == TACQ_DTYPE_BF16, staged = to_bf16 || with_residual;
+  // Rows that take a residual or become bf16 are made a few at a time (~128 KiB
+  // of fp32, in cache): bf16 ones in a per-thread scratch, rounded from there.
+  const bool to_bf16 = out_dtype == TACQ_DTYPE_BF16, in_steps = to_bf16 || with_residual;
   const int64_t scratch_rows = max64(1, (32 << 10) / K);
   const int threads = plan_threads(N, max64(1, (1 << 15) / K), num_threads);
   AlignedBuffer scratch;
@@ -298,7 +298,7 @@ tacq_status dense_rows_as(const char* fn, const tacq_weights& w, int64_t row_beg
   const int64_t words = padded(K) / 32 * w.bits;
   std::atomic<bool> columns_ok{true};
   parallel_for(0, N, threads, [&](int64_t b, int64_t e, int tid) {
-    const int64_t step = staged ? scratch_rows : e - b;
+    const int64_t step = in_steps ? scratch_rows : e - b;
     for (int64_t first = b; first < e; first += step) {
       const int64_t count = e - first < step ? e - first : step;
       float* dense = to_bf16 ? scratch.as<float>() + tid * scratch_rows * K : static_cast<float*>(out) + first * K;
