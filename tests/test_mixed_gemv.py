@@ -297,7 +297,7 @@ def check_dense_path(y, x, W):
 @pytest.mark.parametrize("N,K,group_size", [(600, 4096, 128), (37, 100, -1), (200, 20000, -1), (300, 320, 64)])
 def test_more_than_16_rows(device, cpu_isa, N, K, group_size, bits, dtype):
     """M > 16 (a prompt): on the CPU blocks of the dense weight (256 rows of
-    K = 4096: N = 600 is 2 blocks and a part; 64 rows, the least, of K = 20000)
+    K = 4096: N = 600 is 2 blocks and a part; 128 rows, the least, of K = 20000)
     times a GEMM; on CUDA the fused kernel per 16 rows, held to the fused
     kernel's bound. Strided x, fp16 scales, and M = 17, 40, 300."""
     layer = make_layer(N, K, bits, group_size, scale_dtype=torch.float16, seed=N + bits)
