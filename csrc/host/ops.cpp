@@ -151,17 +151,23 @@ tacq_status check_columns(const char* fn, const tacq_weights& w) {
   return TACQ_OK;
 }
 
-cpu::HalvesToFloatsFn halves_kernel_for(CpuIsa isa) {
-  return isa == CpuIsa::kGeneric ? &cpu::generic::halves_to_floats : &cpu::avx2::halves_to_floats;
+// The build of a kernel for `isa`, from its avx512, avx2 and generic builds.
+template <typename Fn>
+Fn for_isa(CpuIsa isa, Fn avx512, Fn avx2, Fn generic) {
+  switch (isa) {
+    case CpuIsa::kAvx512: return avx512;
+    case CpuIsa::kAvx2: return avx2;
+    case CpuIsa::kGeneric: break;
+  }
+  return generic;
+}
+
+cpu::HalvesToFloatsFn halves_kernel_for(CpuIsa isa) {  // F16C: the avx2 build serves avx512 too
+  return for_isa(isa, &cpu::avx2::halves_to_floats, &cpu::avx2::halves_to_floats, &cpu::generic::halves_to_floats);
 }
 
 cpu::FloatsToBf16Fn bf16_kernel_for(CpuIsa isa) {
-  switch (isa) {
-    case CpuIsa::kAvx512: return &cpu::avx512::floats_to_bf16;
-    case CpuIsa::kAvx2: return &cpu::avx2::floats_to_bf16;
-    case CpuIsa::kGeneric: break;
-  }
-  return &cpu::generic::floats_to_bf16;
+  return for_isa(isa, &cpu::avx512::floats_to_bf16, &cpu::avx2::floats_to_bf16, &cpu::generic::floats_to_bf16);
 }
 
 // scale/zero as fp32: the caller's arrays, or converted copies in `storage`.
@@ -230,12 +236,7 @@ tacq_status unpack(const int32_t* packed, int64_t N, int64_t K, int bits, uint8_
 namespace {
 
 cpu::DequantizeRowsFn dequantize_kernel_for(CpuIsa isa) {
-  switch (isa) {
-    case CpuIsa::kAvx512: return &cpu::avx512::dequantize_rows;
-    case CpuIsa::kAvx2: return &cpu::avx2::dequantize_rows;
-    case CpuIsa::kGeneric: break;
-  }
-  return &cpu::generic::dequantize_rows;
+  return for_isa(isa, &cpu::avx512::dequantize_rows, &cpu::avx2::dequantize_rows, &cpu::generic::dequantize_rows);
 }
 
 }  // namespace
@@ -339,12 +340,7 @@ tacq_status dense_rows(const tacq_weights& w, int64_t row_begin, int64_t row_end
 namespace {
 
 cpu::QuantizeGroupsFn quantize_kernel_for(CpuIsa isa) {
-  switch (isa) {
-    case CpuIsa::kAvx512: return &cpu::avx512::quantize_groups;
-    case CpuIsa::kAvx2: return &cpu::avx2::quantize_groups;
-    case CpuIsa::kGeneric: break;
-  }
-  return &cpu::generic::quantize_groups;
+  return for_isa(isa, &cpu::avx512::quantize_groups, &cpu::avx2::quantize_groups, &cpu::generic::quantize_groups);
 }
 
 }  // namespace
