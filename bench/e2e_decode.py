@@ -77,18 +77,19 @@ def random_bf16_model(config):
     return model.eval()
 
 
-def random_quantized_linear(N: int, K: int, bits: int, generator):
-    """An N x K QuantizedLinear in packed form: random codes, scales that
-    give N(0, 0.02)-sized weights, and RESIDUAL_RATIO of the weights kept in
-    a CSR residual spread evenly over the rows."""
+def random_quantized_linear(N: int, K: int, bits: int, generator, group_size: int = GROUP_SIZE):
+    """An N x K QuantizedLinear in packed form (group_size -1: whole rows):
+    random codes, scales that give N(0, 0.02)-sized weights, and
+    RESIDUAL_RATIO of the weights kept in a CSR residual spread evenly over
+    the rows."""
     from tacq_ext import QuantizedLinear, ops
 
     assert K % 32 == 0, "random codes would fill the padding past K"
     per_row = max(1, round(RESIDUAL_RATIO * K))
-    q = QuantizedLinear(K, N, bits, GROUP_SIZE, nnz=N * per_row)
+    q = QuantizedLinear(K, N, bits, group_size, nnz=N * per_row)
     words = ops.packed_words_per_row(K, bits)
     q.packed = torch.randint(-2**31, 2**31, (N, words), generator=generator, dtype=torch.int64).to(torch.int32)
-    G = K // GROUP_SIZE
+    G = q.scale.shape[1]
     q.scale = (torch.rand(N, G, generator=generator) * 0.01 + 0.005).half()
     q.zero = torch.full((N, G), float(2 ** (bits - 1)), dtype=torch.float16)
     q.row_ptr = torch.arange(0, N * per_row + 1, per_row, dtype=torch.int32)

@@ -49,10 +49,9 @@ def ggml_microseconds(binary: str, k_quant: str) -> float:
 
 
 def our_layer(bits: int, group_size: int):
-    import e2e_decode
+    from e2e_decode import random_quantized_linear
 
-    e2e_decode.GROUP_SIZE = K if group_size == -1 else group_size
-    return e2e_decode.random_quantized_linear(N, K, bits, torch.Generator().manual_seed(bits))
+    return random_quantized_linear(N, K, bits, torch.Generator().manual_seed(bits), group_size)
 
 
 def ours_microseconds(layer, x: torch.Tensor) -> float:

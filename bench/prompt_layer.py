@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import e2e_decode  # noqa: E402
 from common import command_line, seconds_per_call, write_table_results  # noqa: E402
+from e2e_decode import random_quantized_linear  # noqa: E402
 
 SHAPES = [(14336, 4096), (4096, 14336)]  # (N, K): the 8B's gate/up and down projections
 
@@ -46,8 +46,7 @@ def main(argv=None) -> int:
             for group_size in (64, -1) for dtype in (torch.bfloat16, torch.float32)]
     rows, payload = [], []
     for N, K, bits, group_size, dtype in tqdm(jobs, desc="layers"):
-        e2e_decode.GROUP_SIZE = K if group_size == -1 else group_size
-        layer = e2e_decode.random_quantized_linear(N, K, bits, generator)
+        layer = random_quantized_linear(N, K, bits, generator, group_size)
         weight = layer.dense_weight(dtype)
         x = torch.randn(args.rows, K, generator=generator).to(dtype)
         best = {"ours": float("inf"), "F.linear": float("inf")}
