@@ -23,8 +23,11 @@ TORCH_LIBRARY(tacq, m) {
   m.def("dequantize(Tensor packed, Tensor scale, Tensor zero, int bits, int group_size,"
         " int K, ScalarType? dtype=None) -> Tensor");
 
-  // y[M,N] = x[M,K] (dequant(packed) + CSR residual)^T, fp32 accumulation,
-  // returned in x's dtype; M <= 16. x_int8: x is first rounded to int8 per
+  // y[..., N] = x[..., K] (dequant(packed) + CSR residual)^T, fp32
+  // accumulation, returned in x's dtype, as F.linear; any number of rows M
+  // (the product of x's leading sizes, 0 included): up to 16 run the fused
+  // kernel, more a GEMM over dense blocks (CPU) or one launch per 16 (CUDA).
+  // x_int8: x is first rounded to int8 per
   // block of 32 values along K (scale max|x|/127), which the AVX2 CPU kernel
   // multiplies as int8 (csrc/kernels/cpu/mixed_gemv.h, Int8Order).
   m.def("mixed_gemv(Tensor x, Tensor packed, Tensor scale, Tensor zero, int bits,"

@@ -53,8 +53,8 @@ CASES = {
         _packed(4, 64, 2, d), *_sz(4, 1, d, torch.bfloat16), 2, -1, 64),
     "dequantize out dtype": lambda d: ops.dequantize(
         _packed(4, 64, 2, d), *_sz(4, 1, d), 2, -1, 64, torch.int32),
-    "gemv rows": lambda d: ops.mixed_gemv(
-        torch.zeros(0, 64, device=d), _packed(4, 64, 2, d), *_sz(4, 1, d), 2, -1, *_csr(4, 0, d)),
+    "gemv 0-D x": lambda d: ops.mixed_gemv(
+        torch.zeros((), device=d), _packed(4, 64, 2, d), *_sz(4, 1, d), 2, -1, *_csr(4, 0, d)),
     "gemv K": lambda d: ops.mixed_gemv(
         torch.zeros(1, 60, device=d), _packed(4, 96, 2, d), *_sz(4, 1, d), 2, -1, *_csr(4, 0, d)),
     "gemv bits": lambda d: ops.mixed_gemv(

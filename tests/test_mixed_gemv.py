@@ -224,6 +224,26 @@ def test_empty_output_rows(device):
     assert y.shape == (2, 0) and y.dtype == torch.float16
 
 
+@pytest.mark.parametrize("shape", [(64,), (2, 3, 64), (4, 5, 64), (1, 1, 1, 64), (0, 64), (2, 0, 64), (3, 0)],
+                         ids=str)
+def test_any_leading_shape(device, shape):
+    """x [..., K] -> y [..., N] as F.linear: bit for bit the values of x's rows
+    [M, K] through the 2-D op, which the tests above hold to the reference
+    (the fused kernel for 6 rows, the dense path for 20), strided 3-D x
+    included; M = 0 gives an empty y of x's dtype."""
+    layer = make_layer(24, 64, 3, counts=[1] * 24)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(*shape[:-1], 64, generator=g).to(torch.bfloat16)
+    y = gemv(x, layer, device)
+    assert y.shape == (*shape[:-1], 24) and y.dtype == x.dtype and y.device.type == device
+    if x.numel():
+        assert torch.equal(y.reshape(-1, 24), gemv(x.reshape(-1, 64), layer, device))
+    if x.dim() == 3 and x.numel():
+        strided = x.transpose(0, 1)
+        assert not strided.is_contiguous()
+        assert torch.equal(gemv(strided, layer, device), y.transpose(0, 1))
+
+
 @pytest.mark.parametrize("device", [CUDA], indirect=True)
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("M", [1, 4, 16])
@@ -278,6 +298,8 @@ def test_opcheck(device, bits):
     for dtype in ([torch.float32] if device == "cpu" else [torch.float16, torch.bfloat16]):
         for M in (3, 20):  # the fused kernel; more rows than it takes
             torch.library.opcheck(torch.ops.tacq.mixed_gemv.default, (random_x(M, K, dtype).to(device), *args))
+        x3 = random_x(6, K, dtype).reshape(2, 3, K).to(device)  # [..., K]
+        torch.library.opcheck(torch.ops.tacq.mixed_gemv.default, (x3, *args))
 
 
 def check_dense_path(y, x, W):
@@ -377,8 +399,8 @@ def test_bad_csr(cpu_isa, kind, match, bits, dtype):
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda x, p, s, z, c: ops.mixed_gemv(x[:0], p, s, z, 2, -1, *c), "x must have at least 1 row"),
-    (lambda x, p, s, z, c: ops.mixed_gemv(x[0], p, s, z, 2, -1, *c), "x must be 2-D"),
+    (lambda x, p, s, z, c: ops.mixed_gemv(x[0, 0], p, s, z, 2, -1, *c), r"x must be \[\.\.\., K\] \(at least 1-D\)"),
+    (lambda x, p, s, z, c: ops.mixed_gemv(x[:, :32], p, s, z, 2, -1, *c), r"packed.shape\[1\]"),
     (lambda x, p, s, z, c: ops.mixed_gemv(x.int(), p, s, z, 2, -1, *c), "x must have dtype"),
     (lambda x, p, s, z, c: ops.mixed_gemv(x, p, s, z, 5, -1, *c), "bits must be 2, 3 or 4"),
     (lambda x, p, s, z, c: ops.mixed_gemv(x, p, s, z, 1, -1, *c), "bits must be 2, 3 or 4"),
@@ -393,3 +415,56 @@ def test_bad_input(make, match):
     packed, scale, zero, *csr = make_layer(4, 64, 2, counts=[1, 6, 0, 2])[:6]
     with pytest.raises(RuntimeError, match=match):
         make(torch.ones(1, 64), packed, scale, zero, csr)
+
+
+def _layer_args():
+    layer = make_layer(8, 64, 2, counts=[1] * 8)
+    return random_x(1, 64, torch.float32), layer.packed, layer.scale, layer.zero, 2, -1, *layer[3:6]
+
+
+def test_eager_entry_is_still_the_dispatched_op():
+    """ops.mixed_gemv's eager calls take tacq_ext._C's typed entry to the
+    dispatcher: dispatch modes, the profiler and meta tensors still see
+    tacq::mixed_gemv, with the values torch.ops gives."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    args = _layer_args()
+
+    class Seen(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(func)
+            return func(*args, **(kwargs or {}))
+
+    with Seen() as seen:
+        y = ops.mixed_gemv(*args)
+    assert torch.ops.tacq.mixed_gemv.default in seen.ops
+    assert torch.equal(y, torch.ops.tacq.mixed_gemv.default(*args))
+    with torch.profiler.profile() as prof:
+        ops.mixed_gemv(*args)
+    assert "tacq::mixed_gemv" in {e.name for e in prof.events()}
+    y_meta = ops.mixed_gemv(torch.empty(2, 3, 64, device="meta"), *(a.to("meta") if isinstance(a, torch.Tensor) else a
+                                                                   for a in args[1:]))
+    assert y_meta.shape == (2, 3, 8) and y_meta.device.type == "meta"
+
+
+def test_torch_function_modes_see_the_op():
+    """With a __torch_function__ mode active the call goes through torch.ops,
+    whose Python-level handling the mode needs."""
+    args = _layer_args()
+
+    class Seen(torch.overrides.TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.funcs = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.funcs.append(func)
+            return func(*args, **(kwargs or {}))
+
+    with Seen() as seen:
+        ops.mixed_gemv(*args)
+    assert torch.ops.tacq.mixed_gemv.default in seen.funcs

@@ -238,9 +238,8 @@ PackedShape check_mixed_gemv_args(const char* op, const at::Tensor& x, const at:
                                   int64_t group_size, const at::Tensor& row_ptr,
                                   const at::Tensor& col_idx, const at::Tensor& values) {
   check_bits(op, bits);
-  check_dim(op, "x", x, 2, "[M, K]");
-  const int64_t M = x.size(0), K = x.size(1);
-  TORCH_CHECK(M >= 1, "tacq.", op, ": x must have at least 1 row (M), got ", M);
+  TORCH_CHECK(x.dim() >= 1, "tacq.", op, ": x must be [..., K] (at least 1-D), got a 0-D tensor");
+  const int64_t K = x.size(-1);
   check_float_dtype(op, "x", x, true, true, true);
   PackedShape shape{};
   shape.N = check_packed(op, packed, bits, K);
@@ -248,6 +247,16 @@ PackedShape check_mixed_gemv_args(const char* op, const at::Tensor& x, const at:
   shape.G = check_group_size(op, group_size, K, &shape.group_len);
   check_scale_zero(op, scale, zero, packed, shape.N, shape.G);
   check_csr(op, row_ptr, col_idx, values, packed, shape.N, K, /*check_rows=*/x.is_cpu());
+  return shape;
+}
+
+at::Tensor activation_rows(const at::Tensor& x) {
+  return x.dim() == 2 ? x : x.reshape({-1, x.size(-1)});
+}
+
+std::vector<int64_t> output_shape(const at::Tensor& x, int64_t N) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = N;
   return shape;
 }
 

@@ -9,6 +9,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tacq/limits.h"
 
@@ -85,13 +86,19 @@ struct PackedShape {
 PackedShape check_dequantize_args(const char* op, const at::Tensor& packed, const at::Tensor& scale,
                                   const at::Tensor& zero, int64_t bits, int64_t group_size,
                                   int64_t K, at::ScalarType out_dtype);
-// mixed_gemv: the dequantize checks with K = x.size(1), x float [M, K] with
-// M >= 1 on packed's device, and the CSR residual (its
-// content too when it is on the CPU).
+// mixed_gemv: the dequantize checks with K = x.size(-1), x float [..., K] on
+// packed's device, and the CSR residual (its content too when it is on the
+// CPU).
 PackedShape check_mixed_gemv_args(const char* op, const at::Tensor& x, const at::Tensor& packed,
                                   const at::Tensor& scale, const at::Tensor& zero, int64_t bits,
                                   int64_t group_size, const at::Tensor& row_ptr,
                                   const at::Tensor& col_idx, const at::Tensor& values);
+
+// x [..., K] (checked) as its M rows [M, K]: x itself when 2-D, else a view
+// where x's strides allow one, else a copy. M may be 0.
+at::Tensor activation_rows(const at::Tensor& x);
+// mixed_gemv's output shape for x [..., K]: [..., N].
+std::vector<int64_t> output_shape(const at::Tensor& x, int64_t N);
 
 // Errors if t holds a NaN or an infinity (t floating point, any device).
 void check_finite(const char* op, const char* name, const at::Tensor& t);

@@ -99,18 +99,14 @@ class QuantizedLinear(nn.Module):
         # The buffers from _buffers directly: each self.<buffer> goes through
         # nn.Module.__getattr__ after a failed lookup that builds an
         # AttributeError, about 0.7 us apiece, as long as a small layer's GEMV.
-        # A 2-D x goes to the op as it is; other shapes need two reshapes, about
-        # 1 us a call.
+        # x of any shape [..., K] goes to the op as it is: reshaping it here
+        # cost ~2.8 us a call, a third of a 192-wide layer's time.
         b = self._buffers
-        x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)
-        if x2.shape[0] == 0:
-            y = x2.new_empty((0, self.out_features))
-        else:
-            y = ops.mixed_gemv(x2, b["packed"], b["scale"], b["zero"], self.bits, self.group_size,
-                               b["row_ptr"], b["col_idx"], b["values"], self.x_int8)
-            if b["bias"] is not None:
-                y = y + b["bias"].to(y.dtype)
-        return y if x.dim() == 2 else y.view(*x.shape[:-1], self.out_features)
+        y = ops.mixed_gemv(x, b["packed"], b["scale"], b["zero"], self.bits, self.group_size,
+                           b["row_ptr"], b["col_idx"], b["values"], self.x_int8)
+        if b["bias"] is not None:
+            y = y + b["bias"].to(y.dtype)
+        return y
 
     def stored_bits(self) -> int:
         """Bits of the stored format's tensors (codes, scale, zero, CSR residual)."""

@@ -156,13 +156,14 @@ def round_int8_blocks(x: torch.Tensor) -> torch.Tensor:
 
 
 def mixed_gemv(x, packed, scale, zero, bits, group_size, row_ptr, col_idx, values, x_int8=False) -> torch.Tensor:
-    """Oracle of tacq.mixed_gemv: x @ (dequant + R)^T in fp64, returned in x's dtype
-    (x rounded by round_int8_blocks first if x_int8)."""
-    K = x.shape[1]
+    """Oracle of tacq.mixed_gemv: x [..., K] @ (dequant + R)^T in fp64 -> [..., N],
+    returned in x's dtype (each row of x rounded by round_int8_blocks first if x_int8)."""
+    K, N = x.shape[-1], packed.shape[0]
     W = dequantize(packed, scale, zero, bits, group_size, K).double()
-    W += csr_to_dense(row_ptr, col_idx, values, packed.shape[0], K).double()
-    xr = round_int8_blocks(x) if x_int8 else x
-    return (xr.double() @ W.T).to(x.dtype)
+    W += csr_to_dense(row_ptr, col_idx, values, N, K).double()
+    rows = x.reshape(-1, K)
+    rows = round_int8_blocks(rows) if x_int8 else rows
+    return (rows.double() @ W.T).to(x.dtype).reshape(*x.shape[:-1], N)
 
 
 def gather_columns(y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

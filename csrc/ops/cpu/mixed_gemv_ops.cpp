@@ -1,6 +1,7 @@
 // CPU entry point of tacq.mixed_gemv: tensor checks (CSR rows here, CSR
 // columns by the kernels as they read them), the output, and the
-// TORCH_LIBRARY_IMPL registration. Up to kMixedGemvMaxRows rows of x, the host
+// TORCH_LIBRARY_IMPL registration. x [..., K] is taken as its rows [M, K]
+// (y [..., N], as F.linear). Up to kMixedGemvMaxRows rows of x, the host
 // layer (csrc/host) stages x (any strides, fp32/fp16/bf16), picks the ISA
 // kernel and threads over rows; more rows (a prompt) take a GEMM over blocks
 // of the dense weight.
@@ -49,21 +50,20 @@ at::Tensor multiply_dense_blocks(const at::Tensor& x, const tacq_weights& w, con
   return y.to(x.scalar_type());
 }
 
-at::Tensor mixed_gemv_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
-                          const at::Tensor& zero, int64_t bits, int64_t group_size,
-                          const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                          const at::Tensor& values, bool x_int8) {
-  const auto [N, G, group_len] = check_mixed_gemv_args("mixed_gemv", x, packed, scale, zero, bits,
-                                                       group_size, row_ptr, col_idx, values);
-  const int64_t M = x.size(0), K = x.size(1);
+// x [M, K] with M >= 1 -> y of y_shape ([M, N] or x's [..., N]).
+at::Tensor mixed_gemv_rows(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
+                           const at::Tensor& zero, int64_t bits, int64_t group_size, at::IntArrayRef y_shape,
+                           const at::Tensor& row_ptr, const at::Tensor& col_idx, const at::Tensor& values,
+                           bool x_int8) {
+  const int64_t M = x.size(0), K = x.size(1), N = y_shape.back();
   tacq_weights w = weights_view(packed, scale, zero, bits, group_size, K);
   w.nnz = col_idx.size(0);
   w.row_ptr = row_ptr.data_ptr<int32_t>();
   w.col_idx = col_idx.data_ptr<int32_t>();
   w.values = reinterpret_cast<const uint16_t*>(values.data_ptr<at::Half>());
-  if (M > kMixedGemvMaxRows) return multiply_dense_blocks(x, w, row_ptr, col_idx, x_int8);
+  if (M > kMixedGemvMaxRows) return multiply_dense_blocks(x, w, row_ptr, col_idx, x_int8).view(y_shape);
   const host::Activations a{x.data_ptr(), x_dtype(x.scalar_type()), M, K, x.stride(0), x.stride(1), x_int8};
-  at::Tensor y = at::empty({M, N}, x.options().dtype(at::kFloat));
+  at::Tensor y = at::empty(y_shape, x.options().dtype(at::kFloat));
   const tacq_status status = host::mixed_gemv(w, a, y.data_ptr<float>(), torch_threads());
   // The full column check names the offending entry with torch's words.
   if (status == TACQ_ERROR_BAD_CSR) check_csr_columns("mixed_gemv", row_ptr, col_idx, N, K);
@@ -71,6 +71,19 @@ at::Tensor mixed_gemv_cpu(const at::Tensor& x, const at::Tensor& packed, const a
                     "x_int8=True cannot round to int8");
   check_host("mixed_gemv", status);
   return x.scalar_type() == at::kFloat ? y : y.to(x.scalar_type());
+}
+
+// x [..., K] -> y [..., N], as F.linear: the rows of x in one call.
+at::Tensor mixed_gemv_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
+                          const at::Tensor& zero, int64_t bits, int64_t group_size,
+                          const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                          const at::Tensor& values, bool x_int8) {
+  const int64_t N = check_mixed_gemv_args("mixed_gemv", x, packed, scale, zero, bits, group_size, row_ptr,
+                                          col_idx, values).N;
+  const at::Tensor rows = activation_rows(x);
+  const std::vector<int64_t> y_shape = output_shape(x, N);
+  if (rows.size(0) == 0) return at::empty(y_shape, x.options());
+  return mixed_gemv_rows(rows, packed, scale, zero, bits, group_size, y_shape, row_ptr, col_idx, values, x_int8);
 }
 
 }  // namespace

@@ -16,6 +16,8 @@
 namespace tacq {
 namespace {
 
+// x [..., K] -> y [..., N], as F.linear: the rows of x, at most
+// kMixedGemvMaxRows per launch.
 at::Tensor mixed_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
                            const at::Tensor& zero, int64_t bits, int64_t group_size,
                            const at::Tensor& row_ptr, const at::Tensor& col_idx,
@@ -23,12 +25,14 @@ at::Tensor mixed_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
   constexpr const char* op = "mixed_gemv";
   const auto [N, G, group_len] = check_mixed_gemv_args(op, x, packed, scale, zero, bits, group_size,
                                                        row_ptr, col_idx, values);
-  const int64_t M = x.size(0), K = x.size(1);
+  const at::Tensor rows = activation_rows(x);
+  const int64_t M = rows.size(0), K = rows.size(1);
+  if (M == 0) return at::empty(output_shape(x, N), x.options());
 
   const c10::cuda::CUDAGuard guard(x.device());
   // With x_int8 the kernel reads the rounded x in fp32, as the CPU kernels
   // without an int8 variant do.
-  const at::Tensor xc = x_int8 ? round_int8_blocks(op, x) : x.contiguous();
+  const at::Tensor xc = x_int8 ? round_int8_blocks(op, rows) : rows.contiguous();
   at::Tensor y = at::empty({M, N}, xc.options());
   cuda::GemvProblem p;
   p.x_dtype = cuda_dtype(xc.scalar_type());
@@ -57,7 +61,8 @@ at::Tensor mixed_gemv_cuda(const at::Tensor& x, const at::Tensor& packed, const 
                      std::to_string(K) + ", G = " + std::to_string(G) + ", bits = " +
                      std::to_string(bits) + ", nnz = " + std::to_string(p.nnz));
   }
-  return x_int8 ? y.to(x.scalar_type()) : y;
+  const at::Tensor out = x_int8 ? y.to(x.scalar_type()) : y;
+  return x.dim() == 2 ? out : out.view(output_shape(x, N));
 }
 
 }  // namespace
