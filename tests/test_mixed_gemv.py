@@ -174,6 +174,9 @@ RESIDUALS = {  # N = 20, K = 300: residual entries per row
     "one_row_holds_all": [0] * 6 + [300] + [0] * 13,
     "empty_rows": [0, 90, 0, 90, 90, 90, 0] + [90] * 13,
     "zero_and_full_rows": [0, 300, 0, 1, 300, 0] + [3] * 14,
+    # AVX-512 tiles of 4 rows holding 16 entries (one step for the tile), 17 (row
+    # by row), 16 across empty rows (one step), none, and 22 (row by row)
+    "tile_sizes": [4, 4, 4, 4, 5, 4, 4, 4, 1, 0, 15, 0, 0, 0, 0, 0, 16, 1, 2, 3],
 }
 
 
