@@ -7,7 +7,9 @@ the shared machine's drift hits every model alike.
     python bench/demo_decode.py --rounds 3 --threads 1
 
 Each round times every model once over the same prompts; the table gives the
-median and the best round per model and the ratio of medians to fp32.
+median and the best round per model, the ratio of medians to fp32, and each
+round's ratio to the fp32 model of the same round (median, range, and how many
+rounds the model was slower).
 Writes bench/results/demo-decode-cpu.{md,json,png}.
 """
 
@@ -83,9 +85,13 @@ def main(argv=None) -> int:
             results[label].append(decode_tokens_per_second(m, tokenizer, prompts))
 
     base = statistics.median(results["fp32"])
-    lines = ["| model | tok/s, median | best round | median vs fp32 |", "|---|---|---|---|"]
-    lines += [f"| {label} | {statistics.median(v):.1f} | {max(v):.1f} | {statistics.median(v) / base:.2f}x |"
-              for label, v in results.items()]
+    lines = ["| model | tok/s, median | best round | median vs fp32 | same round vs fp32: median (min-max), "
+             "rounds slower |", "|---|---|---|---|---|"]
+    for label, v in results.items():
+        paired = [a / b for a, b in zip(v, results["fp32"])]
+        lines.append(f"| {label} | {statistics.median(v):.1f} | {max(v):.1f} | {statistics.median(v) / base:.2f}x | "
+                     f"{statistics.median(paired):.2f}x ({min(paired):.2f}-{max(paired):.2f}), "
+                     f"{sum(r < 1 for r in paired)} of {len(paired)} |")
     table = "\n".join(lines)
     print(table)
     notes = [f"rounds: {args.rounds}, prompts per round: {len(prompts)} (sql test split), 32 new tokens each"]
