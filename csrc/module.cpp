@@ -22,12 +22,12 @@ namespace {
 at::Tensor mixed_gemv_typed(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
                             const at::Tensor& zero, int64_t bits, int64_t group_size, const at::Tensor& row_ptr,
                             const at::Tensor& col_idx, const at::Tensor& values, bool x_int8) {
+  HANDLE_TH_ERRORS
   static const auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("tacq::mixed_gemv", "")
           .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
                             int64_t, const at::Tensor&, const at::Tensor&, const at::Tensor&, bool)>();
-  HANDLE_TH_ERRORS
   const py::gil_scoped_release no_gil;
   return op.call(x, packed, scale, zero, bits, group_size, row_ptr, col_idx, values, x_int8);
   END_HANDLE_TH_ERRORS_PYBIND
