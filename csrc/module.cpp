@@ -6,6 +6,7 @@
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include "ops/cpu/mixed_gemv_route.h"
 #include "tacq/cpu_isa.h"
 #include "tacq/limits.h"
 
@@ -43,6 +44,9 @@ PYBIND11_MODULE(_C, m) {
         py::arg("x_int8") = false,
         "tacq::mixed_gemv through the dispatcher's typed entry (same op and dispatch as torch.ops.tacq, "
         "less argument parsing); python/tacq_ext/ops.py chooses between the two.");
+  m.def("cpu_fused_rows_limit", &tacq::cpu_fused_rows_limit, py::arg("x_dtype"),
+        "The most rows of x (of this dtype) that the CPU mixed_gemv runs through its fused kernel, 16 rows "
+        "a call, on the ISA in use; more rows take a GEMM over blocks of the dense weight.");
   m.def("build_info", []() {
     py::dict info;
     info["torch_version"] = TACQ_TORCH_VERSION;

@@ -320,21 +320,63 @@ def check_dense_path(y, x, W):
 @pytest.mark.parametrize("dtype", XTYPES, ids=str)
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("N,K,group_size", [(600, 4096, 128), (37, 100, -1), (200, 20000, -1), (300, 320, 64)])
+def check_cpu_rows(x, layer, W):
+    """The CPU op on any number of rows, held to its route's bound: the fused
+    kernel (each 16-row slice the same as its own call) up to
+    ops.cpu_fused_rows_limit rows, else the dense blocks' GEMM."""
+    y = gemv(x, layer, "cpu")
+    if x.shape[0] > ops.cpu_fused_rows_limit(x.dtype):
+        check_dense_path(y, x, W)
+        return
+    check(y, x, W, "cpu")
+    assert torch.equal(y, torch.cat([gemv(piece, layer, "cpu") for piece in x.split(ops.MIXED_GEMV_MAX_ROWS)]))
+
+
+@pytest.mark.parametrize("dtype", XTYPES, ids=str)
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("N,K,group_size", [(600, 4096, 128), (37, 100, -1), (200, 20000, -1), (300, 320, 64)])
 def test_more_than_16_rows(device, cpu_isa, N, K, group_size, bits, dtype):
-    """M > 16 (a prompt): on the CPU blocks of the dense weight (256 rows of
-    K = 4096: N = 600 is 2 blocks and a part; 128 rows, the least, of K = 20000)
-    times a GEMM; on CUDA the fused kernel per 16 rows, held to the fused
-    kernel's bound. Strided x, fp16 scales, and M = 17, 40, 300."""
+    """M > 16: the fused kernel per 16 rows (on CUDA always, on the CPU up to
+    ops.cpu_fused_rows_limit rows); past that limit on the CPU (a prompt),
+    blocks of the dense weight (256 rows of K = 4096: N = 600 is 2 blocks and a
+    part; 128 rows, the least, of K = 20000) times a GEMM. Strided x, fp16
+    scales, and M = 17, 40, 300, which take each CPU route on some ISA path."""
     layer = make_layer(N, K, bits, group_size, scale_dtype=torch.float16, seed=N + bits)
     W = layer.dense()
     for M in (17, 40, 300):
         x = random_x(2 * M, K, dtype, seed=M)[::2]
-        y = gemv(x, layer, device)
-        if device == "cpu":
-            check_dense_path(y, x, W)
-        else:
+        if device != "cpu":
+            y = gemv(x, layer, device)
             check(y, x, W, device)
-            check_dense_path(gemv(x, layer, "cpu"), x, W)
+            assert torch.equal(y, torch.cat([gemv(p, layer, device) for p in x.split(ops.MIXED_GEMV_MAX_ROWS)]))
+        check_cpu_rows(x, layer, W)
+
+
+def test_cpu_fused_rows_limit(cpu_isa):
+    """The CPU route's limit per x dtype: the fused kernel's 16 rows on the
+    generic path; more for fp32 x where the vector kernels beat the GEMM."""
+    limits = {dtype: ops.cpu_fused_rows_limit(dtype) for dtype in XTYPES}
+    assert all(limit >= ops.MIXED_GEMV_MAX_ROWS for limit in limits.values())
+    if cpu_isa == "generic":
+        assert set(limits.values()) == {ops.MIXED_GEMV_MAX_ROWS}
+    else:
+        assert limits[torch.float32] > ops.MIXED_GEMV_MAX_ROWS
+
+
+def test_cpu_fused_rows_from_environment(monkeypatch):
+    """TACQ_CPU_FUSED_ROWS sets the CPU route's limit for every dtype, read on
+    every call: 16 sends 17 rows to the dense blocks, 300 keeps 300 rows on the
+    fused kernel; other values are refused by name."""
+    layer = make_layer(70, 512, 2, 64, scale_dtype=torch.float16, seed=5)
+    W = layer.dense()
+    for value, M in (("16", 17), ("300", 300)):
+        monkeypatch.setenv("TACQ_CPU_FUSED_ROWS", value)
+        assert {ops.cpu_fused_rows_limit(dtype) for dtype in XTYPES} == {int(value)}
+        check_cpu_rows(random_x(M, 512, torch.float32, seed=M), layer, W)
+    for bad in ("15", "abc", "40x", "-1"):
+        monkeypatch.setenv("TACQ_CPU_FUSED_ROWS", bad)
+        with pytest.raises(ValueError, match="TACQ_CPU_FUSED_ROWS must be an integer of at least 16"):
+            gemv(random_x(20, 512, torch.float32), layer, "cpu")
 
 
 def test_more_than_16_rows_with_int8_x(device):

@@ -18,6 +18,17 @@ from ._C import MIXED_GEMV_MAX_ROWS  # the most activation rows the fused mixed_
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def cpu_fused_rows_limit(x_dtype: torch.dtype) -> int:
+    """The most rows of x of this dtype that the CPU ``mixed_gemv`` runs through
+    its fused kernel (16 rows a call) before it takes the dense GEMM route, on
+    the ISA in use now (``TACQ_CPU_ISA`` caps it): where slices of the fused
+    kernel measured faster than the GEMM (docs/benchmarks.md, Short prompts).
+    The environment variable ``TACQ_CPU_FUSED_ROWS=<n>`` (n >= 16, read on
+    every call) sets it for every dtype: the crossover is the machine's, and
+    ``bench/prompt_layer.py`` measures it."""
+    return _C.cpu_fused_rows_limit(x_dtype)
+
+
 def saliency_accumulate(acc: torch.Tensor, grad_out: torch.Tensor, act: torch.Tensor) -> None:
     """In place ``acc[N,K] += sum_b |grad_out[b]^T @ act[b]|`` (fp32 accumulation).
 
@@ -89,10 +100,12 @@ def mixed_gemv(
     fp32 accumulation; ``y`` has x's dtype.
 
     Up to MIXED_GEMV_MAX_ROWS (16) rows run the fused kernel, which reads the
-    packed weights once. More rows (a prompt): on the CPU, blocks of the dense
-    weight multiplied by a GEMM in x's dtype, as ``F.linear`` with
-    ``dequantize + R`` would (the weight rounded to x's dtype); on CUDA, the
-    fused kernel once per 16 rows.
+    packed weights once. More rows: on CUDA, the fused kernel once per 16 rows;
+    on the CPU the same up to ``cpu_fused_rows_limit(x.dtype)`` rows (48 for
+    bf16 x and 128 for fp32 on AVX-512 CPUs with BF16, measured crossovers),
+    and beyond (a prompt) blocks of the dense weight multiplied by a GEMM in
+    x's dtype, as ``F.linear`` with ``dequantize + R`` would (the weight
+    rounded to x's dtype).
 
     ``x_int8``: round x to int8 first, per block of 32 values along K with scale
     max|x|/127 (``reference.round_int8_blocks``), as llama.cpp's CPU kernels do;

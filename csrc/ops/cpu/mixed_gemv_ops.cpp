@@ -1,10 +1,10 @@
 // CPU entry point of tacq.mixed_gemv: tensor checks (CSR rows here, CSR
 // columns by the kernels as they read them), the output, and the
 // TORCH_LIBRARY_IMPL registration. x [..., K] is taken as its rows [M, K]
-// (y [..., N], as F.linear). Up to kMixedGemvMaxRows rows of x, the host
-// layer (csrc/host) stages x (any strides, fp32/fp16/bf16), picks the ISA
-// kernel and threads over rows; more rows (a prompt) take a GEMM over blocks
-// of the dense weight.
+// (y [..., N], as F.linear). Up to cpu_fused_rows_limit rows of x run the fused
+// kernel, kMixedGemvMaxRows rows a call: the host layer (csrc/host) stages x
+// (any strides, fp32/fp16/bf16), picks the ISA kernel and threads over rows;
+// more rows (a prompt) take a GEMM over blocks of the dense weight.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -13,6 +13,7 @@
 #include "../activation_int8.h"
 #include "../validate.h"
 #include "host_call.h"
+#include "mixed_gemv_route.h"
 
 namespace tacq {
 namespace {
@@ -21,7 +22,7 @@ tacq_dtype x_dtype(at::ScalarType s) {
   return s == at::kHalf ? TACQ_DTYPE_F16 : (s == at::kBFloat16 ? TACQ_DTYPE_BF16 : TACQ_DTYPE_F32);
 }
 
-// M > kMixedGemvMaxRows: blocks of weight rows (~4 MiB of fp32) made dense
+// More than cpu_fused_rows_limit rows: blocks of weight rows (~4 MiB of fp32) made dense
 // by host::dense_rows in x's dtype (bf16 straight from the host layer, fp16
 // rounded from fp32 by torch), as F.linear with the dense weight would have
 // it, and multiplied with at::mm into their columns of y; with x_int8, in fp32
@@ -61,10 +62,16 @@ at::Tensor mixed_gemv_rows(const at::Tensor& x, const at::Tensor& packed, const 
   w.row_ptr = row_ptr.data_ptr<int32_t>();
   w.col_idx = col_idx.data_ptr<int32_t>();
   w.values = reinterpret_cast<const uint16_t*>(values.data_ptr<at::Half>());
-  if (M > kMixedGemvMaxRows) return multiply_dense_blocks(x, w, row_ptr, col_idx, x_int8).view(y_shape);
-  const host::Activations a{x.data_ptr(), x_dtype(x.scalar_type()), M, K, x.stride(0), x.stride(1), x_int8};
+  if (M > kMixedGemvMaxRows && M > cpu_fused_rows_limit(x.scalar_type()))
+    return multiply_dense_blocks(x, w, row_ptr, col_idx, x_int8).view(y_shape);
   at::Tensor y = at::empty(y_shape, x.options().dtype(at::kFloat));
-  const tacq_status status = host::mixed_gemv(w, a, y.data_ptr<float>(), torch_threads());
+  const auto* x_bytes = static_cast<const char*>(x.data_ptr());
+  tacq_status status = TACQ_OK;
+  for (int64_t first = 0; first < M && status == TACQ_OK; first += kMixedGemvMaxRows) {
+    const host::Activations a{x_bytes + first * x.stride(0) * x.element_size(), x_dtype(x.scalar_type()),
+                              std::min(kMixedGemvMaxRows, M - first), K, x.stride(0), x.stride(1), x_int8};
+    status = host::mixed_gemv(w, a, y.data_ptr<float>() + first * N, torch_threads());
+  }
   // The full column check names the offending entry with torch's words.
   if (status == TACQ_ERROR_BAD_CSR) check_csr_columns("mixed_gemv", row_ptr, col_idx, N, K);
   TORCH_CHECK_VALUE(status != TACQ_ERROR_BAD_VALUE, "tacq.mixed_gemv: x contains NaN or infinity, which "

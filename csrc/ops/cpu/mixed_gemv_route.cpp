@@ -1,0 +1,55 @@
+// Where the CPU mixed_gemv sends x's rows: see mixed_gemv_route.h.
+#include "mixed_gemv_route.h"
+
+#include <c10/util/Exception.h>
+
+#include <cerrno>
+#include <cstdlib>
+
+#include "tacq/cpu_isa.h"
+#include "tacq/limits.h"
+
+namespace tacq {
+namespace {
+
+// TACQ_CPU_FUSED_ROWS=<n>, n >= kMixedGemvMaxRows: the limit for every dtype
+// (the crossover is the machine's; bench/prompt_layer.py measures it). 0 when
+// unset.
+int64_t fused_rows_from_environment() {
+  const char* v = std::getenv("TACQ_CPU_FUSED_ROWS");
+  if (v == nullptr || *v == '\0') return 0;
+  char* end = nullptr;
+  errno = 0;
+  const long long n = std::strtoll(v, &end, 10);
+  TORCH_CHECK_VALUE(*end == '\0' && errno == 0 && n >= kMixedGemvMaxRows,
+                    "TACQ_CPU_FUSED_ROWS must be an integer of at least ", kMixedGemvMaxRows, ", got '", v, "'");
+  return n;
+}
+
+}  // namespace
+
+// The most rows of x for which the fused kernel, called on slices of
+// kMixedGemvMaxRows rows, beats the GEMM over dense blocks
+// (mixed_gemv_ops.cpp). Measured at 14336x4096, 2 and 3 bits, groups of 64,
+// 2 threads (Zen 4; time of the slices / time of the dense blocks):
+// - bf16 x with AVX-512 BF16: 0.47x at 17 rows, 0.89x at 48, 1.03x at 64;
+// - fp32 x with AVX-512: 0.39x at 17 and parity near 128 in processes where
+//   the dense path runs fast; where it runs slow (~2.4x, per process, its
+//   fp32 blocks written through the cache), 0.16x at 17 and 0.83x at 256;
+// - fp32 x with AVX2: 0.65x at 17, 1.0x at 32; bf16 x with AVX2: 1.2x at 17.
+// fp16 x counts as fp32: the fused kernel stages it as fp32. TACQ_CPU_FUSED_ROWS
+// overrides them all.
+int64_t cpu_fused_rows_limit(at::ScalarType x_type) {
+  if (const int64_t n = fused_rows_from_environment()) return n;
+  const bool bf16 = x_type == at::kBFloat16;
+  switch (cpu_isa()) {
+    case CpuIsa::kAvx512:
+      return bf16 ? (cpu_has_avx512_bf16() ? 48 : kMixedGemvMaxRows) : 128;
+    case CpuIsa::kAvx2:
+      return bf16 ? kMixedGemvMaxRows : 32;
+    default:
+      return kMixedGemvMaxRows;
+  }
+}
+
+}  // namespace tacq
