@@ -9,7 +9,7 @@ fastest round, so a slow spell of a shared machine hits all. The two forced
 routes give the crossover that cpu_fused_rows_limit encodes for this machine.
 
     python bench/prompt_layer.py --threads 2                       # 512-row prompts
-    python bench/prompt_layer.py --threads 2 --rows 17,32,48,64,128,256 --bits 2 \\
+    python bench/prompt_layer.py --threads 2 --rows 17,24,32,48,64,96,128,256 --bits 2 \\
         --shapes 14336x4096,2048x2048 --rounds 3 --name short-prompts-cpu   # the crossover
 
 Writes bench/results/<name>.{md,json} and, for several row counts, <name>.png.

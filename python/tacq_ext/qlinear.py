@@ -14,8 +14,10 @@ from . import ops
 QUANTIZED_TENSORS = ("packed", "scale", "zero", "row_ptr", "col_idx", "values")
 class QuantizedLinear(nn.Module):
     """y = x (dequant(packed) + R)^T + bias, by ops.mixed_gemv: batches of at
-    most ops.MIXED_GEMV_MAX_ROWS (16) rows run its fused kernel; on the CPU
-    larger ones (a prompt) multiply blocks of the dense weight with a GEMM.
+    most ops.MIXED_GEMV_MAX_ROWS (16) rows run its fused kernel, larger ones
+    too, 16 rows a call, on CUDA and on the CPU up to ops.cpu_fused_rows_limit
+    rows; on the CPU longer prompts multiply blocks of the dense weight with a
+    GEMM.
 
     ``x_int8`` (default False; ``set_int8_activations`` sets it on a whole
     model): x is rounded to int8 per 32-value block first (ops.mixed_gemv's
