@@ -2,7 +2,8 @@
 // fp32 and fp32 -> bf16, each as one exact scalar conversion (portable) and an
 // array conversion per ISA (generic: the scalar one in a loop; avx2: 8 values
 // per instruction, F16C for fp16, which every AVX-512 CPU also has; avx512:
-// 16 values, fp32 -> bf16 only).
+// 16 values, fp32 -> bf16 only); and the streamed fp32 copy that writes the
+// host layer's dense fp32 blocks as floats_to_bf16 writes its bf16 ones.
 #pragma once
 
 #include <cstdint>
@@ -47,5 +48,13 @@ using FloatsToBf16Fn = void (*)(const float* in, uint16_t* out, int64_t n, bool 
 namespace generic { void floats_to_bf16(const float* in, uint16_t* out, int64_t n, bool streaming); }
 namespace avx2 { void floats_to_bf16(const float* in, uint16_t* out, int64_t n, bool streaming); }
 namespace avx512 { void floats_to_bf16(const float* in, uint16_t* out, int64_t n, bool streaming); }
+
+// out[i] = in[i] for i < n with non-temporal stores (avx2, which serves avx512
+// too; the generic build copies plainly), for the same reason as above: on the
+// Zen 4 VM a dense fp32 block written through the cache made the prompt path
+// ~2.4x slower in some processes (docs/benchmarks.md, Short prompts).
+using StreamFloatsFn = void (*)(const float* in, float* out, int64_t n);
+namespace generic { void stream_floats(const float* in, float* out, int64_t n); }
+namespace avx2 { void stream_floats(const float* in, float* out, int64_t n); }
 
 }  // namespace tacq::cpu

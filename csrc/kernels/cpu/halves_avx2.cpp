@@ -3,7 +3,9 @@
 // (add 0x7FFF plus the kept mantissa's lowest bit, keep the high half; NaN
 // lanes keep their high half with the quiet bit set), two vectors packed into
 // 16 results per store, streamed on request past a scalar head up to a 32-byte
-// boundary. The last n % 8 (resp. 16) values one at a time.
+// boundary. The last n % 8 (resp. 16) values one at a time. The streamed
+// fp32 copy: one value at a time up to a 32-byte boundary, then 8 per
+// vmovntps, the last n % 8 one at a time.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -50,6 +52,14 @@ void floats_to_bf16(const float* in, uint16_t* out, int64_t n, bool streaming) {
   }
   for (; i < n; ++i) out[i] = float_to_bf16_bits(in[i]);
   if (streaming) _mm_sfence();
+}
+
+void stream_floats(const float* in, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i < n && (reinterpret_cast<uintptr_t>(out + i) & 31) != 0; ++i) out[i] = in[i];
+  for (; i + 8 <= n; i += 8) _mm256_stream_ps(out + i, _mm256_loadu_ps(in + i));
+  for (; i < n; ++i) out[i] = in[i];
+  _mm_sfence();
 }
 
 }  // namespace tacq::cpu::avx2

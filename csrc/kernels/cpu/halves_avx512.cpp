@@ -4,11 +4,10 @@
 // vpmovdw into one 256-bit store, streamed on request past a masked head up to
 // a 32-byte boundary; the last n % 16 values through a mask (masked stores
 // only at the ends: on Zen 4 they are much slower than plain ones).
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cstdint>
 
+#include "avx512_intrinsics.h"
 #include "halves.h"
 
 namespace tacq::cpu::avx512 {
