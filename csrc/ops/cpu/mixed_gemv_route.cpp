@@ -33,9 +33,8 @@ int64_t fused_rows_from_environment() {
 // (mixed_gemv_ops.cpp). Measured at 14336x4096, 2 and 3 bits, groups of 64,
 // 2 threads (Zen 4; time of the slices / time of the dense blocks):
 // - bf16 x with AVX-512 BF16: 0.47x at 17 rows, 0.89x at 48, 1.03x at 64;
-// - fp32 x with AVX-512: 0.39x at 17 and parity near 128 in processes where
-//   the dense path runs fast; where it runs slow (~2.4x, per process, its
-//   fp32 blocks written through the cache), 0.16x at 17 and 0.83x at 256;
+// - fp32 x with AVX-512: 0.55-0.67x at 48 rows, 0.79-0.96x at 128,
+//   0.87-1.16x at 192-256 (also at 2048x2048);
 // - fp32 x with AVX2: 0.65x at 17, 1.0x at 32; bf16 x with AVX2: 1.2x at 17.
 // fp16 x counts as fp32: the fused kernel stages it as fp32. TACQ_CPU_FUSED_ROWS
 // overrides them all.
