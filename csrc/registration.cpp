@@ -39,4 +39,11 @@ TORCH_LIBRARY(tacq, m) {
   // (python/tacq_ext/row_split.py). CPU kernel only: on other devices torch's
   // own index_select is already fast.
   m.def("gather_columns(Tensor y, Tensor index) -> Tensor");
+
+  // y[..., N] = x[..., K] weight[N, K]^T for bf16 x (at most 16 rows, the
+  // product of its leading sizes) and a bf16 weight: fp32 accumulation, y bf16
+  // (nearest even), as F.linear. For the unquantized layers of a quantized
+  // model at decoding batch sizes (the LM head). CPU kernel for AVX-512 BF16
+  // only (an error elsewhere): torch's own GEMV serves other CPUs and devices.
+  m.def("bf16_gemv(Tensor x, Tensor weight) -> Tensor");
 }

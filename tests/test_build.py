@@ -10,7 +10,7 @@ import torch
 
 import tacq_ext
 
-OPS = ["saliency_accumulate", "quantize", "pack", "unpack", "dequantize", "mixed_gemv", "gather_columns"]
+OPS = ["saliency_accumulate", "quantize", "pack", "unpack", "dequantize", "mixed_gemv", "gather_columns", "bf16_gemv"]
 
 
 def test_installed_version_is_the_package_version():

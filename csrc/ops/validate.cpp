@@ -181,6 +181,21 @@ void check_gather_columns_args(const char* op, const at::Tensor& y, const at::Te
   check_same_device(op, "index", index, y, "y");
 }
 
+void check_bf16_gemv_args(const char* op, const at::Tensor& x, const at::Tensor& weight) {
+  TORCH_CHECK(x.dim() >= 1, "tacq.", op, ": x must be [..., K] (at least 1-D), got a 0-D tensor");
+  check_dtype(op, "x", x, at::kBFloat16);
+  check_dim(op, "weight", weight, 2, "[N, K]");
+  check_dtype(op, "weight", weight, at::kBFloat16);
+  check_contiguous(op, "weight", weight);
+  check_same_device(op, "weight", weight, x, "x");
+  check_size(op, "weight", weight, 1, x.size(-1), "K (x.shape[-1])");
+  int64_t M = 1;
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) M *= x.size(d);
+  TORCH_CHECK(M <= kMixedGemvMaxRows, "tacq.", op, ": x must have at most ",
+              kMixedGemvMaxRows, " rows (the product of its leading sizes), got ", M, " (shape ", x.sizes(),
+              "); use F.linear for more");
+}
+
 void check_saliency_args(const char* op, const at::Tensor& acc, const at::Tensor& grad_out,
                          const at::Tensor& act) {
   check_dim(op, "acc", acc, 2, "[N, K]");

@@ -68,6 +68,10 @@ void check_out_dtype(const char* op, at::ScalarType dtype);
 // contiguous on y's device (its range is the kernel's to check).
 void check_gather_columns_args(const char* op, const at::Tensor& y, const at::Tensor& index);
 
+// bf16_gemv: x bf16 [..., K] with at most kMixedGemvMaxRows rows, weight bf16
+// [N, K] contiguous, on x's device.
+void check_bf16_gemv_args(const char* op, const at::Tensor& x, const at::Tensor& weight);
+
 // Op-level argument checks shared by the CPU and CUDA glue of one op.
 // saliency_accumulate: acc fp32 [N, K] contiguous; grad_out [B, T, N] or
 // [T, N] and act [B, T, K] or [T, K] of one float dtype, on acc's device.

@@ -11,6 +11,7 @@ from . import _C
 from . import ops, reference
 from .config import TACQConfig
 from .qlinear import QuantizedLinear, set_int8_activations
+from .bf16_linear import Bf16GemvLinear, use_bf16_gemv
 from .row_split import RowSplitLinear
 from .offload import load_offloaded
 from .pipeline import compute_saliency, quantize_model
@@ -27,5 +28,5 @@ def build_info() -> dict:
 
 
 __all__ = ["ops", "reference", "build_info", "__version__", "TACQConfig", "QuantizedLinear", "RowSplitLinear",
-           "set_int8_activations",
+           "Bf16GemvLinear", "set_int8_activations", "use_bf16_gemv",
            "load_offloaded", "compute_saliency", "quantize_model", "save_quantized", "load_quantized"]

@@ -25,6 +25,7 @@ from safetensors import SafetensorError, safe_open
 from transformers.quantizers import HfQuantizer, register_quantization_config, register_quantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
+from .bf16_linear import use_bf16_gemv
 from .config import TACQConfig
 from .serialization import (CONFIG_FILE, FORMAT_VERSION, check_quantized_layers, quantized_tensor_names,
                             read_config, save_quantized, swap_in_quantized_layers, verified_weights_file)
@@ -89,6 +90,7 @@ class TACQHfQuantizer(HfQuantizer):
         self.quantized_state = _read_quantized_tensors(weights, self.tacq_config)
         check_quantized_layers(self.tacq_config, self.quantized_state)
         swap_in_quantized_layers(model, self.tacq_config)
+        use_bf16_gemv(model)
         # buffers the model recomputes itself (rotary tables) are stored for load_quantized only
         stored_only = {k.replace(".", r"\.") for k in self.tacq_config.get("non_persistent_buffers", [])}
         model._keys_to_ignore_on_load_unexpected = set(model._keys_to_ignore_on_load_unexpected or ()) | stored_only

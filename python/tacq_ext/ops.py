@@ -131,6 +131,22 @@ def gather_columns(y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.ops.tacq.gather_columns.default(y, index)
 
 
+def bf16_gemv_supported() -> bool:
+    """Whether this CPU runs ``bf16_gemv``: AVX-512 BF16 present and not capped
+    by ``TACQ_CPU_ISA`` (read on every call)."""
+    return _C.cpu_has_avx512_bf16()
+
+
+def bf16_gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``F.linear(x, weight)`` for bf16 ``x`` [..., K] of at most
+    MIXED_GEMV_MAX_ROWS (16) rows and a bf16 ``weight`` [N, K] (contiguous):
+    fp32 accumulation, y bf16. A CPU kernel for AVX-512 BF16
+    (``bf16_gemv_supported()``), which reads the weight near the memory
+    bandwidth at decoding batch sizes where torch's bf16 GEMV does not; bf16
+    subnormals count as zero. ``Bf16GemvLinear`` routes to it when it applies."""
+    return torch.ops.tacq.bf16_gemv.default(x, weight)
+
+
 # --------------------------------------------------------------------------- checks
 # Mirror csrc/ops/validate.cpp: same conditions, same messages.
 
@@ -313,6 +329,23 @@ def _mixed_gemv_fake(x, packed, scale, zero, bits, group_size, row_ptr, col_idx,
     _check_scale_zero(op, scale, zero, packed, N, G)
     _check_csr(op, row_ptr, col_idx, values, packed, N)
     return x.new_empty((*x.shape[:-1], N))
+
+
+@torch.library.register_fake("tacq::bf16_gemv")
+def _bf16_gemv_fake(x, weight):
+    op = "bf16_gemv"
+    _check(x.dim() >= 1, op, "x must be [..., K] (at least 1-D), got a 0-D tensor")
+    _check_dtype(op, "x", x, (torch.bfloat16,))
+    _check_dim(op, "weight", weight, 2, "[N, K]")
+    _check_dtype(op, "weight", weight, (torch.bfloat16,))
+    _check_contiguous(op, "weight", weight)
+    _check_same_device(op, "weight", weight, x, "x")
+    _check_size(op, "weight", weight, 1, x.shape[-1], "K (x.shape[-1])")
+    rows = x.shape[:-1].numel()
+    _check(rows <= MIXED_GEMV_MAX_ROWS, op,
+           f"x must have at most {MIXED_GEMV_MAX_ROWS} rows (the product of its leading sizes), got {rows} "
+           f"(shape {list(x.shape)}); use F.linear for more")
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
 @torch.library.register_fake("tacq::gather_columns")

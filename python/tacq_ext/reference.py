@@ -166,6 +166,17 @@ def mixed_gemv(x, packed, scale, zero, bits, group_size, row_ptr, col_idx, value
     return (rows.double() @ W.T).to(x.dtype).reshape(*x.shape[:-1], N)
 
 
+def bf16_gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Oracle of tacq.bf16_gemv: x [..., K] @ weight[N, K]^T in fp64 with bf16
+    subnormals of either taken as zero, rounded to bf16 -> [..., N]."""
+    def flushed(t):
+        t = t.double()
+        return torch.where(t.abs() < torch.finfo(torch.bfloat16).tiny, torch.zeros_like(t), t)
+
+    rows = x.reshape(-1, x.shape[-1])
+    return (flushed(rows) @ flushed(weight).T).bfloat16().reshape(*x.shape[:-1], weight.shape[0])
+
+
 def gather_columns(y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Oracle of tacq.gather_columns: out[m, j] = y[m, index[j]], element by element."""
     out = torch.empty(y.shape[0], index.shape[0], dtype=y.dtype)

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from .checkpoint_checks import (check_bias, check_layer_spec, check_quantized_layer, check_row_split_spec,
                                 check_weights_file, file_sha256)
+from .bf16_linear import use_bf16_gemv
 from .config import TACQConfig
 from .qlinear import QUANTIZED_TENSORS, QuantizedLinear
 from .row_split import RowSplitLinear, check_row_bits
@@ -296,13 +297,16 @@ def load_quantized(path, model: nn.Module, device: Optional[torch.device] = None
     any device including meta) into the quantized model stored at `path`,
     on `device` (default: the skeleton's device, or cpu for a meta skeleton).
     Every tensor comes from the checkpoint, non-persistent buffers included;
-    unquantized floating tensors take the skeleton's dtype."""
+    unquantized floating tensors take the skeleton's dtype. Its remaining
+    nn.Linear layers become Bf16GemvLinear (the same Parameters; the LM head
+    decodes through ops.bf16_gemv where it applies)."""
     path = Path(path)
     config = read_config(path)
     device = torch.device(device) if device is not None else _default_device(model)
     state = _read_weights(path, config, device)
     check_quantized_layers(config, state)
     swap_in_quantized_layers(model, config)
+    use_bf16_gemv(model)
     _load_non_persistent_buffers(model, config.get("non_persistent_buffers", []), state)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not _is_tied_alias(model, k, state)]
