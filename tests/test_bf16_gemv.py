@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 import tacq_ext
 from tacq_ext import Bf16GemvLinear, ops, reference, use_bf16_gemv
-from tacq_ext.bf16_linear import KERNEL_ROWS
 
 needs_kernel = pytest.mark.skipif(not ops.bf16_gemv_supported(), reason="this CPU lacks AVX-512 BF16")
 BF16 = torch.bfloat16
@@ -124,7 +123,7 @@ def test_bf16_gemv_linear_shares_the_parameters_and_state_dict(gen):
     assert list(layer.state_dict()) == list(linear.state_dict())
 
 
-@pytest.mark.parametrize("rows", [1, KERNEL_ROWS, KERNEL_ROWS + 1])
+@pytest.mark.parametrize("rows", [1, ops.MIXED_GEMV_MAX_ROWS, ops.MIXED_GEMV_MAX_ROWS + 1])
 @pytest.mark.parametrize("bias", [False, True])
 def test_bf16_gemv_linear_routes_small_bf16_batches_to_the_kernel(gen, rows, bias, monkeypatch):
     linear = nn.Linear(70, 9, bias=bias).to(BF16)
@@ -134,7 +133,7 @@ def test_bf16_gemv_linear_routes_small_bf16_batches_to_the_kernel(gen, rows, bia
     monkeypatch.setattr(ops, "bf16_gemv", lambda x, w: calls.append(x.shape) or kernel(x, w))
     x = bf16(gen, 1, rows, 70)
     y = layer(x)
-    expect_kernel = rows <= KERNEL_ROWS and ops.bf16_gemv_supported()
+    expect_kernel = rows <= ops.MIXED_GEMV_MAX_ROWS and ops.bf16_gemv_supported()
     assert len(calls) == int(expect_kernel)
     if expect_kernel:
         want = kernel(x, linear.weight) + (linear.bias if bias else 0)

@@ -63,6 +63,7 @@ def test_from_pretrained_equals_load_quantized(saved, dtype):
     assert isinstance(q, tacq_ext.QuantizedLinear)
     assert q.scale.dtype == q.zero.dtype == q.values.dtype == torch.float16 and q.packed.dtype == torch.int32
     assert loaded.model.embed_tokens.weight.dtype == dtype
+    assert isinstance(loaded.lm_head, tacq_ext.Bf16GemvLinear)  # unquantized: the bf16 GEMV where it applies
     ours = logits(loaded)
     assert ours.dtype == dtype
     assert torch.equal(ours, logits(skeleton_load(path, dtype)))
@@ -96,8 +97,10 @@ def test_a_directory_without_tacq_config_is_refused(saved, tmp_path):
         AutoModelForCausalLM.from_pretrained(partial)
 
 
-def test_static_cache_decoding_compiles_without_graph_breaks(saved):
-    """The whole decoding step, custom ops included, is one graph (fullgraph=True
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_static_cache_decoding_compiles_without_graph_breaks(saved, dtype):
+    """The whole decoding step, custom ops included (in bf16 the LM head's
+    bf16_gemv too, on CPUs with AVX-512 BF16), is one graph (fullgraph=True
     raises on any break), with the same tokens as eager decoding."""
     path, _ = saved
-    assert_compiled_decoding_matches_eager(AutoModelForCausalLM.from_pretrained(path))
+    assert_compiled_decoding_matches_eager(AutoModelForCausalLM.from_pretrained(path, dtype=dtype))

@@ -18,13 +18,6 @@ from . import ops
 from .targets import set_module
 
 
-# The most rows Bf16GemvLinear sends to the kernel. Past it the kernel turns
-# compute-bound and torch's GEMM wins (Zen 4, 2 threads, 128256-row heads:
-# ours / F.linear time 0.45-0.72 at 1 row, 0.85-0.98 at 4, 1.0-1.2 at 6,
-# 1.3-1.6 at 16; bench/lm_head_cpu.py).
-KERNEL_ROWS = 4
-
-
 @torch.compiler.assume_constant_result
 def _kernel_available() -> bool:
     return ops.bf16_gemv_supported()
@@ -32,8 +25,8 @@ def _kernel_available() -> bool:
 
 class Bf16GemvLinear(nn.Linear):
     """An nn.Linear (same parameters, state dict keys and weight tying) whose
-    forward runs ops.bf16_gemv for bf16 x of at most KERNEL_ROWS (4) rows
-    and a contiguous bf16 weight on a CPU with AVX-512 BF16, and ``F.linear`` for
+    forward runs ops.bf16_gemv for bf16 x of at most MIXED_GEMV_MAX_ROWS (16)
+    rows and a contiguous bf16 weight on a CPU with AVX-512 BF16, and ``F.linear`` for
     everything else. The bias, if any, is added to the bf16 result."""
 
     @classmethod
@@ -48,7 +41,7 @@ class Bf16GemvLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
         if (x.dtype == torch.bfloat16 and w.dtype == torch.bfloat16 and x.device.type == "cpu"
-                and w.device.type == "cpu" and x.dim() >= 1 and math.prod(x.shape[:-1]) <= KERNEL_ROWS
+                and w.device.type == "cpu" and x.dim() >= 1 and math.prod(x.shape[:-1]) <= ops.MIXED_GEMV_MAX_ROWS
                 and w.is_contiguous() and _kernel_available()):
             y = ops.bf16_gemv(x, w)
             return y if self.bias is None else y + self.bias
