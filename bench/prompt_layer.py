@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, seconds_per_call, write_table_results  # noqa: E402
 from e2e_decode import random_quantized_linear  # noqa: E402
+from tacq_ext import ops  # noqa: E402
 
 SHAPES = "14336x4096,4096x14336"  # (N x K): the 8B's gate/up and down projections
 CONTENDERS = ("ours", "fused", "dense", "F.linear")
@@ -55,7 +56,7 @@ def time_layer(layer, weight, x, rounds: int) -> dict:
                 return layer(x)
         return run
 
-    runs = {"ours": lambda: layer(x), "fused": routed(x.shape[0]), "dense": routed(16),
+    runs = {"ours": lambda: layer(x), "fused": routed(x.shape[0]), "dense": routed(ops.MIXED_GEMV_MAX_ROWS),
             "F.linear": lambda: torch.nn.functional.linear(x, weight)}
     best = dict.fromkeys(CONTENDERS, float("inf"))
     with torch.no_grad():
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default="prompt-layer-cpu", help="results file stem")
     args = parser.parse_args(argv)
     row_counts = [int(v) for v in args.rows.split(",")]
-    if min(row_counts) <= 16:
+    if min(row_counts) <= ops.MIXED_GEMV_MAX_ROWS:
         parser.error("--rows must each be more than 16 (up to 16 rows always run the fused kernel)")
     shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")]
     if args.threads:
