@@ -2,7 +2,7 @@
 above all) decoded through ops.bf16_gemv on CPUs with AVX-512 BF16.
 
 At one to a few rows torch's bf16 ``F.linear`` reads the weight well below
-the memory bandwidth on such CPUs (docs/benchmarks.md, LM head), and a
+the memory bandwidth on such CPUs (docs/benchmarks.md, "The LM head"), and a
 quantized model's LM head is a third to two thirds of the bytes each token
 reads. The loaders (``load_quantized``, ``from_pretrained``) swap it in."""
 
