@@ -13,8 +13,10 @@ then loaded with AutoModelForCausalLM.from_pretrained, as a user would. Reported
 generating `--new-tokens` tokens minus that of generating one, so prefill is
 left out), prefill tokens/s of a 512-token prompt, peak RSS, the bytes of
 weights read per decoded token and the tokens/s that the read bandwidth
-measured in the same run allows for them. --compile decodes (and prefills)
-through torch.compile(fullgraph=True) with a static KV cache. --x-int8 adds,
+measured in the same run allows for them. --modes eager,compiled runs every
+model both ways, one after the other; compiled decodes (and prefills) through
+torch.compile(fullgraph=True) with a static KV cache, and each model is compared
+with the bf16 model of its own mode. --x-int8 adds,
 for each bit width, the same checkpoint run with int8 activations
 (tacq_ext.set_int8_activations). --wide-rows F adds, for each bit width b,
 a model whose every block linear stores a random fraction F of its rows at
@@ -240,9 +242,9 @@ def format_table(results, bandwidth: float) -> str:
     head = ("| model | weights | decode tok/s b1 | b4 | vs bf16 b1 | GB read/token | bound tok/s | % of bound "
             "| prefill tok/s | vs bf16 | stored GB | peak RSS GB | RSS / stored |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    base = {r["model"]: r for r in results if r["weights"] == "bf16"}
+    base = {(r["model"], r.get("compiled")): r for r in results if r["weights"] == "bf16"}
     for r in results:
-        ref = base.get(r["model"])
+        ref = base.get((r["model"], r.get("compiled")))
         bound = bandwidth / r["bytes_per_token"]
         name = ("bf16" if r["weights"] == "bf16" else f"tacq {r['weights']}-bit") + \
             (f", {r['wide_rows']:g} wide rows" if r.get("wide_rows") else "") + \
@@ -266,7 +268,8 @@ def plot(results, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     labels = [f"{r['model']} {'bf16' if r['weights'] == 'bf16' else r['weights'] + '-bit'}"
               + (f" +{r['wide_rows']:g} wide" if r.get("wide_rows") else "")
-              + (" int8 x" if r.get("x_int8") else "") for r in results]
+              + (" int8 x" if r.get("x_int8") else "") + (" compiled" if r.get("compiled") else "")
+              for r in results]
     xs = range(len(results))
     ax.bar([x - 0.2 for x in xs], [r["decode_tok_s_b1"] for r in results], 0.4, label="batch 1")
     ax.bar([x + 0.2 for x in xs], [r["decode_tok_s_b4"] for r in results], 0.4, label="batch 4")
@@ -286,8 +289,9 @@ def main(argv=None) -> int:
     parser.add_argument("--new-tokens", type=int, default=16, help="tokens per timed generate (default 16)")
     parser.add_argument("--prefill", type=int, default=512, help="prompt length of the prefill timing")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--compile", action="store_true",
-                        help="decode with torch.compile(fullgraph=True) and a static KV cache")
+    parser.add_argument("--modes", default="eager",
+                        help="comma-separated: eager, compiled (torch.compile(fullgraph=True), static KV cache)")
+    parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)  # child process: compiled
     parser.add_argument("--x-int8", action="store_true",
                         help="also run each quantized model with int8 activations")
     parser.add_argument("--wide-rows", type=float, default=0.0, metavar="F",
@@ -307,23 +311,27 @@ def main(argv=None) -> int:
 
     from tqdm.auto import tqdm
 
+    modes = args.modes.split(",")
+    if not modes or not set(modes) <= {"eager", "compiled"}:
+        parser.error(f"--modes takes eager and/or compiled, got {args.modes!r}")
     bandwidth = measure_read_bandwidth("cpu")
-    jobs = []  # (shape, "bf16" or bits, wide rows, int8 activations)
+    jobs = []  # (shape, "bf16" or bits, wide rows, int8 activations, compiled), the modes of a model in a row
     for shape in args.models.split(","):
-        jobs.append((shape, "bf16", 0.0, False))
+        jobs += [(shape, "bf16", 0.0, False, mode == "compiled") for mode in modes]
         for bits in args.bits.split(","):
             for wide in [0.0] + ([args.wide_rows] if args.wide_rows else []):
-                jobs += [(shape, bits, wide, x_int8) for x_int8 in ([False, True] if args.x_int8 else [False])]
+                jobs += [(shape, bits, wide, x_int8, mode == "compiled")
+                         for x_int8 in ([False, True] if args.x_int8 else [False]) for mode in modes]
     results = []
     with tempfile.TemporaryDirectory(prefix="tacq-e2e-") as scratch:
-        for i, (shape, weights, wide, x_int8) in enumerate(tqdm(jobs, desc="models")):
+        for i, (shape, weights, wide, x_int8, compiled) in enumerate(tqdm(jobs, desc="models")):
             checkpoint = Path(scratch) / f"{shape}-{weights}-{wide:g}"
             common = [sys.executable, __file__, "--one", weights, "--shape", shape, "--layers", str(args.layers),
                       "--checkpoint", str(checkpoint), "--wide-rows", str(wide)]
             if weights != "bf16" and not checkpoint.exists():
                 subprocess.run(common + ["--write"], check=True)
             command = common + ["--new-tokens", str(args.new_tokens), "--prefill", str(args.prefill),
-                                "--threads", str(args.threads)] + (["--compile"] if args.compile else []) \
+                                "--threads", str(args.threads)] + (["--compile"] if compiled else []) \
                 + (["--x-int8"] if x_int8 else [])
             child = subprocess.run(command, capture_output=True, text=True)
             if child.returncode:
