@@ -64,6 +64,7 @@ def test_meta_skeleton_gives_identical_logits(tmp_path, tied):
     for name, t in list(loaded.named_parameters()) + list(loaded.named_buffers()):
         assert not t.is_meta and t.device.type == "cpu", name
     assert torch.equal(loaded.model.rotary_emb.inv_freq, model.model.rotary_emb.inv_freq)
+    assert isinstance(loaded.lm_head, tacq_ext.Bf16GemvLinear)  # the loaders' module for unquantized linears
     if tied:
         assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
     with torch.no_grad():

@@ -18,6 +18,8 @@ from . import ops
 from .targets import set_module
 
 
+# Under torch.compile the check runs once, when the graph is traced (a
+# TACQ_CPU_ISA change afterwards reaches eager calls only).
 @torch.compiler.assume_constant_result
 def _kernel_available() -> bool:
     return ops.bf16_gemv_supported()
