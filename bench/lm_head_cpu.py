@@ -1,6 +1,6 @@
 """How fast a Llama-3 LM head in bf16 runs on this CPU at decoding batch
 sizes: torch's F.linear against tacq.bf16_gemv (the kernel Bf16GemvLinear
-sends up to 4 rows to), in alternating rounds of the same run. tacq_ext keeps
+sends up to 16 rows to), in alternating rounds of the same run. tacq_ext keeps
 the LM head in the model's dtype (as the method does), and on the 1B model it
 holds more bytes than all the quantized blocks together. Reports ms, GB/s of
 weights read and % of the read bandwidth measured in the same run, for M = 1,

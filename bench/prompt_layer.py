@@ -101,7 +101,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     row_counts = [int(v) for v in args.rows.split(",")]
     if min(row_counts) <= ops.MIXED_GEMV_MAX_ROWS:
-        parser.error("--rows must each be more than 16 (up to 16 rows always run the fused kernel)")
+        parser.error(f"--rows must each be more than {ops.MIXED_GEMV_MAX_ROWS} (up to "
+                     f"{ops.MIXED_GEMV_MAX_ROWS} rows always run the fused kernel)")
     shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.shapes.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -3,8 +3,6 @@
 adversarial shapes, with opcheck, the argument errors, and Bf16GemvLinear,
 the module the loaders put on a quantized model's unquantized linears."""
 
-import math
-
 import pytest
 import torch
 import torch.nn as nn
@@ -159,4 +157,5 @@ def test_bf16_gemv_linear_compiles_without_graph_breaks(gen):
     x = bf16(gen, 1, 1, 96)
     compiled = torch.compile(layer, fullgraph=True, backend="eager")
     assert torch.equal(compiled(x), layer(x))
-    assert math.prod(compiled(bf16(gen, 2, 3, 96)).shape) == 2 * 3 * 33
+    rows6 = bf16(gen, 2, 3, 96)
+    assert torch.equal(compiled(rows6), layer(rows6))
