@@ -118,11 +118,36 @@ SHAPES = [(1, 1, -1), (1, 64, -1), (5, 31, -1), (9, 33, -1), (3, 33, 33), (8, 64
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("N,K,group_size", SHAPES)
 def test_matches_reference(device, cpu_isa, N, K, group_size, bits, dtype, scale_dtype):
-    """M = 5: one 4-row tile of activation rows and a 1-row remainder; scales
-    and zeros stored as fp32 and as fp16 (which the AVX-512 kernels read as
-    stored and the others convert)."""
+    """M = 5: one 4-row tile of activation rows and a 1-row remainder, and
+    M = 1 (with bf16 x on AVX-512 BF16, 2-bit codes are then read in place);
+    scales and zeros stored as fp32 and as fp16 (which the AVX-512 kernels
+    read as stored and the others convert)."""
     layer = make_layer(N, K, bits, group_size, scale_dtype=scale_dtype, seed=N * K + bits)
-    check_op(random_x(5, K, dtype, seed=K), layer, device)
+    x = random_x(5, K, dtype, seed=K)
+    check_op(x, layer, device)
+    check_op(x[:1], layer, device)
+
+
+@pytest.mark.parametrize("N,K,group_size", [(9, 14336, -1), (8, 4096, 64), (5, 100, -1), (6, 1056, 32),
+                                            (4, 288, 96)])
+@pytest.mark.parametrize("x_kind", ["positive", "constant", "outliers", "huge"])
+def test_one_row_codes_in_place(device, cpu_isa, N, K, group_size, x_kind):
+    """One bf16 row at 2 bits, where the AVX-512 BF16 kernel reads codes in
+    place with x staged up to 16x larger: its rounding held to check()'s bound
+    where it is worst (x of one sign and zero points mid-range, so that the
+    result cancels); x too large to stage scaled (an element of 1e38: 16x
+    that overflows bf16) falls back to the general decode and stays exact."""
+    layer = make_layer(N, K, 2, group_size, seed=K)
+    layer = layer._replace(zero=torch.full_like(layer.zero, 1.5))
+    g = torch.Generator().manual_seed(K)
+    x = {"positive": torch.rand(1, K, generator=g) + 1.0,
+         "constant": torch.full((1, K), 0.75),
+         "outliers": torch.randn(1, K, generator=g) * torch.where(torch.arange(K) % 97 == 0, 300.0, 1.0),
+         "huge": torch.randn(1, K, generator=g).index_fill(1, torch.tensor([K // 2]), 1e38)}[x_kind]
+    x = x.to(torch.bfloat16)
+    check_op(x, layer, device)
+    y = gemv(x, layer, device)
+    assert bool(y.isfinite().all())
 
 
 @pytest.mark.parametrize("dtype", XTYPES, ids=str)

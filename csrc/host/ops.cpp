@@ -418,17 +418,30 @@ void load_row(const Activations& x, int64_t m, int64_t Kp, float* row, Load load
   for (int64_t k = x.K; k < Kp; ++k) row[k] = 0.f;
 }
 
-void group_sums(const float* row, int64_t K, int64_t group_len, float* sums) {
+// sums[g] = sum over group g of row[k] * weight[k % 8] (groups start at
+// multiples of 8; weights powers of 2, so each product is exact).
+void group_sums(const float* row, int64_t K, int64_t group_len, const float (&weight)[8], float* sums) {
   for (int64_t g = 0; g < K / group_len; ++g) {
     float partial[8] = {0.f};  // independent adds: no serial dependency chain
     int64_t k = g * group_len;
     for (; k + 8 <= (g + 1) * group_len; k += 8)
       for (int i = 0; i < 8; ++i) partial[i] += row[k + i];
-    for (; k < (g + 1) * group_len; ++k) partial[0] += row[k];
+    for (; k < (g + 1) * group_len; ++k) partial[k % 8] += row[k];
     float sum = 0.f;
-    for (float v : partial) sum += v;
+    for (int i = 0; i < 8; ++i) sum += partial[i] * weight[i];
     sums[g] = sum;
   }
+}
+
+constexpr float kUnitWeights[8] = {1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f};
+
+// Whether InPlaceCodes may stage these M rows xs [M, Kp]: they apply to the
+// call's shape, and x, staged up to 16x larger, stays far from overflow.
+bool codes_in_place(int bits, int lane_bits, int64_t M, int64_t Kp, const float* xs) {
+  if (!cpu::InPlaceCodes::applies(bits, lane_bits, M)) return false;
+  float largest = 0.f;
+  for (int64_t i = 0; i < M * Kp; ++i) largest = std::fmax(largest, std::fabs(xs[i]));
+  return largest <= 0x1p100f;
 }
 
 // Staged x: xs fp32 [M, Kp] zero-padded (rounded to int8 blocks if x.int8,
@@ -453,7 +466,7 @@ int64_t stage_activations(const Activations& x, int64_t Kp, int64_t group_len, f
         int64_t seen = bad_row.load();
         while (m < seen && !bad_row.compare_exchange_weak(seen, m)) {}
       }
-      group_sums(row, x.K, group_len, xsum + m * G);
+      group_sums(row, x.K, group_len, kUnitWeights, xsum + m * G);
     }
   });
   return bad_row.load() < x.M ? bad_row.load() : -1;
@@ -484,7 +497,7 @@ tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, in
 
   const int64_t M = x.M, K = w.K, N = w.N, G = shape.G, bits = w.bits;
   const int64_t Kp = padded(K);
-  AlignedBuffer xs_buffer, xsum_buffer, q_buffer, d_buffer, lanes_buffer, lane_scales_buffer;
+  AlignedBuffer xs_buffer, xsum_buffer, q_buffer, d_buffer, lanes_buffer, lane_scales_buffer, lane_xsum_buffer;
   if (!xs_buffer.allocate(static_cast<size_t>(M * Kp) * sizeof(float)) ||
       !xsum_buffer.allocate(static_cast<size_t>(M * G) * sizeof(float)) ||
       (x.int8 && (!q_buffer.allocate(static_cast<size_t>(M * Kp)) ||
@@ -500,16 +513,25 @@ tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, in
 
   const cpu::GemvKernel kernel = gemv_kernel_for(cpu_isa(), x.dtype, x.int8);
   int64_t Kc = 0;
+  const float* lane_xsum = xsum;
+  bool in_place = false;
   if (kernel.lane_bits != 0) {
     Kc = cpu::LaneOrder{static_cast<int>(bits), kernel.lane_bits}.staged_length(Kp);
     const int64_t row_bytes = Kc * (kernel.lane_bits / 8);
-    if (!lanes_buffer.allocate(static_cast<size_t>(M * row_bytes)))
+    in_place = codes_in_place(static_cast<int>(bits), kernel.lane_bits, M, Kp, xs);
+    if (!lanes_buffer.allocate(static_cast<size_t>(M * row_bytes)) ||
+        (in_place && !lane_xsum_buffer.allocate(static_cast<size_t>(M * G) * sizeof(float))))
       return fail(TACQ_ERROR_OUT_OF_MEMORY, "%s: out of memory for staging x", fn);
+    float step_weights[8];  // the staged x's scale by k % 8 (a lane's 8 codes)
+    for (int i = 0; i < 8; ++i) step_weights[i] = static_cast<float>(1 << cpu::InPlaceCodes::x_exponent(i));
     auto* lanes = lanes_buffer.as<char>();
     parallel_for(0, M, 1, num_threads, [&](int64_t b, int64_t e, int) {
-      for (int64_t m = b; m < e; ++m)
-        kernel.stage_lanes(xs + m * Kp, Kp, static_cast<int>(bits), Kc, lanes + m * row_bytes);
+      for (int64_t m = b; m < e; ++m) {
+        kernel.stage_lanes(xs + m * Kp, Kp, static_cast<int>(bits), Kc, in_place, lanes + m * row_bytes);
+        if (in_place) group_sums(xs + m * Kp, K, shape.group_len, step_weights, lane_xsum_buffer.as<float>() + m * G);
+      }
     });
+    if (in_place) lane_xsum = lane_xsum_buffer.as<float>();
   } else if (kernel.int8_lanes) {
     const cpu::Int8Order order{static_cast<int>(bits)};
     Kc = order.staged_length(Kp);
@@ -546,9 +568,9 @@ tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, in
   const auto* scale_f16 = static_cast<const uint16_t*>(w.scale);
   const auto* zero_f16 = static_cast<const uint16_t*>(w.zero);
   cpu::GemvProblem problem{reinterpret_cast<const uint32_t*>(w.packed), nullptr, nullptr, nullptr, nullptr,
-                           xs, xsum, lanes_buffer.get(), lane_scales_buffer.as<float>(), w.row_ptr,
+                           xs, xsum, lane_xsum, lanes_buffer.get(), lane_scales_buffer.as<float>(), w.row_ptr,
                            w.col_idx, w.values, M, N, K, Kp, Kc, shape.group_len,
-                           static_cast<int>(bits), y};
+                           static_cast<int>(bits), y, in_place};
   if (!f16_scales) {
     problem.scale = static_cast<const float*>(w.scale);
     problem.zero = static_cast<const float*>(w.zero);

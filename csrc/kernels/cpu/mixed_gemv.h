@@ -30,6 +30,8 @@ struct GemvProblem {
                               // scale and zero, widening each where it is used
   const float* x;           // [M, Kp] fp32, zero-padded past K, 64-byte aligned rows
   const float* xsum;        // [M, G] sum of x over each group
+  const float* lane_xsum;   // [M, G] lane kernels: sum over each group of x as staged,
+                            // x_k * 2^x_exponent(k % 8) if in_place_codes, else xsum
   const void* x_lanes;      // [M, Kc] x in the lane order of a lane kernel (LaneOrder
                             // below, fp32 or bf16; Int8Order, int8), or nullptr; only
                             // lane kernels read it
@@ -43,6 +45,7 @@ struct GemvProblem {
   int64_t group_len;        // K for whole rows, else a multiple of 32
   int bits;
   float* y;                 // [M, N] fp32 out, row stride N
+  bool in_place_codes = false;  // lane kernels: x_lanes and lane_xsum staged for InPlaceCodes
 };
 
 // p from output row `first` on: row n of the result is row first + n of p,
@@ -65,7 +68,8 @@ inline GemvProblem rows_from(const GemvProblem& p, int64_t first, const float* s
 // vectors ("units") deinterleaved so that lane L of unit j is lane-sized piece
 // 3L + j of the chunk, cpl = 3*lane_bits/3 = lane_bits. Step i of the chunk
 // shifts code i of every lane into place at once, so x is staged with
-// x[chunk start + L*cpl + i] at position chunk start + i*lanes + L.
+// x[chunk start + L*cpl + i] at position chunk start + i*lanes + L (times
+// 2^x_exponent(i) where codes are read in place, InPlaceCodes below).
 struct LaneOrder {
   int bits, lane_bits;
   constexpr int units() const { return bits == 3 ? 3 : 1; }
@@ -75,6 +79,28 @@ struct LaneOrder {
   constexpr int64_t staged_length(int64_t Kp) const {
     return (Kp + chunk_codes() - 1) / chunk_codes() * chunk_codes();
   }
+};
+
+// Codes read in place. A lane kernel's step i in general shifts code i to
+// the top of the mantissa, masks it and sets the exponent of 1.0: weight
+// 1 + code/2^bits, 2 integer instructions. With one activation row, 2-bit
+// codes in bf16 lanes (7 mantissa bits, 8 codes a lane) are read where they
+// lie instead, three per copy of the lane: shifted left by 1, the lane holds
+// codes 0, 1, 2 at mantissa bits 1, 3, 5; shifted right by 5, codes 3, 4, 5
+// at bits 1, 3, 5; shifted right by 9, codes 6, 7 at bits 3, 5 (code_bit).
+// Each copy gets the exponent of 1.0 once, and each step is one AND: code i
+// at bit b weighs 1 + code*2^(b-7), so x is staged times 2^(5-b) (exact in
+// bf16), the code term is code*x/4 as in general, and the "1" term sums
+// x*2^(5-b) (lane_xsum, GemvProblem). Fewer instructions, more fp32 rounding
+// (the "1" term is up to 16x larger, and cancels). With more rows the copies
+// spill registers (measured on Zen 4, 2048 x 4096 at 2 bits: 1 row 45 -> 49
+// G weights/s, 3 rows 23.5 -> 21.3).
+struct InPlaceCodes {
+  static constexpr bool applies(int bits, int lane_bits, int64_t rows) {
+    return bits == 2 && lane_bits == 16 && rows == 1;
+  }
+  static constexpr int code_bit(int step) { return step < 6 ? 1 + 2 * (step % 3) : 3 + 2 * (step - 6); }
+  static constexpr int x_exponent(int step) { return 5 - code_bit(step); }
 };
 
 // Int8 activations. Each block of 32 values of an activation row, k in
@@ -114,8 +140,9 @@ void stage_int8_lanes(const int8_t* q, const float* d, int64_t Kp, int bits, int
 using GemvRowsFn = bool (*)(const GemvProblem& p, int64_t row_begin, int64_t row_end);
 
 // One activation row in lane order: xs [Kp] fp32 (zero past K) -> lanes [Kc]
-// (LaneOrder{bits, lane_bits}, fp32 or bf16 bit patterns), zero past Kp.
-using StageLanesFn = void (*)(const float* xs, int64_t Kp, int bits, int64_t Kc, void* lanes);
+// (LaneOrder{bits, lane_bits}, fp32 or bf16 bit patterns), zero past Kp;
+// scaled for InPlaceCodes if in_place.
+using StageLanesFn = void (*)(const float* xs, int64_t Kp, int bits, int64_t Kc, bool in_place, void* lanes);
 
 // A kernel and the x it reads: lane_bits 0 = natural fp32 x only (stage_lanes
 // is then null); int8_lanes = Int8Order lanes and lane scales
@@ -135,13 +162,13 @@ bool mixed_gemv_int8_rows(const GemvProblem&, int64_t, int64_t);
 // fp32 lanes (vfmadd231ps).
 namespace avx512 {
 bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t);
-void stage_lanes(const float* xs, int64_t Kp, int bits, int64_t Kc, void* lanes);
+void stage_lanes(const float* xs, int64_t Kp, int bits, int64_t Kc, bool in_place, void* lanes);
 constexpr int kLaneBits = 32;
 }
 // bf16 lanes (vdpbf16ps); needs AVX-512 BF16. Staged x must be bf16-exact.
 namespace avx512bf16 {
 bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t);
-void stage_lanes(const float* xs, int64_t Kp, int bits, int64_t Kc, void* lanes);
+void stage_lanes(const float* xs, int64_t Kp, int bits, int64_t Kc, bool in_place, void* lanes);
 constexpr int kLaneBits = 16;
 }
 

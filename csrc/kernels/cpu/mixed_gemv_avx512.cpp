@@ -33,8 +33,8 @@ struct Lanes {
 
 }  // namespace
 
-void stage_lanes(const float* xs, int64_t Kp, int bits, int64_t Kc, void* lanes) {
-  stage_x_lanes(xs, Kp, bits, Kc, lanes);
+void stage_lanes(const float* xs, int64_t Kp, int bits, int64_t Kc, bool in_place, void* lanes) {
+  stage_x_lanes(xs, Kp, bits, Kc, in_place, lanes);
 }
 
 bool mixed_gemv_rows(const GemvProblem& p, int64_t row_begin, int64_t row_end) {

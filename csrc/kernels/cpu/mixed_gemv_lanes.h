@@ -23,12 +23,15 @@
 // exactly: 2 integer instructions and one multiply-add per vector of weights,
 // each decode shared by kM activation rows and each x load by kR rows. (A
 // 3-bit code that straddles two units takes two shifts and an OR; 2 of the
-// 32 codes of a lane for fp32 lanes, 2 of 16 for bf16 lanes.) With
-// acc = sum (1 + code/2^bits) x over a group,
-//   sum code*x = 2^bits * (acc - xsum),
+// 32 codes of a lane for fp32 lanes, 2 of 16 for bf16 lanes. With one
+// activation row, 2-bit codes in bf16 lanes are read in place, InPlaceCodes
+// in mixed_gemv.h: one AND a step and x staged pre-scaled.) With
+// acc = sum over a group of weight * staged x = lane_xsum + sum code*x/2^bits
+// (lane_xsum = the staged x's sum, xsum unless they are pre-scaled),
+//   sum code*x = 2^bits * (acc - lane_xsum),
 // so a group adds scale*acc to y, y is multiplied by 2^bits (exactly) once
-// per row, and the zero-point term sum_g scale*(2^bits + zero)*xsum is
-// subtracted, lane by lane, with the residual added the same way: one
+// per row, and the zero-point term sum_g scale*(2^bits*lane_xsum + zero*xsum)
+// is subtracted, lane by lane, with the residual added the same way: one
 // horizontal sum per output. fp32 accumulator lane p covers codes [p*C/16, (p+1)*C/16) of a
 // chunk, so when groups are not whole chunks, a chunk is scaled by a per-lane
 // vector of group scales (ChunkGroups). Scales and zeros are read as stored,
@@ -109,7 +112,8 @@ inline void load_chunk(const uint32_t* row, int64_t c, bool last, int tail_words
   }
 }
 
-// Weights 1 + code/2^bits for code `kStep` of every lane of a chunk.
+// The weights of code `kStep` of every lane of a chunk, 1 + code/2^bits:
+// shifted to the top of the mantissa, masked, with the bits of 1.0 ORed in.
 template <int kBits, int kStep>
 inline __m512i decode_step(const __m512i (&units)[ChunkShape<kBits>::kUnits]) {
   constexpr int kCodeBit = Lanes::kMantissaBits - kBits;
@@ -124,6 +128,22 @@ inline __m512i decode_step(const __m512i (&units)[ChunkShape<kBits>::kUnits]) {
                               Lanes::template shift<kCodeBit + Lanes::kLaneBits - kOffset>(units[kUnit + 1]));
   }
   return _mm512_ternarylogic_epi32(shifted, mask, _mm512_set1_epi32(Lanes::kOneBits), 0xEA);  // (v & mask) | one
+}
+
+// 2-bit codes in bf16 lanes, read in place (InPlaceCodes, mixed_gemv.h): the
+// lane shifted so that code kStep lies at mantissa bit b = code_bit(kStep),
+// with bits 7-15 replaced by those of 1.0 (one shift and one vpternlogd,
+// alike for the steps of one copy: the compiler keeps one of each), then one
+// vpand keeps the exponent and the code: 1 + code*2^(b-7). 1 + 6/8 integer
+// instructions a step, not 2.
+template <int kStep>
+inline __m512i decode_step_in_place(__m512i unit) {
+  constexpr int kCodeBit = InPlaceCodes::code_bit(kStep);
+  const __m512i shifted = Lanes::template shift<kCodeBit - 2 * kStep>(unit);
+  constexpr uint32_t kHigh = 0xFF80u * 0x10001u, kKeep = (0xFF80u | (3u << kCodeBit)) * 0x10001u;
+  const __m512i copy = _mm512_ternarylogic_epi32(shifted, _mm512_set1_epi32(static_cast<int32_t>(kHigh)),
+                                                 _mm512_set1_epi32(Lanes::kOneBits), 0xB8);  // high ? one : shifted
+  return _mm512_and_si512(copy, _mm512_set1_epi32(static_cast<int32_t>(kKeep)));
 }
 
 // Which group scale each fp32 accumulator lane of a chunk takes: lane p
@@ -158,22 +178,42 @@ inline __mmask16 first_lanes(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
-// Per-accumulator-lane scale of a chunk from one row's scales: the chunk's
-// groups loaded as one vector and permuted to the lanes.
-template <typename Scale>
-inline __m512 lane_scales(const ChunkGroups& chunk, const Scale* scale) {
-  return _mm512_permutexvar_ps(_mm512_load_si512(chunk.offset), load_floats(scale + chunk.first, chunk.live));
+// The first 8 of those, where a chunk spans at most 8 groups (of 32 codes
+// or more: chunks of at most 256 codes), in the low half: fp16 widened
+// 8 at a time, half the work of 16.
+inline __m512 load_floats8(const float* src, __mmask16 live) {
+  return _mm512_castps256_ps512(_mm256_maskz_loadu_ps(static_cast<__mmask8>(live), src));
+}
+inline __m512 load_floats8(const uint16_t* src, __mmask16 live) {
+  return _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_maskz_loadu_epi16(static_cast<__mmask8>(live), src)));
 }
 
-// sum_g scale[g] * (2^bits + zero[g]) * xsum[g] as 16 lane sums (16 groups per step).
-template <typename Scale>
-inline __m512 zero_point_lanes(const Scale* scale, const Scale* zero, const float* xsum, int64_t G, float step) {
+// Per-accumulator-lane scale of a chunk of kCodes codes from one row's
+// scales: the chunk's groups loaded as one vector and permuted to the lanes.
+template <int kCodes, typename Scale>
+inline __m512 lane_scales(const ChunkGroups& chunk, const Scale* scale) {
+  const __m512i lanes = _mm512_load_si512(chunk.offset);
+  if constexpr (kCodes <= 8 * 32) return _mm512_permutexvar_ps(lanes, load_floats8(scale + chunk.first, chunk.live));
+  else return _mm512_permutexvar_ps(lanes, load_floats(scale + chunk.first, chunk.live));
+}
+
+// sum_g scale[g] * (2^bits * lane_xsum[g] + zero[g] * xsum[g]) as 16 lane
+// sums (16 groups per step).
+template <bool kInPlace, typename Scale>
+inline __m512 zero_point_lanes(const Scale* scale, const Scale* zero, const float* xsum, const float* lane_xsum,
+                               int64_t G, float step) {
   __m512 acc = _mm512_setzero_ps();
   for (int64_t g = 0; g < G; g += 16) {
     const __mmask16 live = first_lanes(G - g);
-    const __m512 sz = _mm512_mul_ps(load_floats(scale + g, live),
-                                    _mm512_add_ps(_mm512_set1_ps(step), load_floats(zero + g, live)));
-    acc = _mm512_fmadd_ps(sz, _mm512_maskz_loadu_ps(live, xsum + g), acc);
+    if constexpr (kInPlace) {
+      const __m512 ones = _mm512_mul_ps(_mm512_set1_ps(step), _mm512_maskz_loadu_ps(live, lane_xsum + g));
+      const __m512 term = _mm512_fmadd_ps(load_floats(zero + g, live), _mm512_maskz_loadu_ps(live, xsum + g), ones);
+      acc = _mm512_fmadd_ps(load_floats(scale + g, live), term, acc);
+    } else {
+      const __m512 sz = _mm512_mul_ps(load_floats(scale + g, live),
+                                      _mm512_add_ps(_mm512_set1_ps(step), load_floats(zero + g, live)));
+      acc = _mm512_fmadd_ps(sz, _mm512_maskz_loadu_ps(live, xsum + g), acc);
+    }
   }
   return acc;
 }
@@ -250,7 +290,9 @@ inline __m128 sum_lanes4(__m512 v0, __m512 v1, __m512 v2, __m512 v3) {
 
 // y[m0 .. m0+kM) of output rows n0 .. n0+kR: dense part + residual; scale
 // and zero [N, G] as stored (p.scale and p.zero, or their fp16 forms).
-template <int kBits, int kR, int kM, typename Scale>
+// kChains accumulators per output: steps alternate between them (lane_tiles).
+// kInPlace: InPlaceCodes apply (x staged for them).
+template <int kBits, int kR, int kM, int kChains, bool kInPlace, typename Scale>
 bool lane_tile(const GemvProblem& p, const GroupScaling& gs, const Scale* scale, const Scale* zero, int64_t n0,
                int64_t m0) {
   using Shape = ChunkShape<kBits>;
@@ -263,9 +305,6 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, const Scale* scale,
   for (int j = 0; j < kM; ++j) x[j] = static_cast<const Elem*>(p.x_lanes) + (m0 + j) * p.Kc;
   const int tail_words = static_cast<int>(row_words - (chunks - 1) * Shape::kWords);
 
-  // With one activation row, steps alternate between two accumulators per
-  // output row: 4 multiply-add chains would leave the tile latency-bound.
-  constexpr int kChains = kM == 1 ? 2 : 1;
   __m512 y[kR][kM], acc[kR][kM][kChains];
   TACQ_UNROLL_TILE
   for (int r = 0; r < kR; ++r)
@@ -278,7 +317,7 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, const Scale* scale,
   auto flush = [&](int64_t c) {  // y += lane scales * acc; acc reset
     TACQ_UNROLL_TILE
     for (int r = 0; r < kR; ++r) {
-      const __m512 s = lane_scales(chunk_groups[c], scale + (n0 + r) * G);
+      const __m512 s = lane_scales<Shape::kCodes>(chunk_groups[c], scale + (n0 + r) * G);
       TACQ_UNROLL_TILE
       for (int j = 0; j < kM; ++j) {
         __m512 sum = acc[r][j][0];
@@ -332,7 +371,9 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, const Scale* scale,
             __m512i xv[kM];
             for (int j = 0; j < kM; ++j) xv[j] = _mm512_load_si512(x[j] + x_offset + kStep * Shape::kLanes);
             for (int r = 0; r < kR; ++r) {
-              const __m512i q = decode_step<kBits, kStep>(units[r]);
+              __m512i q;
+              if constexpr (kInPlace) q = decode_step_in_place<kStep>(units[r][0]);
+              else q = decode_step<kBits, kStep>(units[r]);
               for (int j = 0; j < kM; ++j) {
                 __m512& a = acc[r][j][kStep % kChains];
                 a = Lanes::madd(a, q, xv[j]);
@@ -361,7 +402,8 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, const Scale* scale,
     TACQ_UNROLL_TILE
     for (int j = 0; j < kM; ++j)
       y[r][j] = _mm512_fmsub_ps(_mm512_set1_ps(static_cast<float>(1 << kBits)), y[r][j],
-                                zero_point_lanes(scale + n * G, zero + n * G, p.xsum + (m0 + j) * G, G,
+                                zero_point_lanes<kInPlace>(scale + n * G, zero + n * G, p.xsum + (m0 + j) * G,
+                                                 p.lane_xsum + (m0 + j) * G, G,
                                                  static_cast<float>(1 << kBits)));
   }
   // Few entries (small K): the whole tile in one step; none: no step, whose
@@ -411,15 +453,32 @@ GroupScaling group_scaling(const GemvProblem& p, int64_t chunks) {
   return gs;
 }
 
+// With one activation row and no flush before the row's end (one group per
+// row), steps alternate between two accumulators per output: 4 chains of
+// multiply-adds would leave the tile latency-bound. A flush ends the chains
+// (the accumulators restart from zero), and then the second chain's add per
+// flush costs more than it hides (measured on Zen 4, 1 thread, 2-bit g64,
+// 2048 x 4096: 47.2 -> 49.1 G weights/s with one; whole rows 63 -> 59).
 template <int kBits, int kR, typename Scale>
 bool lane_tiles(const GemvProblem& p, const GroupScaling& gs, const Scale* scale, const Scale* zero, int64_t n0) {
   bool ok = true;
   int64_t m0 = 0;
-  for (; m0 + 4 <= p.M; m0 += 4) ok &= lane_tile<kBits, kR, 4>(p, gs, scale, zero, n0, m0);
+  constexpr bool kInPlace = InPlaceCodes::applies(kBits, Lanes::kLaneBits, 1);
+  if (kInPlace && p.in_place_codes) {  // one activation row
+    if (gs.flush_every >= static_cast<int64_t>(gs.chunks.size()))
+      return lane_tile<kBits, kR, 1, 2, kInPlace>(p, gs, scale, zero, n0, 0);
+    return lane_tile<kBits, kR, 1, 1, kInPlace>(p, gs, scale, zero, n0, 0);
+  }
+  for (; m0 + 4 <= p.M; m0 += 4) ok &= lane_tile<kBits, kR, 4, 1, false>(p, gs, scale, zero, n0, m0);
   switch (p.M - m0) {
-    case 3: ok &= lane_tile<kBits, kR, 3>(p, gs, scale, zero, n0, m0); break;
-    case 2: ok &= lane_tile<kBits, kR, 2>(p, gs, scale, zero, n0, m0); break;
-    case 1: ok &= lane_tile<kBits, kR, 1>(p, gs, scale, zero, n0, m0); break;
+    case 3: ok &= lane_tile<kBits, kR, 3, 1, false>(p, gs, scale, zero, n0, m0); break;
+    case 2: ok &= lane_tile<kBits, kR, 2, 1, false>(p, gs, scale, zero, n0, m0); break;
+    case 1:
+      if (gs.flush_every >= static_cast<int64_t>(gs.chunks.size()))
+        ok &= lane_tile<kBits, kR, 1, 2, false>(p, gs, scale, zero, n0, m0);
+      else
+        ok &= lane_tile<kBits, kR, 1, 1, false>(p, gs, scale, zero, n0, m0);
+      break;
     default: break;  // M was a multiple of 4
   }
   return ok;
@@ -428,7 +487,7 @@ bool lane_tiles(const GemvProblem& p, const GroupScaling& gs, const Scale* scale
 // stage_lanes (mixed_gemv.h) for one bit width: step i of a chunk gathers
 // element i of every lane's run of codes, 16 lanes per gather.
 template <int kBits>
-void stage_lanes_bits(const float* xs, int64_t Kp, int64_t Kc, typename Lanes::Elem* lanes) {
+void stage_lanes_bits(const float* xs, int64_t Kp, int64_t Kc, bool in_place, typename Lanes::Elem* lanes) {
   using Shape = ChunkShape<kBits>;
   constexpr int kGathers = Shape::kLanes / 16;  // 16-lane gathers per step
   const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
@@ -439,11 +498,12 @@ void stage_lanes_bits(const float* xs, int64_t Kp, int64_t Kc, typename Lanes::E
   for (int64_t c0 = 0; c0 < Kc; c0 += Shape::kCodes) {
     const __m512i left = _mm512_set1_epi32(static_cast<int32_t>(std::min<int64_t>(Kp - c0, Shape::kCodes)));
     for (int i = 0; i < Shape::kCodesPerLane; ++i) {
+      const __m512 step_scale = _mm512_set1_ps(in_place ? static_cast<float>(1 << InPlaceCodes::x_exponent(i)) : 1.f);
       __m512 v[kGathers];
       for (int h = 0; h < kGathers; ++h) {
         const __m512i index = _mm512_add_epi32(run_start[h], _mm512_set1_epi32(i));
         const __mmask16 live = _mm512_cmplt_epi32_mask(index, left);  // zero past Kp
-        v[h] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, index, xs + c0, 4);
+        v[h] = _mm512_mul_ps(step_scale, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, index, xs + c0, 4));
       }
       Lanes::store_step(lanes + c0 + i * Shape::kLanes, v);
     }
@@ -480,11 +540,11 @@ bool lane_rows(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
   return true;
 }
 
-void stage_x_lanes(const float* xs, int64_t Kp, int bits, int64_t Kc, void* lanes) {
+void stage_x_lanes(const float* xs, int64_t Kp, int bits, int64_t Kc, bool in_place, void* lanes) {
   auto* out = static_cast<typename Lanes::Elem*>(lanes);
   switch (bits) {
-    case 2: return stage_lanes_bits<2>(xs, Kp, Kc, out);
-    case 3: return stage_lanes_bits<3>(xs, Kp, Kc, out);
-    case 4: return stage_lanes_bits<4>(xs, Kp, Kc, out);
+    case 2: return stage_lanes_bits<2>(xs, Kp, Kc, in_place, out);
+    case 3: return stage_lanes_bits<3>(xs, Kp, Kc, in_place, out);
+    case 4: return stage_lanes_bits<4>(xs, Kp, Kc, in_place, out);
   }
 }
