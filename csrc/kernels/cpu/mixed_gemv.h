@@ -92,9 +92,11 @@ struct LaneOrder {
 // at bit b weighs 1 + code*2^(b-7), so x is staged times 2^(5-b) (exact in
 // bf16), the code term is code*x/4 as in general, and the "1" term sums
 // x*2^(5-b) (lane_xsum, GemvProblem). Fewer instructions, more fp32 rounding
-// (the "1" term is up to 16x larger, and cancels). With more rows the copies
-// spill registers (measured on Zen 4, 2048 x 4096 at 2 bits: 1 row 45 -> 49
-// G weights/s, 3 rows 23.5 -> 21.3).
+// (the "1" term is up to 16x larger, and cancels); the host stages x this
+// way only where |x| <= 2^100, far from overflow. With more rows the copies
+// spill registers (measured on Zen 4, 1 thread, 2048 x 4096 at 2 bits: one
+// row, whole-row groups 58 -> 65 G weights/s; 3 rows, groups of 64 23.5 ->
+// 21.3).
 struct InPlaceCodes {
   static constexpr bool applies(int bits, int lane_bits, int64_t rows) {
     return bits == 2 && lane_bits == 16 && rows == 1;
