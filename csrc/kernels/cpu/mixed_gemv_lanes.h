@@ -459,26 +459,25 @@ GroupScaling group_scaling(const GemvProblem& p, int64_t chunks) {
 // (the accumulators restart from zero), and then the second chain's add per
 // flush costs more than it hides (measured on Zen 4, 1 thread, 2-bit g64,
 // 2048 x 4096: 47.2 -> 49.1 G weights/s with one; whole rows 63 -> 59).
+template <int kBits, int kR, bool kInPlace, typename Scale>
+bool one_row_tile(const GemvProblem& p, const GroupScaling& gs, const Scale* scale, const Scale* zero, int64_t n0,
+                  int64_t m0) {
+  if (gs.flush_every >= static_cast<int64_t>(gs.chunks.size()))
+    return lane_tile<kBits, kR, 1, 2, kInPlace>(p, gs, scale, zero, n0, m0);
+  return lane_tile<kBits, kR, 1, 1, kInPlace>(p, gs, scale, zero, n0, m0);
+}
+
 template <int kBits, int kR, typename Scale>
 bool lane_tiles(const GemvProblem& p, const GroupScaling& gs, const Scale* scale, const Scale* zero, int64_t n0) {
+  constexpr bool kInPlace = InPlaceCodes::applies(kBits, Lanes::kLaneBits, 1);
+  if (kInPlace && p.in_place_codes) return one_row_tile<kBits, kR, kInPlace>(p, gs, scale, zero, n0, 0);
   bool ok = true;
   int64_t m0 = 0;
-  constexpr bool kInPlace = InPlaceCodes::applies(kBits, Lanes::kLaneBits, 1);
-  if (kInPlace && p.in_place_codes) {  // one activation row
-    if (gs.flush_every >= static_cast<int64_t>(gs.chunks.size()))
-      return lane_tile<kBits, kR, 1, 2, kInPlace>(p, gs, scale, zero, n0, 0);
-    return lane_tile<kBits, kR, 1, 1, kInPlace>(p, gs, scale, zero, n0, 0);
-  }
   for (; m0 + 4 <= p.M; m0 += 4) ok &= lane_tile<kBits, kR, 4, 1, false>(p, gs, scale, zero, n0, m0);
   switch (p.M - m0) {
     case 3: ok &= lane_tile<kBits, kR, 3, 1, false>(p, gs, scale, zero, n0, m0); break;
     case 2: ok &= lane_tile<kBits, kR, 2, 1, false>(p, gs, scale, zero, n0, m0); break;
-    case 1:
-      if (gs.flush_every >= static_cast<int64_t>(gs.chunks.size()))
-        ok &= lane_tile<kBits, kR, 1, 2, false>(p, gs, scale, zero, n0, m0);
-      else
-        ok &= lane_tile<kBits, kR, 1, 1, false>(p, gs, scale, zero, n0, m0);
-      break;
+    case 1: ok &= one_row_tile<kBits, kR, false>(p, gs, scale, zero, n0, m0); break;
     default: break;  // M was a multiple of 4
   }
   return ok;
