@@ -25,6 +25,28 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+CHECKOUT_PACKAGE = Path(__file__).resolve().parent.parent / "python" / "tacq_ext"
+
+
+def measured_package() -> Optional[Path]:
+    """The directory of the tacq_ext this process imports: what a bench run
+    measures, recorded with its results. Refuses when this checkout holds a
+    build of its own (scripts/dev_build.sh) and the import finds another one
+    (an older pip install) instead: a run would silently time stale kernels.
+    Child processes inherit the environment, so they import the same one."""
+    try:
+        import tacq_ext
+    except ImportError:
+        return None
+    package = Path(tacq_ext.__file__).resolve().parent
+    if package != CHECKOUT_PACKAGE and any(CHECKOUT_PACKAGE.glob("_C*")):
+        raise SystemExit(f"this checkout has its own build in {CHECKOUT_PACKAGE}, but `import tacq_ext` finds "
+                         f"{package}; run with PYTHONPATH={CHECKOUT_PACKAGE.parent} to measure the checkout, "
+                         "or reinstall it")
+    return package
+
+
+MEASURED_PACKAGE = measured_package()
 
 
 # ---------------------------------------------------------------- timing
@@ -188,12 +210,10 @@ def machine_info(device: str) -> dict:
     if device.startswith("cuda"):
         props = torch.cuda.get_device_properties(device)
         info.update(gpu=props.name, cuda=torch.version.cuda, driver=_nvidia_driver())
-    try:
+    if MEASURED_PACKAGE is not None:
         import tacq_ext
 
-        info["tacq_ext"] = tacq_ext.build_info()
-    except ImportError:
-        pass
+        info["tacq_ext"] = {**tacq_ext.build_info(), "imported_from": str(MEASURED_PACKAGE)}
     return info
 
 
