@@ -1,7 +1,7 @@
 """tacq.mixed_gemv: x (dequant + CSR residual)^T against the fp64 reference, on
 the CPU (every ISA path) and on CUDA (where the CPU op is checked on the same
 inputs too): all bit widths, fp32 / bf16 / fp16 x, M = 1..16, N = 1, K not a
-multiple of 32, group sizes of every kind, rows with no and with K residual
+multiple of 32, group sizes of every kind, short rows two to a chunk, rows with no and with K residual
 entries, misaligned and strided buffers, invalid CSR, opcheck, bad input."""
 
 from typing import NamedTuple
@@ -165,6 +165,42 @@ def test_every_row_count(device, cpu_isa, N, K, group_size, bits, dtype):
     rows = exact(x, W)
     for M in range(1, 17):
         check_op(x[:M], layer, device, W, rows)
+
+
+# Rows of at most half a chunk (K <= 256 at 3 bits, 128 at 2, 64 at 4) run
+# two to a chunk in the AVX-512 kernels (PairedView in mixed_gemv_lanes.h).
+@pytest.mark.parametrize("scale_dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("dtype", XTYPES, ids=str)
+@pytest.mark.parametrize("N,K,group_size,bits", [
+    (19, 192, -1, 3), (19, 192, 64, 3), (11, 192, 96, 3), (13, 256, 32, 3), (9, 160, 32, 3), (10, 100, -1, 3),
+    (21, 128, -1, 2), (7, 100, -1, 2), (12, 128, 64, 2), (10, 64, 32, 4), (9, 31, -1, 4), (2, 192, 32, 3)])
+def test_two_rows_per_chunk(device, cpu_isa, N, K, group_size, bits, dtype, scale_dtype):
+    """Pairs in tiles of 4 and singly, an odd last row alone; whole rows (K
+    not a multiple of 32: padding codes between the two rows), one to six
+    groups a row; M = 1, 3, 4, 5 and 16; residual tiles of 8 rows holding
+    <= 16 entries together (one step), more (row by row), and a row holding
+    every column."""
+    counts = ([2] * 8 + [3] * 8 + [0] * 8)[:N]
+    counts[N // 2] = K
+    layer = make_layer(N, K, bits, group_size, counts=counts, scale_dtype=scale_dtype, seed=N * K + bits)
+    W = layer.dense()
+    x = random_x(16, K, dtype, seed=K + bits)
+    rows = exact(x, W)
+    for M in (1, 3, 4, 5, 16):
+        check_op(x[:M], layer, device, W, rows)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_two_rows_per_chunk_from_an_odd_row(cpu_isa, threads):
+    """A thread's rows beginning at an odd row: pairs counted from it (453 rows
+    of 72 bytes split 227 + 226 between two threads)."""
+    layer = make_layer(453, 192, 3, 64, scale_dtype=torch.float16, seed=3)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        check_op(random_x(2, 192, torch.float32), layer, "cpu")
+    finally:
+        torch.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("dtype", XTYPES, ids=str)

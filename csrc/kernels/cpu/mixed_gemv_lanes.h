@@ -288,21 +288,23 @@ inline __m128 sum_lanes4(__m512 v0, __m512 v1, __m512 v2, __m512 v3) {
   return _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1));
 }
 
-// y[m0 .. m0+kM) of output rows n0 .. n0+kR: dense part + residual; scale
-// and zero [N, G] as stored (p.scale and p.zero, or their fp16 forms).
-// kChains accumulators per output: steps alternate between them (lane_tiles).
-// kInPlace: InPlaceCodes apply (x staged for them).
-template <int kBits, int kR, int kM, int kChains, bool kInPlace, typename Scale>
-bool lane_tile(const GemvProblem& p, const GroupScaling& gs, const Scale* scale, const Scale* zero, int64_t n0,
-               int64_t m0) {
+// y[m0 .. m0+kM) of output rows kRows*n0 .. kRows*(n0+kR) of p: dense part
+// + residual. The dense part reads `dense`, p itself (kRows = 1) or its
+// paired view (kRows = 2, PairedView): rows n0 .. n0+kR of it, scale and
+// zero [rows, G] as stored (p.scale and p.zero, or their fp16 forms), G of
+// `dense`. kChains accumulators per output: steps alternate between them
+// (lane_tiles). kInPlace: InPlaceCodes apply (x staged for them).
+template <int kBits, int kR, int kM, int kChains, bool kInPlace, int kRows, typename Scale>
+bool lane_tile(const GemvProblem& p, const GemvProblem& dense, const GroupScaling& gs, const Scale* scale,
+               const Scale* zero, int64_t n0, int64_t m0) {
   using Shape = ChunkShape<kBits>;
   using Elem = typename Lanes::Elem;
-  const int64_t row_words = p.Kp / 32 * kBits, G = p.K / p.group_len;
+  const int64_t row_words = dense.Kp / 32 * kBits, G = dense.K / dense.group_len;
   const int64_t chunks = (row_words + Shape::kWords - 1) / Shape::kWords;
   const uint32_t* rows[kR];
-  for (int r = 0; r < kR; ++r) rows[r] = p.packed + (n0 + r) * row_words;
+  for (int r = 0; r < kR; ++r) rows[r] = dense.packed + (n0 + r) * row_words;
   const Elem* x[kM];
-  for (int j = 0; j < kM; ++j) x[j] = static_cast<const Elem*>(p.x_lanes) + (m0 + j) * p.Kc;
+  for (int j = 0; j < kM; ++j) x[j] = static_cast<const Elem*>(dense.x_lanes) + (m0 + j) * dense.Kc;
   const int tail_words = static_cast<int>(row_words - (chunks - 1) * Shape::kWords);
 
   __m512 y[kR][kM], acc[kR][kM][kChains];
@@ -396,35 +398,52 @@ bool lane_tile(const GemvProblem& p, const GroupScaling& gs, const Scale* scale,
       }
     }
   }
+  // sums[i][j]: the lane sums of output (m0 + j, kRows*n0 + i) of p. With
+  // pairs, the first row of a pair owns the accumulator lanes of codes
+  // [0, Kp) and the zero-point lanes of groups [0, G/2), the second the rest.
+  constexpr int kOut = kR * kRows;
+  const __mmask16 first_row_codes = first_lanes(p.Kp / (Shape::kCodes / 16)), first_row_groups = first_lanes(G / 2);
+  __m512 sums[kOut][kM];
   TACQ_UNROLL_TILE
-  for (int r = 0; r < kR; ++r) {  // y[r][j] becomes the lane sums of output (m0 + j, n0 + r)
+  for (int r = 0; r < kR; ++r) {
     const int64_t n = n0 + r;
     TACQ_UNROLL_TILE
-    for (int j = 0; j < kM; ++j)
-      y[r][j] = _mm512_fmsub_ps(_mm512_set1_ps(static_cast<float>(1 << kBits)), y[r][j],
-                                zero_point_lanes<kInPlace>(scale + n * G, zero + n * G, p.xsum + (m0 + j) * G,
-                                                 p.lane_xsum + (m0 + j) * G, G,
-                                                 static_cast<float>(1 << kBits)));
+    for (int j = 0; j < kM; ++j) {
+      const __m512 scaled = _mm512_mul_ps(_mm512_set1_ps(static_cast<float>(1 << kBits)), y[r][j]);
+      const __m512 zero_point = zero_point_lanes<kInPlace>(scale + n * G, zero + n * G, dense.xsum + (m0 + j) * G,
+                                                            dense.lane_xsum + (m0 + j) * G, G,
+                                                            static_cast<float>(1 << kBits));
+      if constexpr (kRows == 1) {
+        sums[r][j] = _mm512_sub_ps(scaled, zero_point);
+      } else {
+        sums[2 * r][j] = _mm512_sub_ps(_mm512_maskz_mov_ps(first_row_codes, scaled),
+                                       _mm512_maskz_mov_ps(first_row_groups, zero_point));
+        sums[2 * r + 1][j] = _mm512_sub_ps(_mm512_maskz_mov_ps(~first_row_codes, scaled),
+                                           _mm512_maskz_mov_ps(~first_row_groups, zero_point));
+      }
+    }
   }
   // Few entries (small K): the whole tile in one step; none: no step, whose
   // masked loads would still touch the memory col_idx points at (an empty
   // residual's pointer: a microcode assist per tile, 2x a 192-code layer's
   // time). Many: row by row, 3-4 % faster at batch 1 with 14-50 per row.
+  const int64_t first = kRows * n0;
   bool residual_ok = true;
-  const int32_t tile_entries = p.row_ptr[n0 + kR] - p.row_ptr[n0];
+  const int32_t tile_entries = p.row_ptr[first + kOut] - p.row_ptr[first];
   if (tile_entries > 16) {
     TACQ_UNROLL_TILE
-    for (int r = 0; r < kR; ++r) residual_ok &= add_residual_row_avx512<kM>(p, n0 + r, m0, y[r]);
+    for (int i = 0; i < kOut; ++i) residual_ok &= add_residual_row_avx512<kM>(p, first + i, m0, sums[i]);
   } else if (tile_entries > 0) {
-    residual_ok = add_residual_small_tile<kR, kM>(p, n0, m0, y);
+    residual_ok = add_residual_small_tile<kOut, kM>(p, first, m0, sums);
   }
   TACQ_UNROLL_TILE
   for (int j = 0; j < kM; ++j) {
-    float* out = p.y + (m0 + j) * p.N + n0;
-    if constexpr (kR == 4)
-      _mm_storeu_ps(out, sum_lanes4(y[0][j], y[1][j], y[2][j], y[3][j]));
+    float* out = p.y + (m0 + j) * p.N + first;
+    if constexpr (kOut % 4 == 0)
+      for (int i = 0; i < kOut; i += 4)
+        _mm_storeu_ps(out + i, sum_lanes4(sums[i][j], sums[i + 1][j], sums[i + 2][j], sums[i + 3][j]));
     else
-      for (int r = 0; r < kR; ++r) out[r] = _mm512_reduce_add_ps(y[r][j]);
+      for (int i = 0; i < kOut; ++i) out[i] = _mm512_reduce_add_ps(sums[i][j]);
   }
   return residual_ok;
 }
@@ -459,25 +478,27 @@ GroupScaling group_scaling(const GemvProblem& p, int64_t chunks) {
 // (the accumulators restart from zero), and then the second chain's add per
 // flush costs more than it hides (measured on Zen 4, 1 thread, 2-bit g64,
 // 2048 x 4096: 47.2 -> 49.1 G weights/s with one; whole rows 63 -> 59).
-template <int kBits, int kR, bool kInPlace, typename Scale>
-bool one_row_tile(const GemvProblem& p, const GroupScaling& gs, const Scale* scale, const Scale* zero, int64_t n0,
-                  int64_t m0) {
+template <int kBits, int kR, bool kInPlace, int kRows, typename Scale>
+bool one_row_tile(const GemvProblem& p, const GemvProblem& dense, const GroupScaling& gs, const Scale* scale,
+                  const Scale* zero, int64_t n0, int64_t m0) {
   if (gs.flush_every >= static_cast<int64_t>(gs.chunks.size()))
-    return lane_tile<kBits, kR, 1, 2, kInPlace>(p, gs, scale, zero, n0, m0);
-  return lane_tile<kBits, kR, 1, 1, kInPlace>(p, gs, scale, zero, n0, m0);
+    return lane_tile<kBits, kR, 1, 2, kInPlace, kRows>(p, dense, gs, scale, zero, n0, m0);
+  return lane_tile<kBits, kR, 1, 1, kInPlace, kRows>(p, dense, gs, scale, zero, n0, m0);
 }
 
-template <int kBits, int kR, typename Scale>
-bool lane_tiles(const GemvProblem& p, const GroupScaling& gs, const Scale* scale, const Scale* zero, int64_t n0) {
+// Every activation row of dense rows n0 .. n0+kR (lane_tile).
+template <int kBits, int kR, int kRows, typename Scale>
+bool lane_tiles(const GemvProblem& p, const GemvProblem& dense, const GroupScaling& gs, const Scale* scale,
+                const Scale* zero, int64_t n0) {
   constexpr bool kInPlace = InPlaceCodes::applies(kBits, Lanes::kLaneBits, 1);
-  if (kInPlace && p.in_place_codes) return one_row_tile<kBits, kR, kInPlace>(p, gs, scale, zero, n0, 0);
+  if (kInPlace && p.in_place_codes) return one_row_tile<kBits, kR, kInPlace, kRows>(p, dense, gs, scale, zero, n0, 0);
   bool ok = true;
   int64_t m0 = 0;
-  for (; m0 + 4 <= p.M; m0 += 4) ok &= lane_tile<kBits, kR, 4, 1, false>(p, gs, scale, zero, n0, m0);
+  for (; m0 + 4 <= p.M; m0 += 4) ok &= lane_tile<kBits, kR, 4, 1, false, kRows>(p, dense, gs, scale, zero, n0, m0);
   switch (p.M - m0) {
-    case 3: ok &= lane_tile<kBits, kR, 3, 1, false>(p, gs, scale, zero, n0, m0); break;
-    case 2: ok &= lane_tile<kBits, kR, 2, 1, false>(p, gs, scale, zero, n0, m0); break;
-    case 1: ok &= one_row_tile<kBits, kR, false>(p, gs, scale, zero, n0, m0); break;
+    case 3: ok &= lane_tile<kBits, kR, 3, 1, false, kRows>(p, dense, gs, scale, zero, n0, m0); break;
+    case 2: ok &= lane_tile<kBits, kR, 2, 1, false, kRows>(p, dense, gs, scale, zero, n0, m0); break;
+    case 1: ok &= one_row_tile<kBits, kR, false, kRows>(p, dense, gs, scale, zero, n0, m0); break;
     default: break;  // M was a multiple of 4
   }
   return ok;
@@ -510,15 +531,79 @@ void stage_lanes_bits(const float* xs, int64_t Kp, int64_t Kc, bool in_place, ty
 }
 
 
+// Two rows per chunk. Where a padded row holds at most half a chunk's codes
+// (2*Kp <= C: K <= 256 at 3 bits, 128 at 2, 64 at 4), a chunk of one row
+// leaves half its lanes or more without codes (a 192-code 3-bit row fills 6
+// of 16), and the steps cost as much as a full chunk's. Packed rows lie back
+// to back, so a chunk loaded from row 2v holds rows 2v and 2v+1, codes
+// [0, Kp) and [Kp, 2Kp): the rows from `first` on are run as the rows of a
+// view with K = Kp' = 2Kp, 2G groups (of Kp codes for whole rows), x staged
+// twice over (lane L + Kp/cpl takes lane L's x, cpl = codes per lane) and its
+// group sums twice over, in the buffers below; lane_tile then splits each
+// output's lane sums between the two rows.
+template <int kBits>
+struct PairedView {
+  using Elem = typename Lanes::Elem;
+  static constexpr int kCodes = ChunkShape<kBits>::kCodes;
+  alignas(64) Elem x_lanes[kGemvMaxRows * kCodes];
+  float xsum[kGemvMaxRows * 16], lane_xsum[kGemvMaxRows * 16];  // 2G <= 2Kp/32 <= 16 groups
+  GemvProblem rows;  // p from row `first` on (its scale and zero are not read: lane_tile takes them)
+  GemvProblem view;  // rows as pairs
+
+  static bool applies(const GemvProblem& p) { return 2 * p.Kp <= kCodes; }
+
+  PairedView(const GemvProblem& p, int64_t first) : rows(rows_from(p, first, nullptr, nullptr)), view(rows) {
+    const int64_t G = p.K / p.group_len, half = p.Kp / ChunkShape<kBits>::kCodesPerLane;  // lanes of a row
+    constexpr int kLanes = ChunkShape<kBits>::kLanes;
+    for (int64_t m = 0; m < p.M; ++m) {
+      const Elem* src = static_cast<const Elem*>(p.x_lanes) + m * p.Kc;  // one chunk: p.Kc = kCodes
+      Elem* dst = x_lanes + m * kCodes;
+      for (int64_t i = 0; i < kCodes; i += kLanes)
+        for (int64_t lane = 0; lane < kLanes; ++lane) dst[i + lane] = src[i + (lane < 2 * half ? lane % half : lane)];
+      for (int64_t g = 0; g < 2 * G; ++g) {
+        xsum[m * 2 * G + g] = p.xsum[m * G + g % G];
+        lane_xsum[m * 2 * G + g] = p.lane_xsum[m * G + g % G];
+      }
+    }
+    view.K = view.Kp = 2 * p.Kp;
+    view.Kc = kCodes;
+    view.group_len = G == 1 ? p.Kp : p.group_len;
+    view.x_lanes = x_lanes;
+    view.xsum = xsum;
+    view.lane_xsum = lane_xsum;
+  }
+};
+
+// Output rows [row_begin, row_begin + 2*pairs) as pairs (PairedView).
+template <int kBits, typename Scale>
+bool paired_rows(const GemvProblem& p, const Scale* scale, const Scale* zero, int64_t row_begin, int64_t pairs) {
+  const PairedView<kBits> paired(p, row_begin);
+  const GemvProblem &rows = paired.rows, &view = paired.view;
+  const GroupScaling gs = group_scaling<kBits>(view, 1);
+  const int64_t offset = row_begin * (p.K / p.group_len);  // the first pair's scales
+  const Scale *pair_scale = scale + offset, *pair_zero = zero + offset;
+  bool ok = true;
+  int64_t v = 0;
+  for (; v + 4 <= pairs; v += 4) ok &= lane_tiles<kBits, 4, 2>(rows, view, gs, pair_scale, pair_zero, v);
+  for (; v < pairs; ++v) ok &= lane_tiles<kBits, 1, 2>(rows, view, gs, pair_scale, pair_zero, v);
+  return ok;
+}
+
 template <int kBits, typename Scale>
 bool lane_rows_scaled(const GemvProblem& p, const Scale* scale, const Scale* zero, int64_t row_begin,
                       int64_t row_end) {
-  const int64_t chunks = (p.Kp / 32 * kBits + ChunkShape<kBits>::kWords - 1) / ChunkShape<kBits>::kWords;
-  const GroupScaling gs = group_scaling<kBits>(p, chunks);
   bool ok = true;
   int64_t n = row_begin;
-  for (; n + 4 <= row_end; n += 4) ok &= lane_tiles<kBits, 4>(p, gs, scale, zero, n);
-  for (; n < row_end; ++n) ok &= lane_tiles<kBits, 1>(p, gs, scale, zero, n);
+  if (PairedView<kBits>::applies(p) && row_end - row_begin >= 2) {
+    const int64_t pairs = (row_end - row_begin) / 2;
+    ok = paired_rows<kBits>(p, scale, zero, row_begin, pairs);
+    n += 2 * pairs;
+    if (n == row_end) return ok;
+  }
+  const int64_t chunks = (p.Kp / 32 * kBits + ChunkShape<kBits>::kWords - 1) / ChunkShape<kBits>::kWords;
+  const GroupScaling gs = group_scaling<kBits>(p, chunks);
+  for (; n + 4 <= row_end; n += 4) ok &= lane_tiles<kBits, 4, 1>(p, p, gs, scale, zero, n);
+  for (; n < row_end; ++n) ok &= lane_tiles<kBits, 1, 1>(p, p, gs, scale, zero, n);
   return ok;
 }
 
