@@ -17,6 +17,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import sysconfig
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,15 +32,17 @@ CHECKOUT_PACKAGE = Path(__file__).resolve().parent.parent / "python" / "tacq_ext
 def measured_package() -> Optional[Path]:
     """The directory of the tacq_ext this process imports: what a bench run
     measures, recorded with its results. Refuses when this checkout holds a
-    build of its own (scripts/dev_build.sh) and the import finds another one
-    (an older pip install) instead: a run would silently time stale kernels.
+    build of its own (scripts/dev_build.sh) and the import finds an installed
+    one (an older pip install) instead: a run would silently time stale
+    kernels. (A build elsewhere put first on PYTHONPATH, for an A/B, is taken.)
     Child processes inherit the environment, so they import the same one."""
     try:
         import tacq_ext
     except ImportError:
         return None
     package = Path(tacq_ext.__file__).resolve().parent
-    if package != CHECKOUT_PACKAGE and any(CHECKOUT_PACKAGE.glob("_C*")):
+    installed = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib")}
+    if package.parent in installed and any(CHECKOUT_PACKAGE.glob("_C*")):
         raise SystemExit(f"this checkout has its own build in {CHECKOUT_PACKAGE}, but `import tacq_ext` finds "
                          f"{package}; run with PYTHONPATH={CHECKOUT_PACKAGE.parent} to measure the checkout, "
                          "or reinstall it")
