@@ -5,11 +5,15 @@ the shared machine's drift hits every model alike.
 
     python bench/demo_decode.py                 # 7 rounds, 2 threads
     python bench/demo_decode.py --rounds 3 --threads 1
+    python bench/demo_decode.py --compile       # every model under torch.compile, static KV cache
 
 Each round times every model once over the same prompts; the table gives the
 median and the best round per model, the ratio of medians to fp32, and each
 round's ratio to the fp32 model of the same round (median, range, and how many
-rounds the model was slower).
+rounds the model was slower). --compile runs every model's forward through
+torch.compile(fullgraph=True) with a static KV cache, as bench/e2e_decode.py
+--modes compiled does, with the prompts left-padded with spaces to one length
+(each new shape would compile again), after an untimed round that compiles.
 Writes bench/results/demo-decode-cpu.{md,json,png}.
 """
 
@@ -66,6 +70,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds per model (default 7)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--prompts", type=int, default=4, help="prompts per round, 32 new tokens each")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile(fullgraph=True) every model, static KV cache")
     parser.add_argument("--name", default="demo-decode-cpu", help="results file stem")
     args = parser.parse_args(argv)
 
@@ -79,6 +85,16 @@ def main(argv=None) -> int:
     model, tokenizer = load_demo_model()
     models = {"fp32": model, **quantized_models(model, tokenizer, "arith")}
     prompts = [ex.prompt for ex in load_split("sql", "test", args.prompts, at_most=True)]
+    if args.compile:  # one graph for the prompt, one for a step (fullgraph raises on a break)
+        longest = max(len(prompt) for prompt in prompts)
+        prompts = [prompt.rjust(longest) for prompt in prompts]  # one prompt length, one cache size
+        # the models share LlamaForCausalLM.forward's code, whose graphs count against one limit
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(models))
+        for m in models.values():
+            m.forward = torch.compile(m.forward, fullgraph=True, dynamic=False)
+            m.generation_config.cache_implementation = "static"
+        for m in tqdm(models.values(), desc="compiling"):  # an untimed round
+            decode_tokens_per_second(m, tokenizer, prompts)
     results = {label: [] for label in models}
     for _ in tqdm(range(args.rounds), desc="rounds"):
         for label, m in models.items():
@@ -94,7 +110,8 @@ def main(argv=None) -> int:
                      f"{sum(r < 1 for r in paired)} of {len(paired)} |")
     table = "\n".join(lines)
     print(table)
-    notes = [f"rounds: {args.rounds}, prompts per round: {len(prompts)} (sql test split), 32 new tokens each"]
+    notes = [f"rounds: {args.rounds}, prompts per round: {len(prompts)} (sql test split), 32 new tokens each"
+             + (", torch.compile(fullgraph=True) + static KV cache" if args.compile else ", eager")]
     stem = write_table_results(args.name, command_line("demo_decode.py", argv), table, notes,
                                {"tokens_per_second": results})
     plot(results, stem.with_suffix(".png"))
