@@ -310,6 +310,23 @@ def plot_speedups(rows: List[Row], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def plot_bars(values: Dict[str, float], path: Path, ylabel: str, title: str) -> None:
+    """One bar per label, labels slanted under the bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(range(len(values)), list(values.values()))
+    ax.set_xticks(range(len(values)), list(values), rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, write_table_results  # noqa: E402
+from common import command_line, plot_bars, write_table_results  # noqa: E402
 
 REGIMES = [(2, -1), (2, 64), (3, -1), (3, 64)]  # (bits, group size)
 
@@ -47,22 +47,6 @@ def quantized_models(model, tokenizer, calib_task: str):
         quantize_model(quantized, calib, TACQConfig(bits=bits, group_size=group_size), progress=False)
         out[f"tacq {bits}-bit, " + ("per row" if group_size == -1 else f"groups of {group_size}")] = quantized
     return out
-
-
-def plot(results, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    labels = list(results)
-    ax.bar(range(len(labels)), [statistics.median(results[k]) for k in labels])
-    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
-    ax.set_ylabel("tokens/s (median round)")
-    ax.set_title("Demo model, greedy decoding, batch 1")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 def main(argv=None) -> int:
@@ -114,7 +98,8 @@ def main(argv=None) -> int:
              + (", torch.compile(fullgraph=True) + static KV cache" if args.compile else ", eager")]
     stem = write_table_results(args.name, command_line("demo_decode.py", argv), table, notes,
                                {"tokens_per_second": results})
-    plot(results, stem.with_suffix(".png"))
+    plot_bars({label: statistics.median(v) for label, v in results.items()}, stem.with_suffix(".png"),
+              "tokens/s (median round)", "Demo model, greedy decoding, batch 1")
     print(f"wrote {stem}.md, .json and .png")
     return 0
 

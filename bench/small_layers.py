@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, seconds_per_call, write_table_results  # noqa: E402
+from common import command_line, plot_bars, seconds_per_call, write_table_results  # noqa: E402
 from e2e_decode import random_quantized_linear  # noqa: E402
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "python" / "tacq_ext" / "assets" / "demo_llama" / "config.json"
@@ -41,22 +41,6 @@ def demo_block_shapes() -> dict:
 
 def label(bits: int, group: int) -> str:
     return f"{bits}-bit " + ("rows" if group == -1 else f"g{group}")
-
-
-def plot(block_us: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.bar(range(len(block_us)), list(block_us.values()))
-    ax.set_xticks(range(len(block_us)), list(block_us), rotation=20, ha="right")
-    ax.set_ylabel("us per block (7 layers), fastest round")
-    ax.set_title("Demo model layers, batch 1, fp32 x")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -98,7 +82,8 @@ def main(argv=None) -> int:
                                 f"{args.threads} threads; block = the 7 layers of one block (x: vs fp32)"],
                                {"us_per_call": {f"{n}/{r}": best[n, r] * 1e6 for n, r in best},
                                 "block_us": block_us})
-    plot(block_us, stem.with_suffix(".png"))
+    plot_bars(block_us, stem.with_suffix(".png"), "us per block (7 layers), fastest round",
+              "Demo model layers, batch 1, fp32 x")
     print(f"wrote {stem}.md, .json and .png")
     return 0
 
