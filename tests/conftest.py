@@ -1,4 +1,7 @@
-"""Shared test fixtures: the devices to run on and a deterministic generator."""
+"""Shared test fixtures: the devices to run on, a deterministic generator, and
+torch's thread count set for a block."""
+
+import contextlib
 
 import pytest
 import torch
@@ -31,6 +34,18 @@ def device(request):
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(0)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """torch's CPU thread count (which the CPU ops split work by) set to
+    `threads` inside the block, restored after it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _isa_paths():

@@ -11,7 +11,7 @@ import torch
 
 from tacq_ext import ops, reference
 
-from conftest import CUDA
+from conftest import CUDA, torch_threads
 
 BITS = [2, 3, 4]
 XTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -195,12 +195,8 @@ def test_two_rows_per_chunk_from_an_odd_row(cpu_isa, threads):
     """A thread's rows beginning at an odd row: pairs counted from it (453 rows
     of 72 bytes split 227 + 226 between two threads)."""
     layer = make_layer(453, 192, 3, 64, scale_dtype=torch.float16, seed=3)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         check_op(random_x(2, 192, torch.float32), layer, "cpu")
-    finally:
-        torch.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("dtype", XTYPES, ids=str)
@@ -221,12 +217,8 @@ def test_fp16_scales_over_row_blocks(cpu_isa, N, K, group_size, bits, threads):
     columns in place. The AVX-512 kernels read them as stored, over the
     same row splits."""
     layer = make_layer(N, K, bits, group_size, scale_dtype=torch.float16, seed=N + bits)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         check_op(random_x(3, K, torch.float32, seed=K), layer, "cpu")
-    finally:
-        torch.set_num_threads(previous)
 
 
 RESIDUALS = {  # N = 20, K = 300: residual entries per row

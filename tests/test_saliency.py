@@ -9,7 +9,7 @@ import torch
 
 from tacq_ext import ops, reference
 
-from conftest import CUDA
+from conftest import CUDA, torch_threads
 
 
 def check(acc0, grad_out, act, device="cpu", via=None):
@@ -121,13 +121,9 @@ def test_thread_count_does_not_change_the_result(dtype, threads):
     grad_out = torch.randn(2, 40, 100, generator=g).to(dtype)
     act = torch.randn(2, 40, 70, generator=g).to(dtype)
     acc0 = torch.rand(100, 70, generator=g)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(threads)
+    with torch_threads(threads):
         acc = acc0.clone()
         ops.saliency_accumulate(acc, grad_out, act)
-    finally:
-        torch.set_num_threads(before)
     expected = acc0.clone()
     ops.saliency_accumulate(expected, grad_out, act)
     torch.testing.assert_close(acc, expected, rtol=0, atol=0)
