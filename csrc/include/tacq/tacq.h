@@ -15,6 +15,10 @@
  *     that divides K (G = K / group_size).
  *   - num_threads: 0 uses every OpenMP thread (omp_get_max_threads()), n > 0
  *     at most n threads, negative values are TACQ_ERROR_BAD_ARGUMENT.
+ *   - Stack: the AVX-512 mixed_gemv keeps about 35 KiB of staged x on the
+ *     stack of each thread it runs on (rows of K <= 256), so call it from
+ *     threads with more stack than that (OpenMP workers and main threads have
+ *     megabytes; some runtimes' default thread stacks are 64-128 KiB).
  *   - On failure nothing is guaranteed about output buffers, and
  *     tacq_last_error() describes the failure in the calling thread.
  */
