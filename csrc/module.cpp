@@ -1,12 +1,14 @@
 // Python module tacq_ext._C: importing it runs the TORCH_LIBRARY registrations
 // of this shared object; it also reports how the extension was built and the
-// op contracts' limits, and gives mixed_gemv a faster door (below).
+// op contracts' limits and the stored layer's layout, and gives mixed_gemv and
+// mixed_gemv_stored a faster door (below).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <pybind11/pybind11.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include "ops/cpu/mixed_gemv_route.h"
+#include "ops/stored_layer.h"
 #include "tacq/cpu_isa.h"
 #include "tacq/limits.h"
 
@@ -34,6 +36,33 @@ at::Tensor mixed_gemv_typed(const at::Tensor& x, const at::Tensor& packed, const
   END_HANDLE_TH_ERRORS_PYBIND
 }
 
+// tacq::mixed_gemv_stored through the typed entry, as mixed_gemv_typed.
+at::Tensor mixed_gemv_stored_typed(const at::Tensor& x, const at::Tensor& storage, int64_t N, int64_t bits,
+                                   int64_t group_size, int64_t nnz, bool x_int8) {
+  HANDLE_TH_ERRORS
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("tacq::mixed_gemv_stored", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, int64_t, int64_t, int64_t, bool)>();
+  const py::gil_scoped_release no_gil;
+  return op.call(x, storage, N, bits, group_size, nnz, x_int8);
+  END_HANDLE_TH_ERRORS_PYBIND
+}
+
+// Byte offsets of a stored layer's sections and its size (ops/stored_layer.h).
+py::dict stored_layout_dict(int64_t N, int64_t K, int64_t bits, int64_t G, int64_t nnz) {
+  const tacq::StoredLayout s = tacq::stored_layout(N, K, bits, G, nnz);
+  py::dict d;
+  d["packed"] = s.packed;
+  d["scale"] = s.scale;
+  d["zero"] = s.zero;
+  d["row_ptr"] = s.row_ptr;
+  d["col_idx"] = s.col_idx;
+  d["values"] = s.values;
+  d["bytes"] = s.bytes;
+  return d;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -44,6 +73,13 @@ PYBIND11_MODULE(_C, m) {
         py::arg("x_int8") = false,
         "tacq::mixed_gemv through the dispatcher's typed entry (same op and dispatch as torch.ops.tacq, "
         "less argument parsing); python/tacq_ext/ops.py chooses between the two.");
+  m.def("mixed_gemv_stored", &mixed_gemv_stored_typed, py::arg("x"), py::arg("storage"), py::arg("N"),
+        py::arg("bits"), py::arg("group_size"), py::arg("nnz"), py::arg("x_int8") = false,
+        "tacq::mixed_gemv_stored through the dispatcher's typed entry (as mixed_gemv).");
+  m.def("stored_layout", &stored_layout_dict, py::arg("N"), py::arg("K"), py::arg("bits"), py::arg("G"),
+        py::arg("nnz"),
+        "Byte offsets of a stored layer's sections (packed, scale, zero, row_ptr, col_idx, values) "
+        "and its size in bytes ('bytes').");
   m.def("cpu_fused_rows_limit", &tacq::cpu_fused_rows_limit, py::arg("x_dtype"),
         "The most rows of x (of this dtype) that the CPU mixed_gemv runs through its fused kernel, 16 rows "
         "a call, on the ISA in use; more rows take a GEMM over blocks of the dense weight.");

@@ -33,6 +33,13 @@ TORCH_LIBRARY(tacq, m) {
   m.def("mixed_gemv(Tensor x, Tensor packed, Tensor scale, Tensor zero, int bits,"
         " int group_size, Tensor row_ptr, Tensor col_idx, Tensor values, bool x_int8=False) -> Tensor");
 
+  // mixed_gemv with the layer's six tensors in one uint8 buffer, `storage`,
+  // laid out as csrc/ops/stored_layer.h says (tacq_ext.ops.stored_layout):
+  // N rows, K = x.size(-1), fp16 scale and zero, nnz residual entries. One
+  // tensor argument instead of six, for compiled graphs (QuantizedLinear).
+  m.def("mixed_gemv_stored(Tensor x, Tensor storage, int N, int bits, int group_size, int nnz,"
+        " bool x_int8=False) -> Tensor");
+
   // out[M, N_out] = y[:, index]: the columns of y [M, N] (fp32, fp16 or bf16)
   // in the order of index int64 [N_out], each in [0, N). Puts the rows of a
   // layer stored in parts of different widths back in place

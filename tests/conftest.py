@@ -15,7 +15,7 @@ CUDA = pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device: the CUDA kernels are compile-checked only "
     "(tests/test_cuda_compile.py)"))
 DEVICES = ["cpu", CUDA]
-OPS = ["saliency_accumulate", "quantize", "pack", "unpack", "dequantize", "mixed_gemv"]
+OPS = ["saliency_accumulate", "quantize", "pack", "unpack", "dequantize", "mixed_gemv", "mixed_gemv_stored"]
 
 
 @pytest.fixture

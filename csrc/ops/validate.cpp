@@ -131,9 +131,10 @@ void check_csr(const char* op, const at::Tensor& row_ptr, const at::Tensor& col_
   const int64_t nnz = col_idx.size(0);
   check_size(op, "values", values, 0, nnz, "nnz (length of col_idx)");
   TORCH_CHECK(nnz <= INT32_MAX, "tacq.", op, ": nnz must fit int32, got ", nnz);
-  if (!check_rows) return;
+  if (check_rows) check_csr_rows(op, row_ptr.data_ptr<int32_t>(), N, nnz);
+}
 
-  const int32_t* rp = row_ptr.data_ptr<int32_t>();
+void check_csr_rows(const char* op, const int32_t* rp, int64_t N, int64_t nnz) {
   TORCH_CHECK(rp[0] == 0, "tacq.", op, ": row_ptr[0] must be 0, got ", rp[0]);
   TORCH_CHECK(rp[N] == nnz, "tacq.", op, ": row_ptr[N] must equal nnz = ", nnz, ", got ", rp[N]);
   for (int64_t n = 0; n < N; ++n)
@@ -141,10 +142,7 @@ void check_csr(const char* op, const at::Tensor& row_ptr, const at::Tensor& col_
                 "] = ", rp[n], " > row_ptr[", n + 1, "] = ", rp[n + 1]);
 }
 
-void check_csr_columns(const char* op, const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                       int64_t N, int64_t K) {
-  const int32_t* rp = row_ptr.data_ptr<int32_t>();
-  const int32_t* ci = col_idx.data_ptr<int32_t>();
+void check_csr_columns(const char* op, const int32_t* rp, const int32_t* ci, int64_t N, int64_t K) {
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t i = rp[n]; i < rp[n + 1]; ++i) {
       TORCH_CHECK(ci[i] >= 0 && ci[i] < K, "tacq.", op, ": col_idx[", i, "] = ", ci[i],
@@ -263,6 +261,34 @@ PackedShape check_mixed_gemv_args(const char* op, const at::Tensor& x, const at:
   check_scale_zero(op, scale, zero, packed, shape.N, shape.G);
   check_csr(op, row_ptr, col_idx, values, packed, shape.N, K, /*check_rows=*/x.is_cpu());
   return shape;
+}
+
+StoredShape check_mixed_gemv_stored_args(const char* op, const at::Tensor& x, const at::Tensor& storage,
+                                         int64_t N, int64_t bits, int64_t group_size, int64_t nnz) {
+  check_bits(op, bits);
+  TORCH_CHECK(x.dim() >= 1, "tacq.", op, ": x must be [..., K] (at least 1-D), got a 0-D tensor");
+  const int64_t K = x.size(-1);
+  check_float_dtype(op, "x", x, true, true, true);
+  TORCH_CHECK(K >= 1, "tacq.", op, ": x must have K >= 1 columns, got shape ", x.sizes());
+  TORCH_CHECK(N >= 0, "tacq.", op, ": N must be >= 0, got ", N);
+  TORCH_CHECK(nnz >= 0 && nnz <= INT32_MAX, "tacq.", op, ": nnz must be in [0, 2^31 - 1], got ", nnz);
+  StoredShape s{};
+  s.shape.N = N;
+  s.shape.G = check_group_size(op, group_size, K, &s.shape.group_len);
+  s.layout = stored_layout(N, K, bits, s.shape.G, nnz);
+  check_same_device(op, "storage", storage, x, "x");
+  check_dim(op, "storage", storage, 1, "[bytes]");
+  check_dtype(op, "storage", storage, at::kByte);
+  check_contiguous(op, "storage", storage);
+  TORCH_CHECK(storage.size(0) == s.layout.bytes, "tacq.", op, ": storage must hold ", s.layout.bytes,
+              " bytes for N = ", N, ", K = ", K, ", bits = ", bits, ", G = ", s.shape.G, ", nnz = ", nnz,
+              " (tacq_ext.ops.stored_layout), got ", storage.size(0));
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(storage.data_ptr()) % kStoredAlign == 0, "tacq.", op,
+              ": storage must start at a multiple of ", kStoredAlign, " bytes (a tensor of its own, "
+              "not a slice at an odd offset)");
+  if (storage.is_cpu())
+    check_csr_rows(op, reinterpret_cast<const int32_t*>(storage.data_ptr<uint8_t>() + s.layout.row_ptr), N, nnz);
+  return s;
 }
 
 at::Tensor activation_rows(const at::Tensor& x) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "stored_layer.h"
 #include "tacq/limits.h"
 
 namespace tacq {
@@ -51,11 +52,13 @@ void check_csr(const char* op, const at::Tensor& row_ptr, const at::Tensor& col_
                const at::Tensor& values, const at::Tensor& packed, int64_t N, int64_t K,
                bool check_rows);
 
-// CSR columns (CPU, rows already checked): in [0, K) and strictly increasing
-// within each row; the error names the first bad entry. O(nnz): the CPU
-// kernels check columns as they read them and call this only to report.
-void check_csr_columns(const char* op, const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                       int64_t N, int64_t K);
+// CSR rows (host memory): row_ptr[0] == 0, non-decreasing, row_ptr[N] == nnz. O(N).
+void check_csr_rows(const char* op, const int32_t* row_ptr, int64_t N, int64_t nnz);
+
+// CSR columns (host memory, rows already checked): in [0, K) and strictly
+// increasing within each row; the error names the first bad entry. O(nnz):
+// the CPU kernels check columns as they read them and call this only to report.
+void check_csr_columns(const char* op, const int32_t* row_ptr, const int32_t* col_idx, int64_t N, int64_t K);
 
 // codes: uint8 [N, K] with K >= 1 and every code < 2^bits. Reads the maximum
 // code (a device sync for CUDA tensors: pack runs at load time, not per token).
@@ -97,6 +100,16 @@ PackedShape check_mixed_gemv_args(const char* op, const at::Tensor& x, const at:
                                   const at::Tensor& scale, const at::Tensor& zero, int64_t bits,
                                   int64_t group_size, const at::Tensor& row_ptr,
                                   const at::Tensor& col_idx, const at::Tensor& values);
+
+// mixed_gemv_stored: bits, x float [..., K], group_size, N >= 0, nnz in
+// [0, INT32_MAX], storage uint8 [stored_layout(...).bytes] contiguous on x's
+// device, its start aligned to kStoredAlign; on the CPU the CSR rows too.
+struct StoredShape {
+  PackedShape shape;
+  StoredLayout layout;
+};
+StoredShape check_mixed_gemv_stored_args(const char* op, const at::Tensor& x, const at::Tensor& storage,
+                                         int64_t N, int64_t bits, int64_t group_size, int64_t nnz);
 
 // x [..., K] (checked) as its M rows [M, K]: x itself when 2-D, else a view
 // where x's strides allow one, else a copy. M may be 0.

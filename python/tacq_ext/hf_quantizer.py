@@ -27,6 +27,7 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .bf16_linear import use_bf16_gemv
 from .config import TACQConfig
+from .qlinear import QuantizedLinear
 from .serialization import (CONFIG_FILE, FORMAT_VERSION, check_quantized_layers, quantized_tensor_names,
                             read_config, save_quantized, swap_in_quantized_layers, verified_weights_file)
 
@@ -103,6 +104,9 @@ class TACQHfQuantizer(HfQuantizer):
             module = modules[layer]
             setattr(module, name, self.quantized_state.pop(key).to(getattr(module, name).device))
         self.quantized_state.clear()
+        for module in modules.values():
+            if isinstance(module, QuantizedLinear):
+                module.consolidate()
         cfg = self.quantization_config.tacq_config()
         calibration = self.tacq_config.get("calibration", "")
 

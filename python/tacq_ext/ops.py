@@ -125,6 +125,28 @@ def mixed_gemv(
     return _C.mixed_gemv(x, packed, scale, zero, bits, group_size, row_ptr, col_idx, values, x_int8)
 
 
+def stored_layout(N: int, K: int, bits: int, G: int, nnz: int) -> dict:
+    """Where a layer's six tensors lie in its stored-layer buffer (uint8, the
+    one tensor ``mixed_gemv_stored`` reads): byte offsets ``packed``, ``scale``,
+    ``zero``, ``row_ptr``, ``col_idx``, ``values`` (in that order, each a
+    multiple of 64) and the buffer's size ``bytes``; scale and zero are fp16,
+    the rest as in ``mixed_gemv``. The buffer itself must start 64-byte
+    aligned (a tensor of its own)."""
+    return _C.stored_layout(N, K, bits, G, nnz)
+
+
+def mixed_gemv_stored(
+    x: torch.Tensor, storage: torch.Tensor, N: int, bits: int, group_size: int, nnz: int, x_int8: bool = False
+) -> torch.Tensor:
+    """``mixed_gemv`` of a layer whose six tensors lie in one uint8 buffer
+    ``storage`` (``stored_layout(N, K, bits, G, nnz)``, K = ``x.shape[-1]``):
+    the same product, one tensor argument instead of six (a compiled graph
+    guards and size-checks every tensor argument of every call)."""
+    if torch.compiler.is_compiling() or torch.overrides.has_torch_function((x, storage)):
+        return torch.ops.tacq.mixed_gemv_stored.default(x, storage, N, bits, group_size, nnz, x_int8)
+    return _C.mixed_gemv_stored(x, storage, N, bits, group_size, nnz, x_int8)
+
+
 def gather_columns(y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``y`` [M, N] (fp32, fp16 or bf16) -> ``y[:, index]`` [M, len(index)], ``index``
     int64 with entries in [0, N); a CPU kernel (other devices: use ``index_select``)."""
@@ -328,6 +350,27 @@ def _mixed_gemv_fake(x, packed, scale, zero, bits, group_size, row_ptr, col_idx,
     G = check_group_size(op, group_size, K)
     _check_scale_zero(op, scale, zero, packed, N, G)
     _check_csr(op, row_ptr, col_idx, values, packed, N)
+    return x.new_empty((*x.shape[:-1], N))
+
+
+@torch.library.register_fake("tacq::mixed_gemv_stored")
+def _mixed_gemv_stored_fake(x, storage, N, bits, group_size, nnz, x_int8=False):
+    op = "mixed_gemv_stored"
+    check_bits(op, bits)
+    _check(x.dim() >= 1, op, "x must be [..., K] (at least 1-D), got a 0-D tensor")
+    K = x.shape[-1]
+    _check_dtype(op, "x", x, _FLOATS)
+    _check(K >= 1, op, f"x must have K >= 1 columns, got shape {list(x.shape)}")
+    _check(N >= 0, op, f"N must be >= 0, got {N}")
+    _check(0 <= nnz <= 2**31 - 1, op, f"nnz must be in [0, 2^31 - 1], got {nnz}")
+    G = check_group_size(op, group_size, K)
+    size = stored_layout(N, K, bits, G, nnz)["bytes"]
+    _check_same_device(op, "storage", storage, x, "x")
+    _check_dim(op, "storage", storage, 1, "[bytes]")
+    _check_dtype(op, "storage", storage, (torch.uint8,))
+    _check_contiguous(op, "storage", storage)
+    _check(storage.shape[0] == size, op, f"storage must hold {size} bytes for N = {N}, K = {K}, bits = {bits}, "
+           f"G = {G}, nnz = {nnz} (tacq_ext.ops.stored_layout), got {storage.shape[0]}")
     return x.new_empty((*x.shape[:-1], N))
 
 

@@ -12,6 +12,39 @@ from . import ops
 
 # buffers of the stored format, whose dtypes are fixed whatever the module is cast to
 QUANTIZED_TENSORS = ("packed", "scale", "zero", "row_ptr", "col_idx", "values")
+_FORMAT_DTYPES = (torch.int32, torch.float16, torch.float16, torch.int32, torch.int32, torch.float16)
+
+
+class _LayerBuffers(dict):
+    """QuantizedLinear's ``_buffers``, holding also its stored layer (one
+    uint8 buffer of which the six format tensors are views, see
+    QuantizedLinear.consolidate). Every other way a format tensor can be
+    replaced (setattr, ``load_state_dict(assign=True)``, ``_apply``, or a
+    direct ``_buffers`` write as accelerate's hooks do) writes through this
+    dict, which then drops the stored layer: forward never reads a buffer that
+    disagrees with the tensors."""
+
+    __slots__ = ("stored", "stored_nnz")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stored, self.stored_nnz = None, 0
+
+    def __setitem__(self, name, value):
+        if name in QUANTIZED_TENSORS and value is not self.get(name):
+            self.stored = None
+        super().__setitem__(name, value)
+
+    def __delitem__(self, name):
+        if name in QUANTIZED_TENSORS:
+            self.stored = None
+        super().__delitem__(name)
+
+
+def _consolidate_after_load(layer: "QuantizedLinear", incompatible_keys) -> None:
+    layer.consolidate()
+
+
 class QuantizedLinear(nn.Module):
     """y = x (dequant(packed) + R)^T + bias, by ops.mixed_gemv: batches of at
     most ops.MIXED_GEMV_MAX_ROWS (16) rows run its fused kernel, larger ones
@@ -25,7 +58,15 @@ class QuantizedLinear(nn.Module):
     the checkpoint.
 
     Buffers: packed int32 [N, ceil(K/32)*bits], scale/zero fp16 [N, G],
-    row_ptr int32 [N+1], col_idx int32 [nnz], values fp16 [nnz], bias (optional)."""
+    row_ptr int32 [N+1], col_idx int32 [nnz], values fp16 [nnz], bias (optional).
+    The six format tensors are views of one uint8 buffer, the stored layer
+    (``consolidate``; ``ops.stored_layout``), which forward hands to
+    ``ops.mixed_gemv_stored``: one tensor a call instead of six, which is what
+    a compiled graph pays for per tensor (a guard and a size check, ~1 us
+    apiece). Replacing a format tensor drops the stored layer until the next
+    ``consolidate``: the loaders, ``from_quantized``, ``load_state_dict`` and
+    device moves call it, and so does an eager forward that finds it dropped.
+    A compiled forward that finds it dropped passes the six tensors."""
 
     def __init__(self, in_features: int, out_features: int, bits: int, group_size: int, nnz: int = 0,
                  bias: bool = False, device=None, dtype=torch.float32):
@@ -35,6 +76,7 @@ class QuantizedLinear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.bits, self.group_size = bits, group_size
         self.x_int8 = False
+        self._buffers = _LayerBuffers()
         words = ops.packed_words_per_row(in_features, bits)
         self.register_buffer("packed", torch.zeros(out_features, words, dtype=torch.int32, device=device))
         self.register_buffer("scale", torch.zeros(out_features, G, dtype=torch.float16, device=device))
@@ -43,12 +85,47 @@ class QuantizedLinear(nn.Module):
         self.register_buffer("col_idx", torch.zeros(nnz, dtype=torch.int32, device=device))
         self.register_buffer("values", torch.zeros(nnz, dtype=torch.float16, device=device))
         self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, device=device) if bias else None)
+        self.register_load_state_dict_post_hook(_consolidate_after_load)
+        self.consolidate()
+
+    def consolidate(self) -> bool:
+        """Copies the six format tensors into one new uint8 buffer (laid out
+        as ``ops.stored_layout``), makes them views of it, and has forward
+        read it. Does nothing (returns False) unless the six are on one device
+        other than meta, with the format's dtypes and this layer's shapes:
+        forward then passes them one by one, and the op names what is wrong."""
+        b = self._buffers
+        if b.stored is not None:  # the tensors are still its views
+            return True
+        tensors = [b.get(name) for name in QUANTIZED_TENSORS]
+        if not all(isinstance(t, torch.Tensor) for t in tensors):
+            return False
+        N, K, words = self.out_features, self.in_features, ops.packed_words_per_row(self.in_features, self.bits)
+        G, nnz = tensors[1].shape[-1], tensors[4].numel()
+        shapes = ((N, words), (N, G), (N, G), (N + 1,), (nnz,), (nnz,))
+        device = tensors[0].device
+        if device.type == "meta" or any(
+            t.device != device or t.dtype != dtype or tuple(t.shape) != shape
+            for t, dtype, shape in zip(tensors, _FORMAT_DTYPES, shapes)
+        ):
+            return False
+        layout = ops.stored_layout(N, K, self.bits, G, nnz)
+        stored = torch.empty(layout["bytes"], dtype=torch.uint8, device=device)
+        views = {}
+        for name, t in zip(QUANTIZED_TENSORS, tensors):
+            view = stored[layout[name]:layout[name] + t.numel() * t.element_size()].view(t.dtype).view(t.shape)
+            views[name] = view.copy_(t)
+        for name, view in views.items():
+            dict.__setitem__(b, name, view)
+        b.stored, b.stored_nnz = stored, nnz
+        return True
 
     def _apply(self, fn, recurse=True):
         """Casts of the module (.to(dtype), .half(), .float(), .bfloat16())
         reach the bias only: the stored format's tensors (int32 codes and CSR
         indices, fp16 scale, zero and residual values) move between devices
-        but keep their dtypes, which the kernels require."""
+        but keep their dtypes, which the kernels require; a move makes a new
+        stored layer on the new device."""
         format_tensors = {id(self._buffers[name]) for name in QUANTIZED_TENSORS}
 
         def moved_keeping_format(t):
@@ -57,7 +134,9 @@ class QuantizedLinear(nn.Module):
             probe = fn(t[:0])
             return fn(t) if probe.dtype == t.dtype else t.to(device=probe.device)
 
-        return super()._apply(moved_keeping_format, recurse)
+        module = super()._apply(moved_keeping_format, recurse)
+        self.consolidate()
+        return module
 
     @classmethod
     def from_quantized(cls, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
@@ -80,6 +159,7 @@ class QuantizedLinear(nn.Module):
             layer.values = (weight[rows, cols].float() - deq[rows, cols]).half()
         if bias is not None:
             layer.bias = bias.detach().clone()
+        layer.consolidate()
         return layer
 
     @property
@@ -104,8 +184,15 @@ class QuantizedLinear(nn.Module):
         # x of any shape [..., K] goes to the op as it is: reshaping it here
         # cost ~2.8 us a call, a third of a 192-wide layer's time.
         b = self._buffers
-        y = ops.mixed_gemv(x, b["packed"], b["scale"], b["zero"], self.bits, self.group_size,
-                           b["row_ptr"], b["col_idx"], b["values"], self.x_int8)
+        if b.stored is None and not torch.compiler.is_compiling():
+            with torch.inference_mode(False):  # a buffer that outlives this call
+                self.consolidate()
+        if b.stored is not None:
+            y = ops.mixed_gemv_stored(x, b.stored, self.out_features, self.bits, self.group_size,
+                                      b.stored_nnz, self.x_int8)
+        else:
+            y = ops.mixed_gemv(x, b["packed"], b["scale"], b["zero"], self.bits, self.group_size,
+                               b["row_ptr"], b["col_idx"], b["values"], self.x_int8)
         if b["bias"] is not None:
             y = y + b["bias"].to(y.dtype)
         return y

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+import math
+
 import torch
 
 SHRINK_STEPS = 80
@@ -164,6 +166,32 @@ def mixed_gemv(x, packed, scale, zero, bits, group_size, row_ptr, col_idx, value
     rows = x.reshape(-1, K)
     rows = round_int8_blocks(rows) if x_int8 else rows
     return (rows.double() @ W.T).to(x.dtype).reshape(*x.shape[:-1], N)
+
+
+def stored_sections(storage: torch.Tensor, N: int, K: int, bits: int, G: int, nnz: int) -> dict:
+    """The six tensors of a stored-layer buffer (docs/format.md, "In memory:
+    the stored layer"): packed int32 [N, ceil(K/32)*bits], scale and zero
+    fp16 [N, G], row_ptr int32 [N+1], col_idx int32 [nnz], values fp16 [nnz],
+    one after another, each starting at the next multiple of 64 bytes."""
+    sections = (("packed", torch.int32, (N, (K + 31) // 32 * bits)), ("scale", torch.float16, (N, G)),
+                ("zero", torch.float16, (N, G)), ("row_ptr", torch.int32, (N + 1,)),
+                ("col_idx", torch.int32, (nnz,)), ("values", torch.float16, (nnz,)))
+    out, offset = {}, 0
+    for name, dtype, shape in sections:
+        size = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        out[name] = storage[offset:offset + size].view(dtype).view(shape)
+        offset += (size + 63) // 64 * 64
+    if offset != storage.numel():
+        raise ValueError(f"storage holds {storage.numel()} bytes, the layout {offset}")
+    return out
+
+
+def mixed_gemv_stored(x, storage, N, bits, group_size, nnz, x_int8=False) -> torch.Tensor:
+    """Oracle of tacq.mixed_gemv_stored: mixed_gemv of the stored layer's sections."""
+    K = x.shape[-1]
+    t = stored_sections(storage, N, K, bits, num_groups(K, group_size)[0], nnz)
+    return mixed_gemv(x, t["packed"], t["scale"], t["zero"], bits, group_size, t["row_ptr"], t["col_idx"],
+                      t["values"], x_int8)
 
 
 def bf16_gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
-// CPU entry point of tacq.mixed_gemv: tensor checks (CSR rows here, CSR
-// columns by the kernels as they read them), the output, and the
-// TORCH_LIBRARY_IMPL registration. x [..., K] is taken as its rows [M, K]
+// CPU entry points of tacq.mixed_gemv and tacq.mixed_gemv_stored (the same
+// product, the layer's tensors in one buffer: csrc/ops/stored_layer.h): tensor
+// checks (CSR rows here, CSR columns by the kernels as they read them), the
+// output, and the TORCH_LIBRARY_IMPL registrations. x [..., K] is taken as its rows [M, K]
 // (y [..., N], as F.linear). Up to cpu_fused_rows_limit rows of x run the fused
 // kernel, kMixedGemvMaxRows rows a call: the host layer (csrc/host) stages x
 // (any strides, fp32/fp16/bf16), picks the ISA kernel and threads over rows;
@@ -28,9 +29,8 @@ tacq_dtype x_dtype(at::ScalarType s) {
 // it, and multiplied with at::mm into their columns of y; with x_int8, in fp32
 // on the rounded x. Each block is still in cache when the GEMM reads it, and
 // no [N, K] copy of the weight is made.
-at::Tensor multiply_dense_blocks(const at::Tensor& x, const tacq_weights& w, const at::Tensor& row_ptr,
-                                 const at::Tensor& col_idx, bool x_int8) {
-  const at::Tensor xs = x_int8 ? round_int8_blocks("mixed_gemv", x) : x;
+at::Tensor multiply_dense_blocks(const char* op, const at::Tensor& x, const tacq_weights& w, bool x_int8) {
+  const at::Tensor xs = x_int8 ? round_int8_blocks(op, x) : x;
   const int64_t N = w.N, K = w.K;
   // At least 128 rows: with fewer the GEMM is far from its peak (Zen 4, 512
   // rows of x, K = 14336: bf16 in blocks of 16 rows 2.5x the time of one call;
@@ -43,27 +43,22 @@ at::Tensor multiply_dense_blocks(const at::Tensor& x, const tacq_weights& w, con
     const int64_t rows = std::min(block, N - first);
     const tacq_status status = host::dense_rows(w, first, first + rows, bf16 ? TACQ_DTYPE_BF16 : TACQ_DTYPE_F32,
                                                 dense.data_ptr(), torch_threads());
-    if (status == TACQ_ERROR_BAD_CSR) check_csr_columns("mixed_gemv", row_ptr, col_idx, N, K);
-    check_host("mixed_gemv", status);
+    if (status == TACQ_ERROR_BAD_CSR) check_csr_columns(op, w.row_ptr, w.col_idx, N, K);
+    check_host(op, status);
     at::Tensor y_block = y.narrow(1, first, rows);
     at::mm_out(y_block, xs, dense.narrow(0, 0, rows).to(xs.scalar_type()).t());
   }
   return y.to(x.scalar_type());
 }
 
-// x [M, K] with M >= 1 -> y of y_shape ([M, N] or x's [..., N]).
-at::Tensor mixed_gemv_rows(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
-                           const at::Tensor& zero, int64_t bits, int64_t group_size, at::IntArrayRef y_shape,
-                           const at::Tensor& row_ptr, const at::Tensor& col_idx, const at::Tensor& values,
-                           bool x_int8) {
-  const int64_t M = x.size(0), K = x.size(1), N = y_shape.back();
-  tacq_weights w = weights_view(packed, scale, zero, bits, group_size, K);
-  w.nnz = col_idx.size(0);
-  w.row_ptr = row_ptr.data_ptr<int32_t>();
-  w.col_idx = col_idx.data_ptr<int32_t>();
-  w.values = reinterpret_cast<const uint16_t*>(values.data_ptr<at::Half>());
+// x [..., K] (checked) -> y [..., N] for the checked weights w.
+at::Tensor mixed_gemv_rows(const char* op, const at::Tensor& x_any, const tacq_weights& w, bool x_int8) {
+  const std::vector<int64_t> y_shape = output_shape(x_any, w.N);
+  const at::Tensor x = activation_rows(x_any);
+  const int64_t M = x.size(0), K = x.size(1), N = w.N;
+  if (M == 0) return at::empty(y_shape, x.options());
   if (M > kMixedGemvMaxRows && M > cpu_fused_rows_limit(x.scalar_type()))
-    return multiply_dense_blocks(x, w, row_ptr, col_idx, x_int8).view(y_shape);
+    return multiply_dense_blocks(op, x, w, x_int8).view(y_shape);
   at::Tensor y = at::empty(y_shape, x.options().dtype(at::kFloat));
   const auto* x_bytes = static_cast<const char*>(x.data_ptr());
   tacq_status status = TACQ_OK;
@@ -73,10 +68,10 @@ at::Tensor mixed_gemv_rows(const at::Tensor& x, const at::Tensor& packed, const 
     status = host::mixed_gemv(w, a, y.data_ptr<float>() + first * N, torch_threads());
   }
   // The full column check names the offending entry with torch's words.
-  if (status == TACQ_ERROR_BAD_CSR) check_csr_columns("mixed_gemv", row_ptr, col_idx, N, K);
-  TORCH_CHECK_VALUE(status != TACQ_ERROR_BAD_VALUE, "tacq.mixed_gemv: x contains NaN or infinity, which "
+  if (status == TACQ_ERROR_BAD_CSR) check_csr_columns(op, w.row_ptr, w.col_idx, N, K);
+  TORCH_CHECK_VALUE(status != TACQ_ERROR_BAD_VALUE, "tacq.", op, ": x contains NaN or infinity, which "
                     "x_int8=True cannot round to int8");
-  check_host("mixed_gemv", status);
+  check_host(op, status);
   return x.scalar_type() == at::kFloat ? y : y.to(x.scalar_type());
 }
 
@@ -85,16 +80,42 @@ at::Tensor mixed_gemv_cpu(const at::Tensor& x, const at::Tensor& packed, const a
                           const at::Tensor& zero, int64_t bits, int64_t group_size,
                           const at::Tensor& row_ptr, const at::Tensor& col_idx,
                           const at::Tensor& values, bool x_int8) {
-  const int64_t N = check_mixed_gemv_args("mixed_gemv", x, packed, scale, zero, bits, group_size, row_ptr,
-                                          col_idx, values).N;
-  const at::Tensor rows = activation_rows(x);
-  const std::vector<int64_t> y_shape = output_shape(x, N);
-  if (rows.size(0) == 0) return at::empty(y_shape, x.options());
-  return mixed_gemv_rows(rows, packed, scale, zero, bits, group_size, y_shape, row_ptr, col_idx, values, x_int8);
+  check_mixed_gemv_args("mixed_gemv", x, packed, scale, zero, bits, group_size, row_ptr, col_idx, values);
+  tacq_weights w = weights_view(packed, scale, zero, bits, group_size, x.size(-1));
+  w.nnz = col_idx.size(0);
+  w.row_ptr = row_ptr.data_ptr<int32_t>();
+  w.col_idx = col_idx.data_ptr<int32_t>();
+  w.values = reinterpret_cast<const uint16_t*>(values.data_ptr<at::Half>());
+  return mixed_gemv_rows("mixed_gemv", x, w, x_int8);
+}
+
+// The same for a stored layer: the weights' pointers are its sections.
+at::Tensor mixed_gemv_stored_cpu(const at::Tensor& x, const at::Tensor& storage, int64_t N, int64_t bits,
+                                 int64_t group_size, int64_t nnz, bool x_int8) {
+  constexpr const char* op = "mixed_gemv_stored";
+  const StoredLayout s = check_mixed_gemv_stored_args(op, x, storage, N, bits, group_size, nnz).layout;
+  const uint8_t* base = storage.data_ptr<uint8_t>();
+  tacq_weights w{};
+  w.N = N;
+  w.K = x.size(-1);
+  w.bits = static_cast<int32_t>(bits);
+  w.scale_dtype = TACQ_DTYPE_F16;
+  w.group_size = group_size;
+  w.packed = reinterpret_cast<const int32_t*>(base + s.packed);
+  w.scale = base + s.scale;
+  w.zero = base + s.zero;
+  w.nnz = nnz;
+  w.row_ptr = reinterpret_cast<const int32_t*>(base + s.row_ptr);
+  w.col_idx = reinterpret_cast<const int32_t*>(base + s.col_idx);
+  w.values = reinterpret_cast<const uint16_t*>(base + s.values);
+  return mixed_gemv_rows(op, x, w, x_int8);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(tacq, CPU, m) { m.impl("mixed_gemv", &mixed_gemv_cpu); }
+TORCH_LIBRARY_IMPL(tacq, CPU, m) {
+  m.impl("mixed_gemv", &mixed_gemv_cpu);
+  m.impl("mixed_gemv_stored", &mixed_gemv_stored_cpu);
+}
 
 }  // namespace tacq
