@@ -40,7 +40,7 @@ step() {
 # The CUDA tests are the `cuda` cases of the op tests (their ids hold "cuda":
 # tests/conftest.py) plus the nvcc-alone compile check; the op test files are
 # what compute-sanitizer runs.
-cuda_op_tests=(tests/test_pack.py tests/test_dequantize.py tests/test_mixed_gemv.py tests/test_mixed_gemv_int8.py tests/test_quantize.py
+cuda_op_tests=(tests/test_pack.py tests/test_dequantize.py tests/test_mixed_gemv.py tests/test_mixed_gemv_stored.py tests/test_mixed_gemv_int8.py tests/test_quantize.py
                tests/test_saliency.py tests/test_error_messages.py)
 
 step versions 60 bash -c "date -u; git rev-parse HEAD; nvidia-smi || true; nvcc --version || true; \
