@@ -98,6 +98,7 @@ def random_quantized_linear(N: int, K: int, bits: int, generator, group_size: in
     cols = torch.rand(N, K, generator=generator).argsort(dim=1)[:, :per_row].sort(dim=1).values
     q.col_idx = cols.reshape(-1).to(torch.int32).contiguous()
     q.values = (torch.randn(N * per_row, generator=generator) * 0.05).half()
+    q.consolidate()  # the stored layer, before anything compiles the model
     return q
 
 

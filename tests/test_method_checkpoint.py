@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 import tacq_ext
 from tacq_ext import TACQConfig
 from tacq_ext.checkpoint_checks import file_sha256
+from tacq_ext.qlinear import QUANTIZED_TENSORS
 
 from method_fixtures import copy_model, lm_batch, tiny_llama
 
@@ -271,6 +272,22 @@ def _assert_format_dtypes(model, device="cpu"):
         assert q.packed.dtype == q.row_ptr.dtype == q.col_idx.dtype == torch.int32
         assert q.scale.dtype == q.zero.dtype == q.values.dtype == torch.float16
         assert all(t.device.type == device for t in q.buffers())
+
+
+@pytest.mark.parametrize("loader", ["load_quantized", "from_pretrained"])
+def test_loaded_layers_each_read_one_stored_buffer(saved, loader):
+    """Both loaders leave every quantized layer's six tensors as views of one
+    buffer, which forward (and a compiled graph) hands to mixed_gemv_stored."""
+    path, model = saved
+    loaded = (tacq_ext.load_quantized(path, meta_skeleton(model.config)) if loader == "load_quantized"
+              else AutoModelForCausalLM.from_pretrained(path))
+    layers = [m for m in loaded.modules() if isinstance(m, tacq_ext.QuantizedLinear)]
+    assert layers
+    for q in layers:
+        stored = q._buffers.stored
+        assert stored is not None and stored.dtype == torch.uint8
+        for name in QUANTIZED_TENSORS:
+            assert q._buffers[name].untyped_storage().data_ptr() == stored.untyped_storage().data_ptr(), name
 
 
 @pytest.mark.parametrize("from_checkpoint", [False, True], ids=["quantized", "loaded"])

@@ -316,6 +316,12 @@ def load_quantized(path, model: nn.Module, device: Optional[torch.device] = None
                          f"unexpected {unexpected[:5]}")
     quantized = set(quantized_tensor_names(config))
     state = {k: _in_skeleton_dtype(k, v, expected[k], exact=k in quantized) for k, v in state.items()}
+    # A layer at a time, so that each layer's tensors as read are freed once
+    # copied into its stored layer: at no time two copies of the model.
+    for name, module in model.named_modules():
+        if isinstance(module, QuantizedLinear):
+            module.load_state_dict({k: state.pop(f"{name}.{k}") for k in QUANTIZED_TENSORS}, strict=False,
+                                   assign=True)
     model.load_state_dict(state, strict=False, assign=True)
     if hasattr(model, "tie_weights"):
         model.tie_weights()
