@@ -270,6 +270,24 @@ def test_casts_moves_copies_and_meta():
     assert stored_of(empty) is not None and is_view_of_stored(empty)
 
 
+def test_torch_save_of_the_layer_and_of_its_state_dict(tmp_path):
+    """torch.save refuses views of one buffer with different dtypes: the
+    state dict and the pickled layer hold copies of their own."""
+    layer = quantized_linear()
+    x = torch.randn(2, 96)
+    torch.save(layer.state_dict(), tmp_path / "state.pt")
+    twin = quantized_linear()
+    twin.load_state_dict(same_shape_state(twin))
+    twin.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    torch.save(layer, tmp_path / "layer.pt")
+    loaded = torch.load(tmp_path / "layer.pt", weights_only=False)
+    for m in (twin, loaded):
+        assert stored_of(m) is not None and is_view_of_stored(m)
+        torch.testing.assert_close(m(x), layer(x), rtol=0, atol=0)
+    assert all(layer.state_dict()[n].data_ptr() != layer._buffers[n].data_ptr() for n in SECTIONS)
+    assert all(layer.state_dict(keep_vars=True)[n] is layer._buffers[n] for n in SECTIONS)
+
+
 def test_wrong_dtype_falls_back_to_the_op_that_names_it():
     layer = quantized_linear()
     layer.scale = layer.scale.float().double()

@@ -120,6 +120,30 @@ class QuantizedLinear(nn.Module):
         b.stored, b.stored_nnz = stored, nnz
         return True
 
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        """The format tensors as copies of their own (``keep_vars``: the views
+        themselves): views of one buffer with different dtypes are what
+        ``torch.save`` refuses to pickle."""
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if not keep_vars:
+            for name in QUANTIZED_TENSORS:
+                if prefix + name in destination:
+                    destination[prefix + name] = destination[prefix + name].clone()
+
+    def __getstate__(self):
+        """Pickled (torch.save, copy.deepcopy) with the format tensors as
+        copies of their own, for the same reason; unpickling rebuilds the
+        stored layer."""
+        state = self.__dict__.copy()
+        state["_buffers"] = {name: t.clone() if name in QUANTIZED_TENSORS and t is not None else t
+                             for name, t in self._buffers.items()}
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._buffers = _LayerBuffers(self._buffers)
+        self.consolidate()
+
     def _apply(self, fn, recurse=True):
         """Casts of the module (.to(dtype), .half(), .float(), .bfloat16())
         reach the bias only: the stored format's tensors (int32 codes and CSR
