@@ -29,6 +29,13 @@ def store(layer, device="cpu"):
     return storage.to(device), N, nnz
 
 
+def stored_dense(storage, N, K, bits, group_size, nnz):
+    """The layer's weight (dequant + residual, fp64) read from the buffer by the reference."""
+    t = reference.stored_sections(storage.cpu(), N, K, bits, reference.num_groups(K, group_size)[0], nnz)
+    return (reference.dequantize(t["packed"], t["scale"], t["zero"], bits, group_size, K).double()
+            + reference.csr_to_dense(t["row_ptr"], t["col_idx"], t["values"], N, K).double())
+
+
 def six_tensor_gemv(x, layer, device):
     args = (layer.packed, layer.scale.half(), layer.zero.half(), layer.bits, layer.group_size,
             layer.row_ptr, layer.col_idx, layer.values)
@@ -68,10 +75,7 @@ def test_equals_mixed_gemv(device, cpu_isa, bits, N, K, group_size, counts, M):
         assert y.dtype == dtype and y.shape == (M, N)
         torch.testing.assert_close(y, six_tensor_gemv(x, layer, device), rtol=0, atol=0)
         if M <= ops.MIXED_GEMV_MAX_ROWS:  # one fused call (more rows: test_mixed_gemv.py holds those routes)
-            W = reference.stored_sections(storage.cpu(), N, K, bits, layer.scale.shape[1], nnz)
-            W = reference.dequantize(W["packed"], W["scale"], W["zero"], bits, group_size, K).double() + \
-                reference.csr_to_dense(W["row_ptr"], W["col_idx"], W["values"], N, K).double()
-            check(y, x, W, device)
+            check(y, x, stored_dense(storage, N, K, bits, group_size, nnz), device)
 
 
 def test_reference_reads_the_buffer_as_the_op():
@@ -94,6 +98,12 @@ def test_leading_dims_strides_int8_and_empty(device):
                                layer.zero.half())), 3, 32, *(t.to(device) for t in layer[3:6]), True),
                                rtol=0, atol=0)
     assert ops.mixed_gemv_stored(x[:, :0], storage, N, 3, 32, nnz).shape == (2, 0, 5, 40)
+    for dtype in XTYPES:  # contiguous, read in place: 40 rows, 16 a call
+        x = torch.randn(2, 20, 96).to(dtype).to(device)
+        torch.testing.assert_close(ops.mixed_gemv_stored(x, storage, N, 3, 32, nnz),
+                                   six_tensor_gemv(x.reshape(40, 96), layer, device).view(2, 20, 40), rtol=0, atol=0)
+        check(ops.mixed_gemv_stored(x[:1, :3], storage, N, 3, 32, nnz).view(3, 40), x[0, :3].cpu(),
+              stored_dense(storage, N, 96, 3, 32, nnz), device)
 
 
 @pytest.mark.parametrize("bits", [2, 4])
