@@ -298,11 +298,14 @@ def test_torch_save_of_the_layer_and_of_its_state_dict(tmp_path):
     assert all(layer.state_dict(keep_vars=True)[n] is layer._buffers[n] for n in SECTIONS)
 
 
-def test_wrong_dtype_falls_back_to_the_op_that_names_it():
+@pytest.mark.parametrize("bad_scale,message", [
+    (lambda s: s.double(), "scale must have dtype"), (lambda s: s.reshape(-1), "scale must be 2-D"),
+    (lambda s: s[0, 0], "scale must be 2-D")])
+def test_a_bad_tensor_falls_back_to_the_op_that_names_it(bad_scale, message):
     layer = quantized_linear()
-    layer.scale = layer.scale.float().double()
+    layer.scale = bad_scale(layer.scale)
     assert not layer.consolidate()
-    with pytest.raises(RuntimeError, match="tacq.mixed_gemv: scale must have dtype"):
+    with pytest.raises(RuntimeError, match="tacq.mixed_gemv: " + message):
         layer(torch.randn(1, 96))
 
 

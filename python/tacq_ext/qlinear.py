@@ -101,7 +101,7 @@ class QuantizedLinear(nn.Module):
         if not all(isinstance(t, torch.Tensor) for t in tensors):
             return False
         N, K, words = self.out_features, self.in_features, ops.packed_words_per_row(self.in_features, self.bits)
-        G, nnz = tensors[1].shape[-1], tensors[4].numel()
+        G, nnz = ops.check_group_size("QuantizedLinear", self.group_size, K), tensors[4].numel()
         shapes = ((N, words), (N, G), (N, G), (N + 1,), (nnz,), (nnz,))
         device = tensors[0].device
         if device.type == "meta" or any(
