@@ -270,7 +270,7 @@ StoredShape check_mixed_gemv_stored_args(const char* op, const at::Tensor& x, co
   const int64_t K = x.size(-1);
   check_float_dtype(op, "x", x, true, true, true);
   TORCH_CHECK(K >= 1, "tacq.", op, ": x must have K >= 1 columns, got shape ", x.sizes());
-  TORCH_CHECK(N >= 0, "tacq.", op, ": N must be >= 0, got ", N);
+  TORCH_CHECK(N >= 0 && N <= INT32_MAX, "tacq.", op, ": N must be in [0, 2^31 - 1], got ", N);
   TORCH_CHECK(nnz >= 0 && nnz <= INT32_MAX, "tacq.", op, ": nnz must be in [0, 2^31 - 1], got ", nnz);
   StoredShape s{};
   s.shape.N = N;

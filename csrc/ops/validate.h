@@ -101,7 +101,7 @@ PackedShape check_mixed_gemv_args(const char* op, const at::Tensor& x, const at:
                                   int64_t group_size, const at::Tensor& row_ptr,
                                   const at::Tensor& col_idx, const at::Tensor& values);
 
-// mixed_gemv_stored: bits, x float [..., K], group_size, N >= 0, nnz in
+// mixed_gemv_stored: bits, x float [..., K], group_size, N and nnz in
 // [0, INT32_MAX], storage uint8 [stored_layout(...).bytes] contiguous on x's
 // device, its start aligned to kStoredAlign; on the CPU the CSR rows too.
 struct StoredShape {

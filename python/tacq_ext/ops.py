@@ -361,7 +361,7 @@ def _mixed_gemv_stored_fake(x, storage, N, bits, group_size, nnz, x_int8=False):
     K = x.shape[-1]
     _check_dtype(op, "x", x, _FLOATS)
     _check(K >= 1, op, f"x must have K >= 1 columns, got shape {list(x.shape)}")
-    _check(N >= 0, op, f"N must be >= 0, got {N}")
+    _check(0 <= N <= 2**31 - 1, op, f"N must be in [0, 2^31 - 1], got {N}")
     _check(0 <= nnz <= 2**31 - 1, op, f"nnz must be in [0, 2^31 - 1], got {nnz}")
     G = check_group_size(op, group_size, K)
     size = stored_layout(N, K, bits, G, nnz)["bytes"]
