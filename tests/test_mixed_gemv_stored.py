@@ -241,6 +241,29 @@ def same_shape_state(layer):
     return state
 
 
+def test_views_of_a_laid_out_buffer_are_adopted_without_a_copy():
+    """As the loaders read a layer (stored_copy), consolidate takes the buffer
+    the tensors already are views of; views laid out otherwise are copied."""
+    from tacq_ext.qlinear import stored_copy
+
+    source, layer = quantized_linear(seed=1), quantized_linear()
+    G = source.scale.shape[1]
+    tensors = {n: source._buffers[n].clone() for n in SECTIONS}
+    views = stored_copy(tensors, ops.stored_layout(48, 96, 3, G, source.nnz))
+    for name in SECTIONS:
+        setattr(layer, name, views[name])
+    assert stored_of(layer) is None and layer.consolidate()
+    assert stored_of(layer).data_ptr() == views["stored"].data_ptr()
+    assert all(layer._buffers[n] is views[n] for n in SECTIONS)
+    x = torch.randn(2, 96)
+    assert all(torch.equal(layer._buffers[n], source._buffers[n]) for n in SECTIONS)
+    torch.testing.assert_close(layer(x), six_tensor_forward(layer, x), rtol=0, atol=0)
+    shifted = torch.zeros(views["stored"].numel() + 64, dtype=torch.uint8)[64:]
+    shifted.copy_(views["stored"])  # the same bytes inside a bigger buffer: copied, not adopted
+    layer.packed = shifted[:views["packed"].numel() * 4].view(torch.int32).view(views["packed"].shape)
+    assert layer.consolidate() and stored_of(layer).untyped_storage().data_ptr() != shifted.untyped_storage().data_ptr()
+
+
 def test_in_place_edits_and_load_state_dict_copy_keep_it():
     layer, other = quantized_linear(), quantized_linear()
     other.load_state_dict(same_shape_state(layer), assign=True)

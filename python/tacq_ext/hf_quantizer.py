@@ -21,14 +21,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch.nn as nn
-from safetensors import SafetensorError, safe_open
 from transformers.quantizers import HfQuantizer, register_quantization_config, register_quantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .bf16_linear import use_bf16_gemv
 from .config import TACQConfig
 from .qlinear import QuantizedLinear
-from .serialization import (CONFIG_FILE, FORMAT_VERSION, check_quantized_layers, quantized_tensor_names,
+from .serialization import (CONFIG_FILE, FORMAT_VERSION, check_quantized_layers, get_tensor, open_weights,
+                            quantized_tensor_names, read_quantized_layers,
                             read_config, save_quantized, swap_in_quantized_layers, verified_weights_file)
 
 QUANT_METHOD = "tacq"
@@ -64,16 +64,16 @@ def _checkpoint_dir(model: nn.Module) -> Path:
 
 
 def _read_quantized_tensors(weights: Path, config: dict) -> dict:
-    """{name: tensor} of every quantized layer's tensors (format tensors and
-    bias), read from the file on the CPU with their stored dtypes."""
+    """{name: tensor} of every quantized layer's tensors on the CPU with their
+    stored dtypes: the format tensors as views of each layer's stored-layer
+    buffer (read_quantized_layers), and the biases."""
     biases = [f"{layer}.bias" for layer in list(config["layers"]) + list(config.get("row_splits", {}))]
-    names = quantized_tensor_names(config) + biases
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            stored = set(f.keys())
-            return {key: f.get_tensor(key) for key in names if key in stored}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{weights} is corrupted or truncated: {e}") from None
+    with open_weights(weights) as f:
+        state = read_quantized_layers(f, weights, config, "cpu")
+        stored = set(f.keys())
+        state.update({key: get_tensor(f, weights, key) for key in biases + quantized_tensor_names(config)
+                      if key in stored and key not in state})
+    return state
 
 
 @register_quantizer(QUANT_METHOD)

@@ -3,6 +3,7 @@ scale/zero and a CSR fp16 residual (docs/method.md step 6, docs/format.md)."""
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -39,6 +40,43 @@ class _LayerBuffers(dict):
         if name in QUANTIZED_TENSORS:
             self.stored = None
         super().__delitem__(name)
+
+
+def stored_views(stored: torch.Tensor, layout: dict, shapes: dict) -> dict:
+    """{name: view} of the six format tensors in a stored-layer buffer
+    (``layout`` from ops.stored_layout), ``shapes`` giving each one's shape."""
+    views = {}
+    for name, dtype in zip(QUANTIZED_TENSORS, _FORMAT_DTYPES):
+        shape = shapes[name]
+        size = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        views[name] = stored[layout[name]:layout[name] + size].view(dtype).view(shape)
+    return views
+
+
+def stored_copy(tensors: dict, layout: dict, device=None) -> dict:
+    """{name: view} of a new stored-layer buffer (``layout`` from
+    ops.stored_layout) on ``device`` (default: the tensors') holding a copy
+    of each of the six format tensors in ``tensors``, and the buffer itself
+    under "stored"."""
+    device = tensors["packed"].device if device is None else device
+    stored = torch.empty(layout["bytes"], dtype=torch.uint8, device=device)
+    views = stored_views(stored, layout, {name: tuple(t.shape) for name, t in tensors.items()})
+    for name in QUANTIZED_TENSORS:
+        views[name].copy_(tensors[name])
+    return {"stored": stored, **views}
+
+
+def _laid_out_buffer(tensors: dict, layout: dict) -> Optional[torch.Tensor]:
+    """The buffer the six tensors are already views of, laid out as
+    ``layout`` (as stored_copy makes them), as a uint8 tensor; else None."""
+    storage = tensors["packed"].untyped_storage()
+    if storage.nbytes() != layout["bytes"] or storage.data_ptr() % 64:
+        return None
+    for name, t in tensors.items():
+        if (t.untyped_storage().data_ptr() != storage.data_ptr() or not t.is_contiguous()
+                or t.storage_offset() * t.element_size() != layout[name]):
+            return None
+    return torch.empty(0, dtype=torch.uint8, device=tensors["packed"].device).set_(storage, 0, (layout["bytes"],))
 
 
 def _consolidate_after_load(layer: "QuantizedLinear", incompatible_keys) -> None:
@@ -89,34 +127,35 @@ class QuantizedLinear(nn.Module):
         self.consolidate()
 
     def consolidate(self) -> bool:
-        """Copies the six format tensors into one new uint8 buffer (laid out
-        as ``ops.stored_layout``), makes them views of it, and has forward
-        read it. Does nothing (returns False) unless the six are on one device
-        other than meta, with the format's dtypes and this layer's shapes:
-        forward then passes them one by one, and the op names what is wrong."""
+        """Makes the six format tensors views of one uint8 buffer laid out as
+        ``ops.stored_layout`` (adopting it without a copy when they already
+        are, as the loaders read them; else copying them into a new one) and
+        has forward read it. Does nothing (returns False) unless the six are on
+        one device other than meta, with the format's dtypes and this layer's
+        shapes: forward then passes them one by one, and the op names what is
+        wrong."""
         b = self._buffers
         if b.stored is not None:  # the tensors are still its views
             return True
-        tensors = [b.get(name) for name in QUANTIZED_TENSORS]
-        if not all(isinstance(t, torch.Tensor) for t in tensors):
+        tensors = {name: b.get(name) for name in QUANTIZED_TENSORS}
+        if not all(isinstance(t, torch.Tensor) for t in tensors.values()):
             return False
-        N, K, words = self.out_features, self.in_features, ops.packed_words_per_row(self.in_features, self.bits)
-        G, nnz = ops.check_group_size("QuantizedLinear", self.group_size, K), tensors[4].numel()
-        shapes = ((N, words), (N, G), (N, G), (N + 1,), (nnz,), (nnz,))
-        device = tensors[0].device
+        N, K = self.out_features, self.in_features
+        G, nnz = ops.check_group_size("QuantizedLinear", self.group_size, K), tensors["col_idx"].numel()
+        shapes = ((N, ops.packed_words_per_row(K, self.bits)), (N, G), (N, G), (N + 1,), (nnz,), (nnz,))
+        device = tensors["packed"].device
         if device.type == "meta" or any(
             t.device != device or t.dtype != dtype or tuple(t.shape) != shape
-            for t, dtype, shape in zip(tensors, _FORMAT_DTYPES, shapes)
+            for t, dtype, shape in zip(tensors.values(), _FORMAT_DTYPES, shapes)
         ):
             return False
         layout = ops.stored_layout(N, K, self.bits, G, nnz)
-        stored = torch.empty(layout["bytes"], dtype=torch.uint8, device=device)
-        views = {}
-        for name, t in zip(QUANTIZED_TENSORS, tensors):
-            view = stored[layout[name]:layout[name] + t.numel() * t.element_size()].view(t.dtype).view(t.shape)
-            views[name] = view.copy_(t)
-        for name, view in views.items():
-            dict.__setitem__(b, name, view)
+        stored = _laid_out_buffer(tensors, layout)
+        if stored is None:
+            views = stored_copy(tensors, layout)
+            stored = views.pop("stored")
+            for name, view in views.items():
+                dict.__setitem__(b, name, view)
         b.stored, b.stored_nnz = stored, nnz
         return True
 

@@ -16,8 +16,7 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .checkpoint_checks import (check_bias, check_layer_spec, check_quantized_layer, check_row_split_spec,
                                 check_weights_file, file_sha256)
@@ -26,6 +25,7 @@ from .config import TACQConfig
 from .qlinear import QUANTIZED_TENSORS, QuantizedLinear
 from .row_split import RowSplitLinear, check_row_bits
 from .targets import set_module
+from .weights_reader import get_tensor, open_weights, read_quantized_layers
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -181,11 +181,15 @@ def verified_weights_file(path: Path, config: dict) -> Path:
 
 
 def _read_weights(path: Path, config: dict, device) -> Dict[str, torch.Tensor]:
+    """Every tensor of the checkpoint on `device`: the quantized layers' as
+    read_quantized_layers gives them, the others as stored."""
     weights = verified_weights_file(path, config)
-    try:
-        return load_file(str(weights), device=str(device))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{weights} is corrupted or truncated: {e}") from None
+    with open_weights(weights, device) as f:
+        state = read_quantized_layers(f, weights, config, device)
+        for key in f.keys():
+            if key not in state:
+                state[key] = get_tensor(f, weights, key)
+    return state
 
 
 def _default_device(model: nn.Module) -> torch.device:
