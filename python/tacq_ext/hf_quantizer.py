@@ -27,7 +27,7 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 from .bf16_linear import use_bf16_gemv
 from .config import TACQConfig
 from .qlinear import QuantizedLinear
-from .serialization import (CONFIG_FILE, FORMAT_VERSION, check_quantized_layers, get_tensor, open_weights,
+from .serialization import (CONFIG_FILE, FORMAT_VERSION, check_row_splits, get_tensor, open_weights,
                             quantized_tensor_names, read_quantized_layers,
                             read_config, save_quantized, swap_in_quantized_layers, verified_weights_file)
 
@@ -89,7 +89,7 @@ class TACQHfQuantizer(HfQuantizer):
         self.tacq_config = read_config(checkpoint)
         weights = verified_weights_file(checkpoint, self.tacq_config)
         self.quantized_state = _read_quantized_tensors(weights, self.tacq_config)
-        check_quantized_layers(self.tacq_config, self.quantized_state)
+        check_row_splits(self.tacq_config, self.quantized_state)
         swap_in_quantized_layers(model, self.tacq_config)
         use_bf16_gemv(model)
         # buffers the model recomputes itself (rotary tables) are stored for load_quantized only

@@ -13,7 +13,13 @@ from . import ops
 
 # buffers of the stored format, whose dtypes are fixed whatever the module is cast to
 QUANTIZED_TENSORS = ("packed", "scale", "zero", "row_ptr", "col_idx", "values")
-_FORMAT_DTYPES = (torch.int32, torch.float16, torch.float16, torch.int32, torch.int32, torch.float16)
+FORMAT_DTYPES = (torch.int32, torch.float16, torch.float16, torch.int32, torch.int32, torch.float16)
+
+
+def format_shapes(N: int, K: int, bits: int, G: int, nnz: int) -> dict:
+    """{name: shape} of the six format tensors of an N x K layer."""
+    return {"packed": (N, ops.packed_words_per_row(K, bits)), "scale": (N, G), "zero": (N, G),
+            "row_ptr": (N + 1,), "col_idx": (nnz,), "values": (nnz,)}
 
 
 class _LayerBuffers(dict):
@@ -46,7 +52,7 @@ def stored_views(stored: torch.Tensor, layout: dict, shapes: dict) -> dict:
     """{name: view} of the six format tensors in a stored-layer buffer
     (``layout`` from ops.stored_layout), ``shapes`` giving each one's shape."""
     views = {}
-    for name, dtype in zip(QUANTIZED_TENSORS, _FORMAT_DTYPES):
+    for name, dtype in zip(QUANTIZED_TENSORS, FORMAT_DTYPES):
         shape = shapes[name]
         size = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
         views[name] = stored[layout[name]:layout[name] + size].view(dtype).view(shape)
@@ -142,11 +148,11 @@ class QuantizedLinear(nn.Module):
             return False
         N, K = self.out_features, self.in_features
         G, nnz = ops.check_group_size("QuantizedLinear", self.group_size, K), tensors["col_idx"].numel()
-        shapes = ((N, ops.packed_words_per_row(K, self.bits)), (N, G), (N, G), (N + 1,), (nnz,), (nnz,))
+        shapes = format_shapes(N, K, self.bits, G, nnz)
         device = tensors["packed"].device
         if device.type == "meta" or any(
-            t.device != device or t.dtype != dtype or tuple(t.shape) != shape
-            for t, dtype, shape in zip(tensors.values(), _FORMAT_DTYPES, shapes)
+            t.device != device or t.dtype != dtype or tuple(t.shape) != shapes[name]
+            for (name, t), dtype in zip(tensors.items(), FORMAT_DTYPES)
         ):
             return False
         layout = ops.stored_layout(N, K, self.bits, G, nnz)

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from .checkpoint_checks import (check_bias, check_layer_spec, check_quantized_layer, check_row_split_spec,
+from .checkpoint_checks import (check_bias, check_layer_spec, check_row_split_spec,
                                 check_weights_file, file_sha256)
 from .bf16_linear import use_bf16_gemv
 from .config import TACQConfig
@@ -244,12 +244,9 @@ def quantized_tensor_names(config: dict) -> List[str]:
             + [f"{name}.row_bits" for name in config.get("row_splits", {})])
 
 
-def check_quantized_layers(config: dict, state: Dict[str, torch.Tensor]) -> None:
-    """Every quantized layer's tensors in `state` against its config entry,
-    and every row split's row_bits and bias."""
-    for name, spec in config["layers"].items():
-        check_quantized_layer(name, spec, {k: state[f"{name}.{k}"] for k in QUANTIZED_TENSORS + ("bias",)
-                                           if f"{name}.{k}" in state})
+def check_row_splits(config: dict, state: Dict[str, torch.Tensor]) -> None:
+    """Every row split's row_bits and bias in `state` (the quantized layers'
+    own tensors are checked as they are read, read_quantized_layers)."""
     for name, spec in config.get("row_splits", {}).items():
         parts = [config["layers"][part] for part in spec["parts"]]
         key = f"{name}.row_bits"
@@ -308,7 +305,7 @@ def load_quantized(path, model: nn.Module, device: Optional[torch.device] = None
     config = read_config(path)
     device = torch.device(device) if device is not None else _default_device(model)
     state = _read_weights(path, config, device)
-    check_quantized_layers(config, state)
+    check_row_splits(config, state)
     swap_in_quantized_layers(model, config)
     use_bf16_gemv(model)
     _load_non_persistent_buffers(model, config.get("non_persistent_buffers", []), state)

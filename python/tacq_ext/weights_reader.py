@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 
 from . import ops
 from .checkpoint_checks import check_quantized_layer
-from .qlinear import QUANTIZED_TENSORS, stored_views
+from .qlinear import FORMAT_DTYPES, QUANTIZED_TENSORS, format_shapes, stored_views
 
 _DTYPES = {"I32": torch.int32, "F16": torch.float16}  # the format tensors' dtypes, as safetensors names them
 
@@ -54,28 +54,21 @@ def _header(weights: Path):
         raise _corrupted(weights, e) from None
 
 
-def _layer_shapes(spec: dict) -> Dict[str, tuple]:
-    N, K, nnz = spec["out_features"], spec["in_features"], spec["nnz"]
-    G = ops.check_group_size("checkpoint", spec["group_size"], K)
-    return {"packed": (N, ops.packed_words_per_row(K, spec["bits"])), "scale": (N, G), "zero": (N, G),
-            "row_ptr": (N + 1,), "col_idx": (nnz,), "values": (nnz,)}
-
-
 def _read_stored(raw, weights: Path, header: dict, data_start: int, name: str, spec: dict, device):
     """{short name: view} of the layer's stored-layer buffer on `device`
     with its six tensors read into place (on the CPU, then moved), or None
     when the file's entries do not have the format's dtypes and shapes (the
     caller then reads them as safetensors gives them, and the checks name
     what is wrong)."""
-    shapes = _layer_shapes(spec)
+    N, K, bits, nnz = spec["out_features"], spec["in_features"], spec["bits"], spec["nnz"]
+    G = ops.check_group_size("checkpoint", spec["group_size"], K)
+    shapes = format_shapes(N, K, bits, G, nnz)
     entries = {k: header.get(f"{name}.{k}") for k in QUANTIZED_TENSORS}
-    for (k, entry), dtype in zip(entries.items(), (torch.int32, torch.float16, torch.float16, torch.int32,
-                                                   torch.int32, torch.float16)):
+    for (k, entry), dtype in zip(entries.items(), FORMAT_DTYPES):
         if not isinstance(entry, dict) or _DTYPES.get(entry.get("dtype")) != dtype or \
                 tuple(entry.get("shape", ())) != shapes[k]:
             return None
-    G = shapes["scale"][1]
-    layout = ops.stored_layout(spec["out_features"], spec["in_features"], spec["bits"], G, spec["nnz"])
+    layout = ops.stored_layout(N, K, bits, G, nnz)
     stored = torch.empty(layout["bytes"], dtype=torch.uint8, device="cpu")  # also inside a meta-device context
     views = stored_views(stored, layout, shapes)
     file_bytes = stored.numpy()
