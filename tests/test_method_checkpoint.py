@@ -290,6 +290,42 @@ def test_loaded_layers_each_read_one_stored_buffer(saved, loader):
             assert q._buffers[name].untyped_storage().data_ptr() == stored.untyped_storage().data_ptr(), name
 
 
+class ShortReads:
+    """An unbuffered file whose reads return at most 7 bytes, as one read of
+    more than about 2 GiB does on Linux."""
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def readinto(self, target):
+        return self.raw.readinto(memoryview(target)[:7])
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.raw.close()
+
+
+def test_short_reads_still_fill_every_layer(saved, monkeypatch):
+    """The loaders read each quantized tensor to its end however many reads
+    the file takes; logits as from the in-memory model."""
+    import builtins
+
+    from tacq_ext import weights_reader
+
+    path, model = saved
+    real_open = builtins.open
+    monkeypatch.setattr(weights_reader, "open", lambda *a, **k: ShortReads(real_open(*a, **k)), raising=False)
+    loaded = tacq_ext.load_quantized(path, meta_skeleton(model.config))
+    ids = lm_batch(5)["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("from_checkpoint", [False, True], ids=["quantized", "loaded"])
 def test_casting_a_quantized_model_keeps_its_format(saved, from_checkpoint):
     path, model = saved

@@ -54,6 +54,18 @@ def _header(weights: Path):
         raise _corrupted(weights, e) from None
 
 
+def _read_into(raw, target: memoryview) -> int:
+    """Bytes read into `target` from the unbuffered file `raw`: until it is
+    full or the file ends (one read returns at most about 2 GiB on Linux)."""
+    done = 0
+    while done < len(target):
+        n = raw.readinto(target[done:])
+        if not n:
+            break
+        done += n
+    return done
+
+
 def _read_stored(raw, weights: Path, header: dict, data_start: int, name: str, spec: dict, device):
     """{short name: view} of the layer's stored-layer buffer on `device`
     with its six tensors read into place (on the CPU, then moved), or None
@@ -78,7 +90,7 @@ def _read_stored(raw, weights: Path, header: dict, data_start: int, name: str, s
         if end - begin != size:
             raise _corrupted(weights, f"tensor {name}.{k} spans {end - begin} bytes, its shape {size}")
         raw.seek(data_start + begin)
-        if raw.readinto(memoryview(file_bytes[layout[k]:layout[k] + size])) != size:
+        if _read_into(raw, memoryview(file_bytes[layout[k]:layout[k] + size])) != size:
             raise _corrupted(weights, f"tensor {name}.{k} ends past the end of the file")
     return views if torch.device(device).type == "cpu" else stored_views(stored.to(device), layout, shapes)
 
