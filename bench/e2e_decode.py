@@ -157,9 +157,11 @@ def weight_bytes_per_token(model) -> int:
 
 
 def stored_bytes(model) -> int:
-    """Bytes of the state dict, each storage once (what a checkpoint holds)."""
+    """Bytes of the state dict, each storage once (what a checkpoint holds):
+    its tensors themselves (keep_vars), not the copies a QuantizedLinear's
+    plain state_dict() makes for torch.save, which would count in the peak RSS."""
     seen, total = set(), 0
-    for t in model.state_dict().values():
+    for t in model.state_dict(keep_vars=True).values():
         if t.data_ptr() not in seen:
             seen.add(t.data_ptr())
             total += t.numel() * t.element_size()

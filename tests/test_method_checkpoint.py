@@ -290,6 +290,24 @@ def test_loaded_layers_each_read_one_stored_buffer(saved, loader):
             assert q._buffers[name].untyped_storage().data_ptr() == stored.untyped_storage().data_ptr(), name
 
 
+def test_saving_writes_the_layers_own_tensors(saved, tmp_path, monkeypatch):
+    """save_quantized hands safetensors the views of each layer's stored
+    buffer, not copies (a second copy of the model in memory while saving)."""
+    from tacq_ext import serialization
+
+    _, model = saved
+    written = {}
+    real_save_file = serialization.save_file
+    monkeypatch.setattr(serialization, "save_file", lambda tensors, *a, **k: (written.update(tensors),
+                                                                              real_save_file(tensors, *a, **k)))
+    tacq_ext.save_quantized(model, tmp_path / "again", TACQConfig(bits=3))
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, tacq_ext.QuantizedLinear)}
+    assert layers
+    for name, q in layers.items():
+        for k in QUANTIZED_TENSORS:
+            assert written[f"{name}.{k}"].data_ptr() == q._buffers[k].data_ptr(), f"{name}.{k}"
+
+
 class ShortReads:
     """An unbuffered file whose reads return at most 7 bytes, as one read of
     more than about 2 GiB does on Linux."""

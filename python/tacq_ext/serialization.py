@@ -79,7 +79,9 @@ def _write_checkpoint(model: nn.Module, out: Path, layers: Dict[str, QuantizedLi
                       report, calibration: str) -> None:
     from . import __version__
 
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    # The tensors themselves (keep_vars): a QuantizedLinear's plain state_dict()
+    # copies its six (for torch.save), a second copy of the model in memory.
+    state = {k: v.detach().contiguous() for k, v in model.state_dict(keep_vars=True).items()}
     # tied parameters appear under several names: store each storage once
     seen, unique = {}, {}
     for k, v in state.items():

@@ -15,7 +15,7 @@ def stored_megabytes(model: torch.nn.Module) -> float:
     """MB (1e6 bytes) of every tensor in the state dict, each storage once:
     what save_quantized (or save_pretrained for the fp32 model) writes."""
     seen, total = set(), 0
-    for t in model.state_dict().values():
+    for t in model.state_dict(keep_vars=True).values():
         key = (t.data_ptr(), tuple(t.shape), t.dtype)
         if key not in seen:
             seen.add(key)
