@@ -12,7 +12,7 @@ from typing import Dict
 
 import torch
 
-from . import ops
+from .qlinear import FORMAT_DTYPES, QUANTIZED_TENSORS, format_shapes
 
 _CHUNK = 1 << 24
 
@@ -82,16 +82,15 @@ def check_quantized_layer(layer: str, spec: dict, tensors: Dict[str, torch.Tenso
     by check_layer_spec."""
     N, K, bits, nnz = spec["out_features"], spec["in_features"], spec["bits"], spec["nnz"]
     G = 1 if spec["group_size"] in (-1, K) else K // spec["group_size"]
-    _expect(layer, tensors, "packed", torch.int32, (N, ops.packed_words_per_row(K, bits)))
-    scale = _expect(layer, tensors, "scale", torch.float16, (N, G)).float()
-    zero = _expect(layer, tensors, "zero", torch.float16, (N, G)).float()
+    shapes = format_shapes(N, K, bits, G, nnz)
+    t = {name: _expect(layer, tensors, name, dtype, shapes[name])
+         for name, dtype in zip(QUANTIZED_TENSORS, FORMAT_DTYPES)}
+    scale, zero = t["scale"].float(), t["zero"].float()
     if not bool((torch.isfinite(scale) & (scale > 0)).all()):
         _fail(layer, "scale", "every scale must be finite and > 0")
     if not bool((zero == zero.round()).all() and (zero >= 0).all() and (zero <= 2**bits - 1).all()):
         _fail(layer, "zero", f"every zero must be an integer in [0, {2**bits - 1}]")
-    row_ptr = _expect(layer, tensors, "row_ptr", torch.int32, (N + 1,)).long()
-    col_idx = _expect(layer, tensors, "col_idx", torch.int32, (nnz,)).long()
-    values = _expect(layer, tensors, "values", torch.float16, (nnz,))
+    row_ptr, col_idx, values = t["row_ptr"].long(), t["col_idx"].long(), t["values"]
     if int(row_ptr[0]) != 0 or int(row_ptr[-1]) != nnz:
         _fail(layer, "row_ptr", f"must start at 0 and end at nnz = {nnz}, got {int(row_ptr[0])} .. {int(row_ptr[-1])}")
     counts = row_ptr[1:] - row_ptr[:-1]

@@ -51,20 +51,18 @@ at::Tensor multiply_dense_blocks(const char* op, const at::Tensor& x, const tacq
   return y.to(x.scalar_type());
 }
 
-// x [..., K] (checked) -> y [..., N] for the checked weights w. The fused
-// kernel reads a contiguous x in place as its M rows (no reshaped tensor: a
-// decoding step's x is [1, 1, K], and making its [1, K] view costs about as
+// x [..., K] (checked: K >= 1) -> y [..., N] for the checked weights w. The
+// fused kernel reads a contiguous x in place as its rows (no reshaped tensor:
+// a decoding step's x is [1, 1, K], and making its [1, K] view costs about as
 // much as a small layer's product); other strides go through activation_rows.
 at::Tensor mixed_gemv_rows(const char* op, const at::Tensor& x_any, const tacq_weights& w, bool x_int8) {
-  const int64_t K = x_any.size(-1), N = w.N;
-  const bool in_place = x_any.is_contiguous();
-  const int64_t M = in_place ? (K == 0 ? 0 : x_any.numel() / K) : -1;
-  const at::Tensor x = in_place ? x_any : activation_rows(x_any);
-  const int64_t rows = in_place ? M : x.size(0);
+  const int64_t K = x_any.size(-1), N = w.N, rows = x_any.numel() / K;
   const std::vector<int64_t> y_shape = output_shape(x_any, N);
   if (rows == 0) return at::empty(y_shape, x_any.options());
   if (rows > kMixedGemvMaxRows && rows > cpu_fused_rows_limit(x_any.scalar_type()))
     return multiply_dense_blocks(op, activation_rows(x_any), w, x_int8).view(y_shape);
+  const bool in_place = x_any.is_contiguous();
+  const at::Tensor x = in_place ? x_any : activation_rows(x_any);
   const int64_t stride_m = in_place ? K : x.stride(0), stride_k = in_place ? 1 : x.stride(1);
   at::Tensor y = at::empty(y_shape, x_any.options().dtype(at::kFloat));
   const auto* x_bytes = static_cast<const char*>(x.data_ptr());
