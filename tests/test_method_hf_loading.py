@@ -1,6 +1,7 @@
 """Hugging Face-native loading: AutoModelForCausalLM.from_pretrained on a
 directory written by save_quantized, against load_quantized on the same one."""
 
+import copy
 import json
 import shutil
 
@@ -89,6 +90,33 @@ def test_generate_and_save_pretrained_round_trip(saved, tmp_path):
     assert after["layers"] == before["layers"] and after["calibration"] == "two random batches"
     with pytest.raises(ValueError, match="writes a local directory"):
         loaded.save_pretrained(tmp_path / "hub", push_to_hub=True)
+
+
+def test_save_pretrained_of_a_model_quantized_in_process_writes_tacq(saved, tmp_path):
+    """transformers' own save_pretrained would write a directory that loads
+    as an unquantized model with fresh random layers (a warning only):
+    after quantize_model it writes the TACQ format, and a deep copy saves itself."""
+    _, model = saved
+    model.save_pretrained(tmp_path / "direct")
+    assert (tmp_path / "direct" / "tacq_config.json").is_file()
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "direct")
+    assert isinstance(loaded.model.layers[0].mlp.down_proj, tacq_ext.QuantizedLinear)
+    assert torch.equal(logits(loaded), logits(model))
+    copied = copy.deepcopy(model)
+    with torch.no_grad():
+        copied.model.norm.weight.mul_(2)
+    copied.save_pretrained(tmp_path / "copy")
+    assert torch.equal(logits(AutoModelForCausalLM.from_pretrained(tmp_path / "copy")), logits(copied))
+    assert not torch.equal(logits(copied), logits(model))
+
+
+def test_save_pretrained_after_load_quantized_round_trips(saved, tmp_path):
+    path, _ = saved
+    loaded = skeleton_load(path, torch.float32)
+    loaded.save_pretrained(tmp_path / "again")
+    assert torch.equal(logits(AutoModelForCausalLM.from_pretrained(tmp_path / "again")), logits(loaded))
+    after = json.loads((tmp_path / "again" / "tacq_config.json").read_text())
+    assert after["calibration"] == "two random batches" and after["bits"] == CFG.bits
 
 
 def test_a_directory_without_tacq_config_is_refused(saved, tmp_path):

@@ -29,7 +29,8 @@ from .config import TACQConfig
 from .qlinear import QuantizedLinear
 from .serialization import (CONFIG_FILE, FORMAT_VERSION, check_row_splits, get_tensor, open_weights,
                             quantized_tensor_names, read_quantized_layers,
-                            read_config, save_quantized, swap_in_quantized_layers, verified_weights_file)
+                            read_config, save_pretrained_writes_tacq, swap_in_quantized_layers,
+                            verified_weights_file)
 
 QUANT_METHOD = "tacq"
 
@@ -107,16 +108,8 @@ class TACQHfQuantizer(HfQuantizer):
         for module in modules.values():
             if isinstance(module, QuantizedLinear):
                 module.consolidate()
-        cfg = self.quantization_config.tacq_config()
-        calibration = self.tacq_config.get("calibration", "")
-
-        def save_pretrained(save_directory, push_to_hub: bool = False, **ignored):
-            """Writes the TACQ format (save_quantized); sharding and hub options do not apply."""
-            if push_to_hub:
-                raise ValueError("save_pretrained of a TACQ model writes a local directory; push it yourself")
-            save_quantized(model, save_directory, cfg, calibration=calibration)
-
-        model.save_pretrained = save_pretrained
+        save_pretrained_writes_tacq(model, self.quantization_config.tacq_config(),
+                                    calibration=self.tacq_config.get("calibration", ""))
         return model
 
     def is_serializable(self, *args, **kwargs):

@@ -25,6 +25,7 @@ from .report import LayerReport, QuantizationReport
 from .saliency import LossFn, accumulate_gradient_stats
 from .saliency_by_block import gradient_stats_by_block
 from .selection import check_scores, global_topk_masks
+from .serialization import save_pretrained_writes_tacq
 from .sequential import quantize_sequentially, weights_replaced
 from .targets import TargetFilter, find_targets, set_module, targets_by_block
 
@@ -245,7 +246,9 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
     batches and every rank ends with the model one process would produce
     from all of them (docs/distributed.md).
     A model from load_offloaded is quantized one decoder block at a time
-    (never two blocks' weights on the device) and is an ordinary model after."""
+    (never two blocks' weights on the device) and is an ordinary model after.
+    A Hugging Face model's save_pretrained then writes the TACQ format
+    (save_quantized with cfg and the report)."""
     targets = find_targets(model, target_filter)
     ranks = _ranks(model, targets)
     progress = progress and ranks.leader
@@ -311,6 +314,7 @@ def quantize_model(model: nn.Module, calib: Iterable, cfg: TACQConfig, loss_fn: 
     order = {name: i for i, name in enumerate(targets)}
     report.layers.sort(key=lambda layer: order[layer.name])
     report.peak_memory_bytes = _peak_memory()
+    save_pretrained_writes_tacq(model, cfg, report)
     return report
 
 

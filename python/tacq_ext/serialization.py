@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import types
 import uuid
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -61,6 +62,26 @@ def save_quantized(model: nn.Module, out_dir, cfg: TACQConfig, report=None, cali
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def save_pretrained_writes_tacq(model: nn.Module, cfg: TACQConfig, report=None, calibration: str = "") -> None:
+    """Points a Hugging Face model's ``save_pretrained`` at save_quantized
+    (quantize_model and both loaders call this). transformers' own would
+    write the quantized tensors without tacq_config.json: a directory that
+    from_pretrained loads as an unquantized model whose linear layers are
+    freshly initialized, with a warning only. A bound method, so that a
+    deep copy of the model saves the copy."""
+    if callable(getattr(type(model), "save_pretrained", None)):
+        model._tacq_save_settings = (cfg, report, calibration)
+        model.save_pretrained = types.MethodType(_save_pretrained_as_tacq, model)
+
+
+def _save_pretrained_as_tacq(model: nn.Module, save_directory, push_to_hub: bool = False, **ignored) -> Path:
+    """save_pretrained of a TACQ model: save_quantized (sharding and hub options do not apply)."""
+    if push_to_hub:
+        raise ValueError("save_pretrained of a TACQ model writes a local directory; push it yourself")
+    cfg, report, calibration = model._tacq_save_settings
+    return save_quantized(model, save_directory, cfg, report=report, calibration=calibration)
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -332,4 +353,10 @@ def load_quantized(path, model: nn.Module, device: Optional[torch.device] = None
     if still_meta:
         raise ValueError(f"the checkpoint does not provide {still_meta[:5]}: they are still on the meta "
                          "device of the skeleton")
+    save_pretrained_writes_tacq(model, checkpoint_tacq_config(config), calibration=config.get("calibration", ""))
     return model
+
+
+def checkpoint_tacq_config(config: dict) -> TACQConfig:
+    """The method settings a checkpoint's tacq_config.json records."""
+    return TACQConfig(**{k: config[k] for k in ("bits", "group_size", "ratio", "method", "reference") if k in config})
