@@ -2,6 +2,7 @@
 directory written by save_quantized, against load_quantized on the same one."""
 
 import copy
+import io
 import json
 import shutil
 
@@ -95,7 +96,8 @@ def test_generate_and_save_pretrained_round_trip(saved, tmp_path):
 def test_save_pretrained_of_a_model_quantized_in_process_writes_tacq(saved, tmp_path):
     """transformers' own save_pretrained would write a directory that loads
     as an unquantized model with fresh random layers (a warning only):
-    after quantize_model it writes the TACQ format, and a deep copy saves itself."""
+    after quantize_model it writes the TACQ format; a deep copy and an
+    unpickled model save themselves."""
     _, model = saved
     model.save_pretrained(tmp_path / "direct")
     assert (tmp_path / "direct" / "tacq_config.json").is_file()
@@ -108,6 +110,13 @@ def test_save_pretrained_of_a_model_quantized_in_process_writes_tacq(saved, tmp_
     copied.save_pretrained(tmp_path / "copy")
     assert torch.equal(logits(AutoModelForCausalLM.from_pretrained(tmp_path / "copy")), logits(copied))
     assert not torch.equal(logits(copied), logits(model))
+    buffer = io.BytesIO()
+    torch.save(model, buffer)  # the whole model still pickles, and its copy saves itself
+    buffer.seek(0)
+    unpickled = torch.load(buffer, weights_only=False)
+    unpickled.save_pretrained(tmp_path / "unpickled")
+    assert torch.equal(logits(AutoModelForCausalLM.from_pretrained(tmp_path / "unpickled")), logits(model))
+    assert unpickled.save_pretrained.model is unpickled
 
 
 def test_save_pretrained_after_load_quantized_round_trips(saved, tmp_path):

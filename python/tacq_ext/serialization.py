@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import types
 import uuid
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -69,19 +68,23 @@ def save_pretrained_writes_tacq(model: nn.Module, cfg: TACQConfig, report=None, 
     (quantize_model and both loaders call this). transformers' own would
     write the quantized tensors without tacq_config.json: a directory that
     from_pretrained loads as an unquantized model whose linear layers are
-    freshly initialized, with a warning only. A bound method, so that a
-    deep copy of the model saves the copy."""
+    freshly initialized, with a warning only."""
     if callable(getattr(type(model), "save_pretrained", None)):
-        model._tacq_save_settings = (cfg, report, calibration)
-        model.save_pretrained = types.MethodType(_save_pretrained_as_tacq, model)
+        model.save_pretrained = TacqSavePretrained(model, cfg, report, calibration)
 
 
-def _save_pretrained_as_tacq(model: nn.Module, save_directory, push_to_hub: bool = False, **ignored) -> Path:
-    """save_pretrained of a TACQ model: save_quantized (sharding and hub options do not apply)."""
-    if push_to_hub:
-        raise ValueError("save_pretrained of a TACQ model writes a local directory; push it yourself")
-    cfg, report, calibration = model._tacq_save_settings
-    return save_quantized(model, save_directory, cfg, report=report, calibration=calibration)
+class TacqSavePretrained:
+    """save_pretrained of a TACQ model: save_quantized (sharding and hub
+    options do not apply). An object holding its model rather than a closure,
+    so that a deep copy of the model saves the copy and the model still pickles."""
+
+    def __init__(self, model: nn.Module, cfg: TACQConfig, report, calibration: str):
+        self.model, self.cfg, self.report, self.calibration = model, cfg, report, calibration
+
+    def __call__(self, save_directory, push_to_hub: bool = False, **ignored) -> Path:
+        if push_to_hub:
+            raise ValueError("save_pretrained of a TACQ model writes a local directory; push it yourself")
+        return save_quantized(self.model, save_directory, self.cfg, report=self.report, calibration=self.calibration)
 
 
 def _publish(staging: Path, out: Path) -> None:
