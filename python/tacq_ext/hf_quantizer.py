@@ -25,12 +25,11 @@ from transformers.quantizers import HfQuantizer, register_quantization_config, r
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .bf16_linear import use_bf16_gemv
-from .config import TACQConfig
 from .qlinear import QuantizedLinear
-from .serialization import (CONFIG_FILE, FORMAT_VERSION, check_row_splits, get_tensor, open_weights,
-                            quantized_tensor_names, read_quantized_layers,
-                            read_config, save_pretrained_writes_tacq, swap_in_quantized_layers,
-                            verified_weights_file)
+from .serialization import (CONFIG_FILE, FORMAT_VERSION, check_row_splits, checkpoint_tacq_config,
+                            quantized_tensor_names, read_config, save_pretrained_writes_tacq,
+                            swap_in_quantized_layers, verified_weights_file)
+from .weights_reader import read_checkpoint_tensors
 
 QUANT_METHOD = "tacq"
 
@@ -51,10 +50,6 @@ class TACQQuantizationConfig(QuantizationConfigMixin):
             raise ValueError(f"quantization_config: format_version {format_version!r} is not supported "
                              f"(this library reads version {FORMAT_VERSION})")
 
-    def tacq_config(self) -> TACQConfig:
-        return TACQConfig(bits=self.bits, group_size=self.group_size, ratio=self.ratio, method=self.method,
-                          reference=self.reference)
-
 
 def _checkpoint_dir(model: nn.Module) -> Path:
     path = Path(str(getattr(model.config, "name_or_path", "") or ""))
@@ -67,14 +62,9 @@ def _checkpoint_dir(model: nn.Module) -> Path:
 def _read_quantized_tensors(weights: Path, config: dict) -> dict:
     """{name: tensor} of every quantized layer's tensors on the CPU with their
     stored dtypes: the format tensors as views of each layer's stored-layer
-    buffer (read_quantized_layers), and the biases."""
+    buffer (read_checkpoint_tensors), the row splits' row_bits and the biases."""
     biases = [f"{layer}.bias" for layer in list(config["layers"]) + list(config.get("row_splits", {}))]
-    with open_weights(weights) as f:
-        state = read_quantized_layers(f, weights, config, "cpu")
-        stored = set(f.keys())
-        state.update({key: get_tensor(f, weights, key) for key in biases + quantized_tensor_names(config)
-                      if key in stored and key not in state})
-    return state
+    return read_checkpoint_tensors(weights, config, "cpu", keys=set(biases + quantized_tensor_names(config)))
 
 
 @register_quantizer(QUANT_METHOD)
@@ -108,7 +98,7 @@ class TACQHfQuantizer(HfQuantizer):
         for module in modules.values():
             if isinstance(module, QuantizedLinear):
                 module.consolidate()
-        save_pretrained_writes_tacq(model, self.quantization_config.tacq_config(),
+        save_pretrained_writes_tacq(model, checkpoint_tacq_config(self.tacq_config),
                                     calibration=self.tacq_config.get("calibration", ""))
         return model
 

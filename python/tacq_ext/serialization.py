@@ -25,7 +25,7 @@ from .config import TACQConfig
 from .qlinear import QUANTIZED_TENSORS, QuantizedLinear
 from .row_split import RowSplitLinear, check_row_bits
 from .targets import set_module
-from .weights_reader import get_tensor, open_weights, read_quantized_layers
+from .weights_reader import read_checkpoint_tensors
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -206,18 +206,6 @@ def verified_weights_file(path: Path, config: dict) -> Path:
     return weights
 
 
-def _read_weights(path: Path, config: dict, device) -> Dict[str, torch.Tensor]:
-    """Every tensor of the checkpoint on `device`: the quantized layers' as
-    read_quantized_layers gives them, the others as stored."""
-    weights = verified_weights_file(path, config)
-    with open_weights(weights, device) as f:
-        state = read_quantized_layers(f, weights, config, device)
-        for key in f.keys():
-            if key not in state:
-                state[key] = get_tensor(f, weights, key)
-    return state
-
-
 def _default_device(model: nn.Module) -> torch.device:
     for t in list(model.parameters()) + list(model.buffers()):
         if not t.is_meta:
@@ -330,7 +318,7 @@ def load_quantized(path, model: nn.Module, device: Optional[torch.device] = None
     path = Path(path)
     config = read_config(path)
     device = torch.device(device) if device is not None else _default_device(model)
-    state = _read_weights(path, config, device)
+    state = read_checkpoint_tensors(verified_weights_file(path, config), config, device)
     check_row_splits(config, state)
     swap_in_quantized_layers(model, config)
     use_bf16_gemv(model)

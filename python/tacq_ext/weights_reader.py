@@ -113,3 +113,15 @@ def read_quantized_layers(f, weights: Path, config: dict, device) -> Dict[str, t
             check_quantized_layer(name, spec, {**views, **bias})
             state.update({f"{name}.{k}": v for k, v in views.items()})
     return state
+
+
+def read_checkpoint_tensors(weights: Path, config: dict, device, keys=None) -> Dict[str, torch.Tensor]:
+    """{name: tensor} of a verified weights file on `device`: every quantized
+    layer's six tensors as read_quantized_layers gives them, and the other
+    entries (only those in `keys`, when given) as safetensors stores them."""
+    with open_weights(weights, device) as f:
+        state = read_quantized_layers(f, weights, config, device)
+        for key in f.keys():
+            if key not in state and (keys is None or key in keys):
+                state[key] = get_tensor(f, weights, key)
+    return state
