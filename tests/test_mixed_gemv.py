@@ -370,15 +370,12 @@ def check_dense_path(y, x, W):
     assert bool((err <= bound).all()), f"max error {float(err.max()):.3g}, worst ratio {float((err / bound).max()):.3g}"
 
 
-@pytest.mark.parametrize("dtype", XTYPES, ids=str)
-@pytest.mark.parametrize("bits", BITS)
-@pytest.mark.parametrize("N,K,group_size", [(600, 4096, 128), (37, 100, -1), (200, 20000, -1), (300, 320, 64)])
 def check_cpu_rows(x, layer, W):
     """The CPU op on any number of rows, held to its route's bound: the fused
     kernel (each 16-row slice the same as its own call) up to
     ops.cpu_fused_rows_limit rows, else the dense blocks' GEMM."""
     y = gemv(x, layer, "cpu")
-    if x.shape[0] > ops.cpu_fused_rows_limit(x.dtype):
+    if x.shape[0] > ops.cpu_fused_rows_limit(x.dtype, x.shape[-1]):
         check_dense_path(y, x, W)
         return
     check(y, x, W, "cpu")
@@ -406,14 +403,43 @@ def test_more_than_16_rows(device, cpu_isa, N, K, group_size, bits, dtype):
 
 
 def test_cpu_fused_rows_limit(cpu_isa):
-    """The CPU route's limit per x dtype: the fused kernel's 16 rows on the
-    generic path; more for fp32 x where the vector kernels beat the GEMM."""
-    limits = {dtype: ops.cpu_fused_rows_limit(dtype) for dtype in XTYPES}
-    assert all(limit >= ops.MIXED_GEMV_MAX_ROWS for limit in limits.values())
-    if cpu_isa == "generic":
-        assert set(limits.values()) == {ops.MIXED_GEMV_MAX_ROWS}
-    else:
-        assert limits[torch.float32] > ops.MIXED_GEMV_MAX_ROWS
+    """The CPU route's limit per x dtype and K: the fused kernel's 16 rows on
+    the generic path; more for fp32 x where the vector kernels beat the GEMM,
+    and on AVX-512 fewer for rows of at most 256 columns than for wider ones."""
+    for K in (192, 256, 257, 4096):
+        limits = {dtype: ops.cpu_fused_rows_limit(dtype, K) for dtype in XTYPES}
+        assert all(limit >= ops.MIXED_GEMV_MAX_ROWS for limit in limits.values())
+        if cpu_isa == "generic":
+            assert set(limits.values()) == {ops.MIXED_GEMV_MAX_ROWS}
+        else:
+            assert limits[torch.float32] > ops.MIXED_GEMV_MAX_ROWS
+    if cpu_isa == "avx512":
+        assert ops.cpu_fused_rows_limit(torch.float32, 256) < ops.cpu_fused_rows_limit(torch.float32, 257)
+        assert ops.cpu_fused_rows_limit(torch.bfloat16, 192) == ops.cpu_fused_rows_limit(torch.bfloat16, 4096)
+
+
+def runs_a_gemm(x, layer) -> bool:
+    """Whether the CPU op on x took the dense blocks' route: its GEMM is an
+    aten::mm call that the profiler sees inside the op; the fused kernel makes none."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        gemv(x, layer, "cpu")
+    return any(event.name.startswith("aten::mm") for event in prof.events())
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("K", [192, 256, 320])
+def test_route_by_rows_and_columns(cpu_isa, bits, K):
+    """fp32 and fp16 x of cpu_fused_rows_limit(dtype, K) rows take the fused
+    kernel and one row more the dense blocks, each held to its route's bound
+    (check_cpu_rows): at K <= 256 on AVX-512 that is the lower limit."""
+    layer = make_layer(96, K, bits, 64, scale_dtype=torch.float16, seed=bits + K)
+    W = layer.dense()
+    for dtype in (torch.float32, torch.float16):
+        limit = ops.cpu_fused_rows_limit(dtype, K)
+        for M, dense in ((limit, False), (limit + 1, True)):
+            x = random_x(M, K, dtype, seed=M)
+            assert runs_a_gemm(x, layer) == dense, (dtype, M)
+            check_cpu_rows(x, layer, W)
 
 
 def test_cpu_fused_rows_from_environment(monkeypatch):
@@ -424,7 +450,7 @@ def test_cpu_fused_rows_from_environment(monkeypatch):
     W = layer.dense()
     for value, M in (("16", 17), ("300", 300)):
         monkeypatch.setenv("TACQ_CPU_FUSED_ROWS", value)
-        assert {ops.cpu_fused_rows_limit(dtype) for dtype in XTYPES} == {int(value)}
+        assert {ops.cpu_fused_rows_limit(dtype, K) for dtype in XTYPES for K in (192, 512)} == {int(value)}
         check_cpu_rows(random_x(M, 512, torch.float32, seed=M), layer, W)
     for bad in ("15", "abc", "40x", "-1"):
         monkeypatch.setenv("TACQ_CPU_FUSED_ROWS", bad)

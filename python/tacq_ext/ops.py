@@ -18,15 +18,17 @@ from ._C import MIXED_GEMV_MAX_ROWS  # the most activation rows the fused mixed_
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def cpu_fused_rows_limit(x_dtype: torch.dtype) -> int:
-    """The most rows of x of this dtype that the CPU ``mixed_gemv`` runs through
-    its fused kernel (16 rows a call) before it takes the dense GEMM route, on
-    the ISA in use now (``TACQ_CPU_ISA`` caps it): where slices of the fused
-    kernel measured faster than the GEMM (docs/benchmarks.md, Short prompts).
+def cpu_fused_rows_limit(x_dtype: torch.dtype, in_features: int) -> int:
+    """The most rows of x of this dtype that the CPU ``mixed_gemv`` of a layer
+    with ``in_features`` columns (K) runs through its fused kernel (16 rows a
+    call) before it takes the dense GEMM route, on the ISA in use now
+    (``TACQ_CPU_ISA`` caps it): where slices of the fused kernel measured
+    faster than the GEMM (docs/benchmarks.md, Short prompts); fp32 x crosses
+    over sooner on layers of at most 256 columns.
     The environment variable ``TACQ_CPU_FUSED_ROWS=<n>`` (n >= 16, read on
     every call) sets it for every dtype: the crossover is the machine's, and
     ``bench/prompt_layer.py`` measures it."""
-    return _C.cpu_fused_rows_limit(x_dtype)
+    return _C.cpu_fused_rows_limit(x_dtype, in_features)
 
 
 def saliency_accumulate(acc: torch.Tensor, grad_out: torch.Tensor, act: torch.Tensor) -> None:
@@ -101,8 +103,9 @@ def mixed_gemv(
 
     Up to MIXED_GEMV_MAX_ROWS (16) rows run the fused kernel, which reads the
     packed weights once. More rows: on CUDA, the fused kernel once per 16 rows;
-    on the CPU the same up to ``cpu_fused_rows_limit(x.dtype)`` rows (48 for
-    bf16 x and 128 for fp32 on AVX-512 CPUs with BF16, measured crossovers),
+    on the CPU the same up to ``cpu_fused_rows_limit(x.dtype, K)`` rows (48 for
+    bf16 x, and for fp32 128, or 32 where K <= 256, on AVX-512 CPUs with BF16:
+    measured crossovers),
     and beyond (a prompt) blocks of the dense weight multiplied by a GEMM in
     x's dtype, as ``F.linear`` with ``dequantize + R`` would (the weight
     rounded to x's dtype).

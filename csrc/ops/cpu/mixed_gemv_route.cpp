@@ -36,14 +36,23 @@ int64_t fused_rows_from_environment() {
 // - fp32 x with AVX-512: 0.55-0.67x at 48 rows, 0.79-0.96x at 128,
 //   0.87-1.16x at 192-256 (also at 2048x2048);
 // - fp32 x with AVX2: 0.65x at 17, 1.0x at 32; bf16 x with AVX2: 1.2x at 17.
+// Rows of at most kShortRowsK columns cost the fused kernel more per weight
+// (a row's fixed work is shared by fewer codes) and their dense block stays in
+// cache, so fp32 x crosses over sooner there: 2-bit, per row and groups of 64,
+// fp32 x, 2 threads, AVX-512, at 512x192 0.92x at 32 rows and 1.13-1.18x at
+// 48, at 192x192 0.76-1.0x at 17 and 1.27-1.53x at 24-32; at K = 512 it is
+// still 0.68-0.70x at 32 rows (192x512, 512x512), 0.84-1.0x at 64.
 // fp16 x counts as fp32: the fused kernel stages it as fp32. TACQ_CPU_FUSED_ROWS
 // overrides them all.
-int64_t cpu_fused_rows_limit(at::ScalarType x_type) {
+constexpr int64_t kShortRowsK = 256;
+
+int64_t cpu_fused_rows_limit(at::ScalarType x_type, int64_t K) {
   if (const int64_t n = fused_rows_from_environment()) return n;
   const bool bf16 = x_type == at::kBFloat16;
   switch (cpu_isa()) {
     case CpuIsa::kAvx512:
-      return bf16 ? (cpu_has_avx512_bf16() ? 48 : kMixedGemvMaxRows) : 128;
+      if (bf16) return cpu_has_avx512_bf16() ? 48 : kMixedGemvMaxRows;
+      return K <= kShortRowsK ? 32 : 128;
     case CpuIsa::kAvx2:
       return bf16 ? kMixedGemvMaxRows : 32;
     default:
