@@ -6,6 +6,7 @@ the shared machine's drift hits every model alike.
     python bench/demo_decode.py                 # 7 rounds, 2 threads
     python bench/demo_decode.py --rounds 3 --threads 1
     python bench/demo_decode.py --compile       # every model under torch.compile, static KV cache
+    python bench/demo_decode.py --compile --cpp-wrapper   # ... with Inductor's C++ wrapper
 
 Each round times every model once over the same prompts; the table gives the
 median and the best round per model, the ratio of medians to fp32, and each
@@ -14,6 +15,9 @@ rounds the model was slower). --compile runs every model's forward through
 torch.compile(fullgraph=True) with a static KV cache, as bench/e2e_decode.py
 --modes compiled does, with the prompts left-padded with spaces to one length
 (each new shape would compile again), after an untimed round that compiles.
+--cpp-wrapper passes options={"cpp_wrapper": True} to every torch.compile: the
+compiled graph calls its kernels and the custom ops from generated C++, not
+from a generated Python function (a long first compile).
 Writes bench/results/demo-decode-cpu.{md,json,png}.
 """
 
@@ -56,8 +60,12 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", type=int, default=4, help="prompts per round, 32 new tokens each")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile(fullgraph=True) every model, static KV cache")
+    parser.add_argument("--cpp-wrapper", action="store_true",
+                        help="with --compile: Inductor's C++ wrapper (options={'cpp_wrapper': True})")
     parser.add_argument("--name", default="demo-decode-cpu", help="results file stem")
     args = parser.parse_args(argv)
+    if args.cpp_wrapper and not args.compile:
+        parser.error("--cpp-wrapper needs --compile")
 
     from tqdm.auto import tqdm
 
@@ -75,7 +83,8 @@ def main(argv=None) -> int:
         # the models share LlamaForCausalLM.forward's code, whose graphs count against one limit
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(models))
         for m in models.values():
-            m.forward = torch.compile(m.forward, fullgraph=True, dynamic=False)
+            m.forward = torch.compile(m.forward, fullgraph=True, dynamic=False,
+                                      options={"cpp_wrapper": True} if args.cpp_wrapper else None)
             m.generation_config.cache_implementation = "static"
         for m in tqdm(models.values(), desc="compiling"):  # an untimed round
             decode_tokens_per_second(m, tokenizer, prompts)
@@ -95,7 +104,8 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print(table)
     notes = [f"rounds: {args.rounds}, prompts per round: {len(prompts)} (sql test split), 32 new tokens each"
-             + (", torch.compile(fullgraph=True) + static KV cache" if args.compile else ", eager")]
+             + (", torch.compile(fullgraph=True) + static KV cache" if args.compile else ", eager")
+             + (", Inductor's C++ wrapper" if args.cpp_wrapper else "")]
     stem = write_table_results(args.name, command_line("demo_decode.py", argv), table, notes,
                                {"tokens_per_second": results})
     plot_bars({label: statistics.median(v) for label, v in results.items()}, stem.with_suffix(".png"),
