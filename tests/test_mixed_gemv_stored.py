@@ -335,6 +335,18 @@ def test_a_bad_tensor_falls_back_to_the_op_that_names_it(bad_scale, message):
         layer(torch.randn(1, 96))
 
 
+def test_compiled_with_the_cpp_wrapper():
+    """Inductor's C++ wrapper (docs/usage.md recommends it for small models)
+    calls the op from generated C++: the same outputs as the op, bitwise, for
+    a decoding step and for a prompt past the fused kernel's rows."""
+    layer = quantized_linear().eval()
+    compiled = torch.compile(layer, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
+    with torch.no_grad():
+        for rows in (1, 40):
+            x = torch.randn(1, rows, 96, generator=torch.Generator().manual_seed(rows))
+            torch.testing.assert_close(compiled(x), six_tensor_forward(layer, x), rtol=0, atol=0)
+
+
 def test_compiled_forward_reads_it_and_follows_replacements():
     layer = quantized_linear().eval()
     x = torch.randn(1, 96)
