@@ -3,7 +3,7 @@ as it routes the rows (the fused kernel 16 rows a call up to
 ops.cpu_fused_rows_limit rows, else a GEMM over blocks of the dense weight),
 each route forced (TACQ_CPU_FUSED_ROWS), and F.linear with the whole dense
 weight in x's dtype (what the unquantized model runs), at Llama-3-8B MLP
-shapes, 2, 3 and 4 bits, groups of 64 and per-row scales, bf16 and fp32 x. The
+shapes, 2, 3 and 4 bits, groups of 64 and per-row scales, bf16 and fp32 x (--dtypes). The
 contenders are timed in alternation, `--rounds` times, and each reports its
 fastest round, so a slow spell of a shared machine hits all. The two forced
 routes give the crossover that cpu_fused_rows_limit encodes for this machine.
@@ -96,6 +96,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bits", default="2,3,4", help="comma-separated widths (default 2,3,4)")
     parser.add_argument("--shapes", default=SHAPES, help=f"comma-separated NxK (default {SHAPES})")
     parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds (default 5)")
+    parser.add_argument("--dtypes", default="bfloat16,float32", help="comma-separated x dtypes (default bfloat16,float32)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--name", default="prompt-layer-cpu", help="results file stem")
     args = parser.parse_args(argv)
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
 
     generator = torch.Generator().manual_seed(0)
     jobs = [(N, K, bits, group_size, dtype) for N, K in shapes for bits in map(int, args.bits.split(","))
-            for group_size in (64, -1) for dtype in (torch.bfloat16, torch.float32)]
+            for group_size in (64, -1) for dtype in (getattr(torch, name) for name in args.dtypes.split(","))]
     rows, payload = [], []
     for N, K, bits, group_size, dtype in tqdm(jobs, desc="layers"):
         layer = random_quantized_linear(N, K, bits, generator, group_size)

@@ -404,8 +404,9 @@ def test_more_than_16_rows(device, cpu_isa, N, K, group_size, bits, dtype):
 
 def test_cpu_fused_rows_limit(cpu_isa):
     """The CPU route's limit per x dtype and K: the fused kernel's 16 rows on
-    the generic path; more for fp32 x where the vector kernels beat the GEMM,
-    and on AVX-512 fewer for rows of at most 256 columns than for wider ones."""
+    the generic path; on the vector paths more for fp32 x, where the fused
+    kernel beats the GEMM (on AVX-512 fewer for rows of at most 256 columns
+    than for wider ones), and every row count for fp16 x, whose GEMM is slow."""
     for K in (192, 256, 257, 4096):
         limits = {dtype: ops.cpu_fused_rows_limit(dtype, K) for dtype in XTYPES}
         assert all(limit >= ops.MIXED_GEMV_MAX_ROWS for limit in limits.values())
@@ -413,6 +414,7 @@ def test_cpu_fused_rows_limit(cpu_isa):
             assert set(limits.values()) == {ops.MIXED_GEMV_MAX_ROWS}
         else:
             assert limits[torch.float32] > ops.MIXED_GEMV_MAX_ROWS
+            assert limits[torch.float16] == 2 ** 63 - 1
     if cpu_isa == "avx512":
         assert ops.cpu_fused_rows_limit(torch.float32, 256) < ops.cpu_fused_rows_limit(torch.float32, 257)
         assert ops.cpu_fused_rows_limit(torch.bfloat16, 192) == ops.cpu_fused_rows_limit(torch.bfloat16, 4096)
@@ -429,14 +431,16 @@ def runs_a_gemm(x, layer) -> bool:
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("K", [192, 256, 320])
 def test_route_by_rows_and_columns(cpu_isa, bits, K):
-    """fp32 and fp16 x of cpu_fused_rows_limit(dtype, K) rows take the fused
-    kernel and one row more the dense blocks, each held to its route's bound
-    (check_cpu_rows): at K <= 256 on AVX-512 that is the lower limit."""
+    """x of cpu_fused_rows_limit(dtype, K) rows takes the fused kernel and one
+    row more the dense blocks, each held to its route's bound (check_cpu_rows):
+    fp32 x (at K <= 256 on AVX-512 the lower limit) and bf16 x; fp16 x on the
+    vector paths takes the fused kernel at any number of rows (300 here)."""
     layer = make_layer(96, K, bits, 64, scale_dtype=torch.float16, seed=bits + K)
     W = layer.dense()
-    for dtype in (torch.float32, torch.float16):
+    for dtype in XTYPES:
         limit = ops.cpu_fused_rows_limit(dtype, K)
-        for M, dense in ((limit, False), (limit + 1, True)):
+        cases = ((limit, False), (limit + 1, True)) if limit < 300 else ((300, False),)
+        for M, dense in cases:
             x = random_x(M, K, dtype, seed=M)
             assert runs_a_gemm(x, layer) == dense, (dtype, M)
             check_cpu_rows(x, layer, W)
@@ -445,13 +449,14 @@ def test_route_by_rows_and_columns(cpu_isa, bits, K):
 def test_cpu_fused_rows_from_environment(monkeypatch):
     """TACQ_CPU_FUSED_ROWS sets the CPU route's limit for every dtype, read on
     every call: 16 sends 17 rows to the dense blocks, 300 keeps 300 rows on the
-    fused kernel; other values are refused by name."""
+    fused kernel, each dtype; other values are refused by name."""
     layer = make_layer(70, 512, 2, 64, scale_dtype=torch.float16, seed=5)
     W = layer.dense()
     for value, M in (("16", 17), ("300", 300)):
         monkeypatch.setenv("TACQ_CPU_FUSED_ROWS", value)
         assert {ops.cpu_fused_rows_limit(dtype, K) for dtype in XTYPES for K in (192, 512)} == {int(value)}
-        check_cpu_rows(random_x(M, 512, torch.float32, seed=M), layer, W)
+        for dtype in XTYPES:  # 16: every dtype's dense route, fp16's only way there
+            check_cpu_rows(random_x(M, 512, dtype, seed=M), layer, W)
     for bad in ("15", "abc", "40x", "-1"):
         monkeypatch.setenv("TACQ_CPU_FUSED_ROWS", bad)
         with pytest.raises(ValueError, match="TACQ_CPU_FUSED_ROWS must be an integer of at least 16"):

@@ -42,22 +42,23 @@ int64_t fused_rows_from_environment() {
 // fp32 x, 2 threads, AVX-512, at 512x192 0.92x at 32 rows and 1.13-1.18x at
 // 48, at 192x192 0.76-1.0x at 17 and 1.27-1.53x at 24-32; at K = 512 it is
 // still 0.68-0.70x at 32 rows (192x512, 512x512), 0.84-1.0x at 64.
-// fp16 x counts as fp32: the fused kernel stages it as fp32. TACQ_CPU_FUSED_ROWS
-// overrides them all.
+// fp16 x: the fused kernel stages it as fp32, but the dense route's GEMM is
+// torch's fp16 one, which on CPUs without AVX512-FP16 was 2-3.5x slower than
+// the fused slices at every size tried (2-bit, 2 threads: 512x192 at 33-512
+// rows, 512x512 and 2048x2048 at 129-512; the same with TACQ_CPU_ISA=avx2 and
+// ATEN_CPU_CAPABILITY=avx2), so fp16 x always takes the fused kernel on the
+// vector paths (CPUs with fast fp16 GEMMs are not measured).
+// TACQ_CPU_FUSED_ROWS overrides them all.
 constexpr int64_t kShortRowsK = 256;
 
 int64_t cpu_fused_rows_limit(at::ScalarType x_type, int64_t K) {
   if (const int64_t n = fused_rows_from_environment()) return n;
-  const bool bf16 = x_type == at::kBFloat16;
-  switch (cpu_isa()) {
-    case CpuIsa::kAvx512:
-      if (bf16) return cpu_has_avx512_bf16() ? 48 : kMixedGemvMaxRows;
-      return K <= kShortRowsK ? 32 : 128;
-    case CpuIsa::kAvx2:
-      return bf16 ? kMixedGemvMaxRows : 32;
-    default:
-      return kMixedGemvMaxRows;
-  }
+  const CpuIsa isa = cpu_isa();
+  if (isa == CpuIsa::kGeneric) return kMixedGemvMaxRows;
+  if (x_type == at::kHalf) return kNoRowLimit;
+  if (x_type == at::kBFloat16) return isa == CpuIsa::kAvx512 && cpu_has_avx512_bf16() ? 48 : kMixedGemvMaxRows;
+  if (isa == CpuIsa::kAvx2) return 32;
+  return K <= kShortRowsK ? 32 : 128;
 }
 
 }  // namespace tacq
