@@ -74,8 +74,12 @@ def plot_crossover(payload: list, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     settings = sorted({(r["N"], r["K"], r["bits"], r["group_size"], r["x_dtype"]) for r in payload})
-    fig, axes = plt.subplots(1, len(settings), figsize=(4.5 * len(settings), 3.6), squeeze=False)
-    for ax, (N, K, bits, group_size, dtype) in zip(axes[0], settings):
+    columns = min(4, len(settings))
+    grid_rows = -(-len(settings) // columns)
+    fig, axes = plt.subplots(grid_rows, columns, figsize=(4.5 * columns, 3.6 * grid_rows), squeeze=False)
+    for ax in axes.flat[len(settings):]:
+        ax.set_visible(False)
+    for ax, (N, K, bits, group_size, dtype) in zip(axes.flat, settings):
         points = sorted((r for r in payload if (r["N"], r["K"], r["bits"], r["group_size"], r["x_dtype"])
                          == (N, K, bits, group_size, dtype)), key=lambda r: r["rows"])
         for name, style in zip(CONTENDERS, ("o-", "^--", "s--", "x:")):
@@ -84,9 +88,9 @@ def plot_crossover(payload: list, path: Path) -> None:
         ax.set_xlabel("rows of x")
         ax.set_ylabel("ms per call")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110 if len(settings) <= 8 else 60)  # a many-panel grid stays under ~0.5 MB
     plt.close(fig)
 
 

@@ -38,10 +38,13 @@ int64_t fused_rows_from_environment() {
 // - fp32 x with AVX2: 0.65x at 17, 1.0x at 32; bf16 x with AVX2: 1.2x at 17.
 // Rows of at most kShortRowsK columns cost the fused kernel more per weight
 // (a row's fixed work is shared by fewer codes) and their dense block stays in
-// cache, so fp32 x crosses over sooner there: 2-bit, per row and groups of 64,
-// fp32 x, 2 threads, AVX-512, at 512x192 0.92x at 32 rows and 1.13-1.18x at
-// 48, at 192x192 0.76-1.0x at 17 and 1.27-1.53x at 24-32; at K = 512 it is
-// still 0.68-0.70x at 32 rows (192x512, 512x512), 0.84-1.0x at 64.
+// cache, so the GEMM wins sooner there: 2-bit, per row and groups of 64,
+// 2 threads, AVX-512, fp32 x at 512x192 0.92x at 32 rows and 1.13-1.18x at
+// 48, at 192x192 0.76-1.0x at 17 and 1.27-1.53x at 24-32 (at K = 512 still
+// 0.68-0.70x at 32 rows, 192x512 and 512x512, 0.84-1.0x at 64); bf16 x at
+// 64x192, 192x192 and 512x192 about 1.0x at 24 rows, 1.2-1.4x at 32 and 1.7x
+// at 48. Such layers take at most 32 rows of fp32 x and 24 of bf16 x through
+// the fused kernel.
 // fp16 x: the fused kernel stages it as fp32, but the dense route's GEMM is
 // torch's fp16 one, which on CPUs without AVX512-FP16 was 2-3.5x slower than
 // the fused slices at every size tried (2-bit, 2 threads: 512x192 at 33-512
@@ -56,7 +59,10 @@ int64_t cpu_fused_rows_limit(at::ScalarType x_type, int64_t K) {
   const CpuIsa isa = cpu_isa();
   if (isa == CpuIsa::kGeneric) return kMixedGemvMaxRows;
   if (x_type == at::kHalf) return kNoRowLimit;
-  if (x_type == at::kBFloat16) return isa == CpuIsa::kAvx512 && cpu_has_avx512_bf16() ? 48 : kMixedGemvMaxRows;
+  if (x_type == at::kBFloat16) {
+    if (isa != CpuIsa::kAvx512 || !cpu_has_avx512_bf16()) return kMixedGemvMaxRows;
+    return K <= kShortRowsK ? 24 : 48;
+  }
   if (isa == CpuIsa::kAvx2) return 32;
   return K <= kShortRowsK ? 32 : 128;
 }
