@@ -24,8 +24,8 @@ def cpu_fused_rows_limit(x_dtype: torch.dtype, in_features: int) -> int:
     call) before it takes the dense GEMM route, on the ISA in use now
     (``TACQ_CPU_ISA`` caps it): where slices of the fused kernel measured
     faster than the GEMM (docs/benchmarks.md, Short prompts); fp32 and bf16 x
-    cross over sooner on layers of at most 256 columns, and fp16 x, whose CPU GEMM
-    is slow, runs the fused kernel at any number of rows (2**63 - 1).
+    cross over sooner on layers of at most 256 columns, and fp16 x, whose CPU
+    GEMM is slow, runs the fused kernel at any number of rows (2**63 - 1).
     The environment variable ``TACQ_CPU_FUSED_ROWS=<n>`` (n >= 16, read on
     every call) sets it for every dtype: the crossover is the machine's, and
     ``bench/prompt_layer.py`` measures it."""

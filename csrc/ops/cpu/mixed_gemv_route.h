@@ -2,8 +2,8 @@
 // cpu_fused_rows_limit(x's dtype, K) rows run the fused kernel, in calls of
 // kMixedGemvMaxRows rows; more take a GEMM over blocks of the dense weight.
 // The limit depends on the ISA in use (TACQ_CPU_ISA is read on every call),
-// x's dtype and, for fp32 x, the layer's columns K; TACQ_CPU_FUSED_ROWS=<n> (n >= 16,
-// also read on every call) sets it.
+// x's dtype and, for fp32 and bf16 x, the layer's columns K;
+// TACQ_CPU_FUSED_ROWS=<n> (n >= 16, also read on every call) sets it.
 #pragma once
 
 #include <c10/core/ScalarType.h>
