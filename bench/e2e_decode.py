@@ -16,7 +16,8 @@ weights read per decoded token and the tokens/s that the read bandwidth
 measured in the same run allows for them. --modes eager,compiled runs every
 model both ways, one after the other; compiled decodes (and prefills) through
 torch.compile(fullgraph=True) with a static KV cache, and each model is compared
-with the bf16 model of its own mode. --x-int8 adds,
+with the bf16 model of its own mode; compiled-cpp does the same with Inductor's
+C++ wrapper (options={"cpp_wrapper": True}). --x-int8 adds,
 for each bit width, the same checkpoint run with int8 activations
 (tacq_ext.set_int8_activations). --wide-rows F adds, for each bit width b,
 a model whose every block linear stores a random fraction F of its rows at
@@ -216,11 +217,13 @@ def run_one(args) -> dict:
         model = AutoModelForCausalLM.from_pretrained(args.checkpoint, dtype=torch.bfloat16).eval()
         tacq_ext.set_int8_activations(model, args.x_int8)
     result = {"model": args.shape, "layers": config.num_hidden_layers, "weights": args.one,
-              "wide_rows": args.wide_rows, "compiled": args.compile, "x_int8": args.x_int8, "build_s": time.perf_counter() - start,
+              "wide_rows": args.wide_rows, "compiled": args.compile, "cpp_wrapper": args.cpp_wrapper,
+              "x_int8": args.x_int8, "build_s": time.perf_counter() - start,
               "stored_bytes": stored_bytes(model), "bytes_per_token": weight_bytes_per_token(model)}
     generate_kwargs = {}
     if args.compile:  # one graph per step (fullgraph raises on a break), shapes fixed by a static cache
-        model.forward = torch.compile(model.forward, fullgraph=True, dynamic=False)
+        model.forward = torch.compile(model.forward, fullgraph=True, dynamic=False,
+                                      options={"cpp_wrapper": True} if args.cpp_wrapper else None)
         generate_kwargs = dict(cache_implementation="static")
     for batch in (1, 4):
         result[f"decode_tok_s_b{batch}"] = batch / decode_seconds_per_token(model, batch, args.new_tokens,
@@ -241,17 +244,23 @@ def write_checkpoint(args) -> None:
                    calibration="random weights")
 
 
+def model_and_mode(result) -> tuple:
+    """What a result is compared by: its model shape and how it ran."""
+    return result["model"], result.get("compiled"), result.get("cpp_wrapper")
+
+
 def format_table(results, bandwidth: float) -> str:
     head = ("| model | weights | decode tok/s b1 | b4 | vs bf16 b1 | GB read/token | bound tok/s | % of bound "
             "| prefill tok/s | vs bf16 | stored GB | peak RSS GB | RSS / stored |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    base = {(r["model"], r.get("compiled")): r for r in results if r["weights"] == "bf16"}
+    base = {model_and_mode(r): r for r in results if r["weights"] == "bf16"}
     for r in results:
-        ref = base.get((r["model"], r.get("compiled")))
+        ref = base.get(model_and_mode(r))
         bound = bandwidth / r["bytes_per_token"]
         name = ("bf16" if r["weights"] == "bf16" else f"tacq {r['weights']}-bit") + \
             (f", {r['wide_rows']:g} wide rows" if r.get("wide_rows") else "") + \
-            (", int8 x" if r.get("x_int8") else "") + (", compiled" if r.get("compiled") else "")
+            (", int8 x" if r.get("x_int8") else "") + (", compiled" if r.get("compiled") else "") + \
+            (" (C++ wrapper)" if r.get("cpp_wrapper") else "")
         lines.append(
             f"| {r['model']} ({r['layers']} blocks) | {name} | {r['decode_tok_s_b1']:.2f} | {r['decode_tok_s_b4']:.2f} "
             f"| {r['decode_tok_s_b1'] / ref['decode_tok_s_b1']:.2f}x | {r['bytes_per_token'] / 1e9:.3f} "
@@ -272,6 +281,7 @@ def plot(results, path: Path) -> None:
     labels = [f"{r['model']} {'bf16' if r['weights'] == 'bf16' else r['weights'] + '-bit'}"
               + (f" +{r['wide_rows']:g} wide" if r.get("wide_rows") else "")
               + (" int8 x" if r.get("x_int8") else "") + (" compiled" if r.get("compiled") else "")
+              + (" C++" if r.get("cpp_wrapper") else "")
               for r in results]
     xs = range(len(results))
     ax.bar([x - 0.2 for x in xs], [r["decode_tok_s_b1"] for r in results], 0.4, label="batch 1")
@@ -293,8 +303,10 @@ def main(argv=None) -> int:
     parser.add_argument("--prefill", type=int, default=512, help="prompt length of the prefill timing")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--modes", default="eager",
-                        help="comma-separated: eager, compiled (torch.compile(fullgraph=True), static KV cache)")
+                        help="comma-separated: eager, compiled (torch.compile(fullgraph=True), static KV cache), "
+                             "compiled-cpp (the same with Inductor's C++ wrapper)")
     parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)  # child process: compiled
+    parser.add_argument("--cpp-wrapper", action="store_true", help=argparse.SUPPRESS)  # ... with the C++ wrapper
     parser.add_argument("--x-int8", action="store_true",
                         help="also run each quantized model with int8 activations")
     parser.add_argument("--wide-rows", type=float, default=0.0, metavar="F",
@@ -315,26 +327,27 @@ def main(argv=None) -> int:
     from tqdm.auto import tqdm
 
     modes = args.modes.split(",")
-    if not modes or not set(modes) <= {"eager", "compiled"}:
-        parser.error(f"--modes takes eager and/or compiled, got {args.modes!r}")
+    if not modes or not set(modes) <= {"eager", "compiled", "compiled-cpp"}:
+        parser.error(f"--modes takes eager, compiled and/or compiled-cpp, got {args.modes!r}")
     bandwidth = measure_read_bandwidth("cpu")
-    jobs = []  # (shape, "bf16" or bits, wide rows, int8 activations, compiled), the modes of a model in a row
+    jobs = []  # (shape, "bf16" or bits, wide rows, int8 activations, mode), the modes of a model in a row
     for shape in args.models.split(","):
-        jobs += [(shape, "bf16", 0.0, False, mode == "compiled") for mode in modes]
+        jobs += [(shape, "bf16", 0.0, False, mode) for mode in modes]
         for bits in args.bits.split(","):
             for wide in [0.0] + ([args.wide_rows] if args.wide_rows else []):
-                jobs += [(shape, bits, wide, x_int8, mode == "compiled")
+                jobs += [(shape, bits, wide, x_int8, mode)
                          for x_int8 in ([False, True] if args.x_int8 else [False]) for mode in modes]
     results = []
     with tempfile.TemporaryDirectory(prefix="tacq-e2e-") as scratch:
-        for i, (shape, weights, wide, x_int8, compiled) in enumerate(tqdm(jobs, desc="models")):
+        for i, (shape, weights, wide, x_int8, mode) in enumerate(tqdm(jobs, desc="models")):
             checkpoint = Path(scratch) / f"{shape}-{weights}-{wide:g}"
             common = [sys.executable, __file__, "--one", weights, "--shape", shape, "--layers", str(args.layers),
                       "--checkpoint", str(checkpoint), "--wide-rows", str(wide)]
             if weights != "bf16" and not checkpoint.exists():
                 subprocess.run(common + ["--write"], check=True)
             command = common + ["--new-tokens", str(args.new_tokens), "--prefill", str(args.prefill),
-                                "--threads", str(args.threads)] + (["--compile"] if compiled else []) \
+                                "--threads", str(args.threads)] + (["--compile"] if mode != "eager" else []) \
+                + (["--cpp-wrapper"] if mode == "compiled-cpp" else []) \
                 + (["--x-int8"] if x_int8 else [])
             child = subprocess.run(command, capture_output=True, text=True)
             if child.returncode:
