@@ -143,3 +143,35 @@ def test_static_cache_decoding_compiles_without_graph_breaks(saved, dtype):
     raises on any break), with the same tokens as eager decoding."""
     path, _ = saved
     assert_compiled_decoding_matches_eager(AutoModelForCausalLM.from_pretrained(path, dtype=dtype))
+
+
+def test_generate_compiles_decoding_as_for_unquantized_models(saved, monkeypatch):
+    """transformers compiles generate()'s decoding steps under a static KV
+    cache (on CUDA by default, on the CPU when compile_config allows it) only
+    for quantizers that call themselves compileable. TACQ's does: generate()
+    compiles the model, and the tokens are eager decoding's."""
+    from transformers import CompileConfig
+
+    path, _ = saved
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    assert model.hf_quantizer.is_compileable
+    if not hasattr(CompileConfig, "_compile_all_devices"):
+        pytest.skip("this transformers has no CompileConfig switch for compiling on the CPU")
+    prompt = lm_batch(45, B=1)["input_ids"][:, :5]
+    kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=5, do_sample=False,
+                  cache_implementation="static")
+    eager = model.generate(prompt, **kwargs)  # on the CPU, no compile_config: eager
+
+    compiled = []
+    real_compile = torch.compile
+
+    def recording_compile(fn, **options):
+        compiled.append(options)
+        return real_compile(fn, **options)
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    config = CompileConfig(fullgraph=True, dynamic=False, backend="eager", mode=None)
+    config._compile_all_devices = True  # what CUDA devices get by default
+    torch._dynamo.reset()
+    assert torch.equal(model.generate(prompt, compile_config=config, **kwargs), eager)
+    assert len(compiled) == 1 and compiled[0]["fullgraph"]

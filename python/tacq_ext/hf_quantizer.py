@@ -108,3 +108,12 @@ class TACQHfQuantizer(HfQuantizer):
     @property
     def is_trainable(self):
         return False
+
+    @property
+    def is_compileable(self) -> bool:
+        """Yes: QuantizedLinear's ops have fake kernels and compile without graph
+        breaks. transformers compiles generate()'s decoding steps under a static
+        KV cache (on CUDA by default, elsewhere when the generation config's
+        compile_config allows) only for quantizers that say so; without this a
+        TACQ model would decode eagerly where its unquantized twin compiles."""
+        return True
