@@ -6,7 +6,8 @@
 #   2. runs the CUDA tests, then compute-sanitizer memcheck over the CUDA op tests
 #   3. runs the kernel benchmarks on the GPU (bench/run.py --device cuda)
 #   4. quantizes the demo model on the GPU and checks that the checkpoint's
-#      logits on CUDA match its logits on the CPU (scripts/gpu_demo_check.py)
+#      logits on CUDA match its logits on the CPU, and that generate() compiled
+#      by transformers (CUDA graphs) decodes as eager (scripts/gpu_demo_check.py)
 #   5. builds the C library with CUDA and runs its ctest, tacq_mixed_gemv_cuda included
 # Every log, versions.txt, summary.txt and the bench/results/cuda-* files go to
 # OUT_DIR (default: $OUT if set, else gpu_check_out). Each step's exit status is
