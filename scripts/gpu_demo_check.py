@@ -82,7 +82,8 @@ def main(argv=None) -> int:
                 ref = on_cpu(input_ids=chunk).logits
                 got = on_device(input_ids=chunk.to(device)).logits.cpu()
                 worst = max(worst, float((got - ref).abs().max() / ref.abs().max()))
-    decoding = compiled_against_eager_decoding(AutoModelForCausalLM.from_pretrained(checkpoint, device_map=device),
+    # moved with .to(), not device_map=: the GPU image may lack accelerate
+    decoding = compiled_against_eager_decoding(AutoModelForCausalLM.from_pretrained(checkpoint).to(device),
                                                ids[0].to(device), CompileConfig)
     result = {"device": device, "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
               "max_relative_logit_difference": worst, **decoding, "tolerance": args.tolerance,
