@@ -10,27 +10,22 @@
 #   libraries straight from the installed package (the imported target
 #   tacq_torch_cpu), which is all the CPU glue needs.
 # Either way sets TORCH_LIBRARIES (what _C links), TORCH_INSTALL_PREFIX and
-# Torch_VERSION.
-macro(tacq_find_torch torch_cmake_prefix torch_cuda with_cuda)
+# Torch_VERSION. torch_dir, torch_version, torch_abi, torch_cuda: what the
+# interpreter's torch reports (CMakeLists.txt asks it once).
+macro(tacq_find_torch torch_dir torch_version torch_abi torch_cuda with_cuda)
   if(${with_cuda} OR "${torch_cuda}" STREQUAL "")
     if(${with_cuda} AND NOT DEFINED CUDA_TOOLKIT_ROOT_DIR)
       get_filename_component(CUDA_TOOLKIT_ROOT_DIR "${CUDAToolkit_BIN_DIR}" DIRECTORY)
     endif()
-    list(APPEND CMAKE_PREFIX_PATH "${torch_cmake_prefix}")
+    list(APPEND CMAKE_PREFIX_PATH "${torch_dir}/share/cmake")
     find_package(Torch REQUIRED)
   else()
-    execute_process(
-      COMMAND "${Python_EXECUTABLE}" -c
-              "import os, torch; print(os.path.dirname(torch.__file__)); print(torch.__version__.split('+')[0]); print(int(torch._C._GLIBCXX_USE_CXX11_ABI))"
-      OUTPUT_VARIABLE _tacq_torch OUTPUT_STRIP_TRAILING_WHITESPACE COMMAND_ERROR_IS_FATAL ANY)
-    string(REPLACE "\n" ";" _tacq_torch "${_tacq_torch}")
-    list(GET _tacq_torch 0 TORCH_INSTALL_PREFIX)
-    list(GET _tacq_torch 1 Torch_VERSION)
-    list(GET _tacq_torch 2 _tacq_torch_abi)
+    set(TORCH_INSTALL_PREFIX "${torch_dir}")
+    set(Torch_VERSION "${torch_version}")
     add_library(tacq_torch_cpu INTERFACE)
     target_include_directories(tacq_torch_cpu SYSTEM INTERFACE
       "${TORCH_INSTALL_PREFIX}/include" "${TORCH_INSTALL_PREFIX}/include/torch/csrc/api/include")
-    target_compile_definitions(tacq_torch_cpu INTERFACE _GLIBCXX_USE_CXX11_ABI=${_tacq_torch_abi})
+    target_compile_definitions(tacq_torch_cpu INTERFACE _GLIBCXX_USE_CXX11_ABI=${torch_abi})
     foreach(_lib torch torch_cpu c10)
       find_library(_tacq_lib_${_lib} ${_lib} PATHS "${TORCH_INSTALL_PREFIX}/lib" NO_DEFAULT_PATH REQUIRED)
       target_link_libraries(tacq_torch_cpu INTERFACE "${_tacq_lib_${_lib}}")

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 
-def compiled_against_eager_decoding(model, prompt, compile_config_class) -> dict:
+def compiled_against_eager_decoding(model, prompt) -> dict:
     """Greedy decoding of `prompt` with a static KV cache, eager and compiled
     by generate() itself with transformers' default CompileConfig (on CUDA:
     fullgraph, mode "reduce-overhead", i.e. CUDA graphs; on the CPU the same
@@ -27,8 +27,10 @@ def compiled_against_eager_decoding(model, prompt, compile_config_class) -> dict
     step scores and whether the tokens agree."""
     kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=8, do_sample=False,
                   cache_implementation="static", output_scores=True, return_dict_in_generate=True)
+    from transformers import CompileConfig
+
     eager = model.generate(prompt, disable_compile=True, **kwargs)
-    config = compile_config_class()
+    config = CompileConfig()
     if prompt.device.type != "cuda":
         config._compile_all_devices = True  # what CUDA devices get by default
     compiled = model.generate(prompt, compile_config=config, **kwargs)
@@ -44,7 +46,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tolerance", type=float, default=2e-2, help="max |logit difference| / max |logit|")
     args = parser.parse_args(argv)
 
-    from transformers import AutoConfig, AutoModelForCausalLM, CompileConfig
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     import tacq_ext
     from tacq_ext import cli
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
                 worst = max(worst, float((got - ref).abs().max() / ref.abs().max()))
     # moved with .to(), not device_map=: the GPU image may lack accelerate
     decoding = compiled_against_eager_decoding(AutoModelForCausalLM.from_pretrained(checkpoint).to(device),
-                                               ids[0].to(device), CompileConfig)
+                                               ids[0].to(device))
     result = {"device": device, "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
               "max_relative_logit_difference": worst, **decoding, "tolerance": args.tolerance,
               "ok": max(worst, decoding["max_relative_score_difference"]) <= args.tolerance}

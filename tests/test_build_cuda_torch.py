@@ -15,12 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 STAND_IN = '''
-import os
 __version__ = "2.14.1+cu130"
 class version:
     cuda = "13.0"
-class utils:
-    cmake_prefix_path = os.path.join(os.path.dirname(__file__), "share", "cmake")
 class _C:
     _GLIBCXX_USE_CXX11_ABI = True
 '''
