@@ -3,19 +3,20 @@
 # test requirements, and builds + installs tacq_ext into it. Sourced by
 # scripts/test.sh and scripts/demo.sh; safe to re-run (the build is incremental).
 #   TACQ_VENV   where the environment lives                 (default: .venv)
-#   TORCH_SPEC  the pip requirement for torch               (default: torch==2.13.0)
-#   TACQ_DEPS   pinned: the tested set in requirements/constraints.txt (default)
-#               latest: the newest releases the package index serves
+#   TACQ_DEPS   pinned: torch 2.13.0 and the tested set in
+#                       requirements/constraints.txt (default)
+#               latest: the newest releases the package index serves, torch's too
+#   TORCH_SPEC  the pip requirement for torch  (default: torch==2.13.0 pinned, torch latest)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${TACQ_VENV:-$root/.venv}"
 python_bin="${PYTHON:-python3}"
-torch_spec="${TORCH_SPEC:-torch==2.13.0}"
 case "${TACQ_DEPS:-pinned}" in
-  pinned) deps=(-c "$root/requirements/constraints.txt") ;;
-  latest) deps=(--upgrade --upgrade-strategy eager) ;;
+  pinned) deps=(-c "$root/requirements/constraints.txt") default_torch=torch==2.13.0 ;;
+  latest) deps=(--upgrade --upgrade-strategy eager) default_torch=torch ;;
   *) echo "TACQ_DEPS must be 'pinned' or 'latest', got '${TACQ_DEPS}'" >&2; exit 2 ;;
 esac
+torch_spec="${TORCH_SPEC:-$default_torch}"
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "[tacq] creating virtual environment $venv"
