@@ -20,7 +20,8 @@
 //     1536 contiguous bytes per row; for MT <= 4 a lane issues the loads of two
 //     chunks before computing either), and per 32-code block b of group g forms
 //         acc[r][m] += scale[g] * (sum_k q_k x[m,k] - zero[g] * sum_k x[m,k])
-//     with codes turned into floats in registers and x read from the tile.
+//     with codes turned into the floats 1 + q/2^bits in registers (one shift
+//     and one LOP3 a code) and x read from the tile.
 //   * Residual: the warp then walks each row's CSR entries with a stride of 32
 //     lanes (coalesced col_idx/values loads; a row with K entries costs a pass
 //     as long as its dense part, rows with none cost nothing) and gathers x
@@ -30,7 +31,12 @@
 // Offsets into global memory are 64-bit; shared-memory indices are 32-bit.
 #include "mixed_gemv.cuh"
 
+#include <map>
+#include <mutex>
+#include <set>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include "float_types.cuh"
 #include "tacq/gemv_tiling.h"
@@ -65,17 +71,39 @@ struct Params {
   const int32_t* col_idx;  // [nnz]
   const __half* values;    // [nnz]
   T* y;                    // [M, N]
-  int64_t M, N, K, G, group_len, nnz;
+  int64_t M, N, K, G, nnz;
+  int64_t blocks_per_group;  // 32-code blocks per group (all of a row's when G = 1)
+  int group_shift;         // log2(blocks_per_group) where that is whole, else -1; 63 when G = 1
   int tile_chunks;         // TC: lane chunks per staged K tile (the layout stride)
   int num_ktiles;          // K tiles; 1 = x resident for the whole kernel
   bool vector_load;        // every row of packed starts 16-byte aligned
   bool vector_x;           // every row of x starts 16-byte aligned
 };
 
-// Exact float of a code q < 2^23 without I2F (quarter rate on sm_80/sm_90):
-// the bits 0x4B000000 | q are the float 2^23 + q, and subtracting 2^23 is exact.
-__device__ __forceinline__ float code_value(uint32_t q) {
-  return __uint_as_float(q | 0x4B000000u) - 8388608.f;
+// (a & b) | c in one LOP3: with plain C++ the constants b and c are both
+// immediates, which one SASS LOP3 cannot take, and the compiler splits it.
+__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
+
+// Code i of a 32-code block's BITS packed words as the float 1 + q/2^BITS,
+// exactly, without I2F (quarter rate on sm_80/sm_90): one shift (a funnel
+// shift across two words where a 3-bit code straddles them) moves the code to
+// mantissa bits [23 - BITS, 23), and one LOP3 keeps them and sets the
+// exponent bits of 1.0. i is a constant after unrolling, so the shift is an
+// immediate and the branches fold away.
+template <int BITS>
+__device__ __forceinline__ float code_weight(const uint32_t* words, int i) {
+  constexpr int kTarget = 23 - BITS;
+  constexpr uint32_t kMask = ((1u << BITS) - 1u) << kTarget;
+  const int bit = i * BITS, word = bit / 32, offset = bit % 32;
+  uint32_t v;
+  if (offset < kTarget) v = words[word] << (kTarget - offset);
+  else if (offset + BITS <= 32) v = words[word] >> (offset - kTarget);
+  else v = __funnelshift_r(words[word], words[word + 1], offset - kTarget);
+  return __uint_as_float(and_or(v, kMask, 0x3F800000u));
 }
 
 // Eight consecutive x elements, the unit of the swizzled tile: one 16-byte
@@ -183,7 +211,9 @@ __device__ __forceinline__ void load_chunk(const Params<T, S>& p, int64_t n0, in
 
 // acc[r][m] += the chunk's contribution: per 32-code block of group g,
 // scale_g * (sum q*x[m] - zero_g * sum x[m]), codes from the registers `w`,
-// x and its block sums from the staged tile (local chunk lc).
+// x and its block sums from the staged tile (local chunk lc). With the codes
+// as 1 + q/2^BITS, dot = sum x + (sum q*x) / 2^BITS, so the block adds
+// scale_g * (2^BITS * dot - (2^BITS + zero_g) * sum x).
 template <int BITS, typename T, typename S, int MT>
 __device__ __forceinline__ void accumulate_chunk(
     const Params<T, S>& p, int64_t n0, int64_t c, int lc, int64_t nb, int TC, const Piece<T>* xs,
@@ -191,19 +221,21 @@ __device__ __forceinline__ void accumulate_chunk(
     float (&acc)[kRowsPerWarp][MT]) {
   constexpr int kBlocks = chunk_blocks(BITS);
   constexpr int kBlockPieces = kCodesPerBlock / kPieceCodes;  // 4
+  constexpr float kSteps = 1 << BITS;
 #pragma unroll
   for (int j = 0; j < kBlocks; ++j) {
     const int64_t blk = c * kBlocks + j;
     if (blk >= nb) break;
-    float scale[kRowsPerWarp], zero[kRowsPerWarp];
+    const int64_t group = p.group_shift >= 0 ? blk >> p.group_shift : blk / p.blocks_per_group;
+    float scale[kRowsPerWarp], zero_term[kRowsPerWarp];
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
       const int64_t n = n0 + r;
-      const int64_t g = n * p.G + blk * kCodesPerBlock / p.group_len;
+      const int64_t g = n * p.G + group;
       scale[r] = n < p.N ? to_float(p.scale[g]) : 0.f;
-      zero[r] = n < p.N ? to_float(p.zero[g]) : 0.f;
+      zero_term[r] = -(kSteps + (n < p.N ? to_float(p.zero[g]) : 0.f));
     }
-    // dot[r][m] = sum over the block of q * x[m]
+    // dot[r][m] = sum over the block of (1 + q/2^BITS) * x[m]
     float dot[kRowsPerWarp][MT] = {};
 #pragma unroll
     for (int pc = 0; pc < kBlockPieces; ++pc) {
@@ -212,7 +244,7 @@ __device__ __forceinline__ void accumulate_chunk(
       for (int r = 0; r < kRowsPerWarp; ++r)
 #pragma unroll
         for (int e = 0; e < kPieceCodes; ++e)
-          q[r][e] = code_value(extract_code(&w[r][j * BITS], pc * kPieceCodes + e, BITS));
+          q[r][e] = code_weight<BITS>(&w[r][j * BITS], pc * kPieceCodes + e);
 #pragma unroll
       for (int m = 0; m < MT; ++m) {
         float xf[kPieceCodes];
@@ -228,7 +260,7 @@ __device__ __forceinline__ void accumulate_chunk(
       const float x_sum = xsum[block_sum_slot(m, j, lc, BITS, TC)];
 #pragma unroll
       for (int r = 0; r < kRowsPerWarp; ++r)
-        acc[r][m] = fmaf(scale[r], fmaf(-zero[r], x_sum, dot[r][m]), acc[r][m]);
+        acc[r][m] = fmaf(scale[r], fmaf(zero_term[r], x_sum, kSteps * dot[r][m]), acc[r][m]);
     }
   }
 }
@@ -321,8 +353,72 @@ __global__ void __launch_bounds__(kThreads) mixed_gemv_kernel(const Params<T, S>
   }
 }
 
+// log2(v) where v is a power of two, else -1.
+int whole_log2(int64_t v) {
+  int s = 0;
+  while ((int64_t{1} << s) < v) ++s;
+  return (int64_t{1} << s) == v ? s : -1;
+}
+
 Result runtime_result(cudaError_t e) {
   return e == cudaSuccess ? Result{} : Result{Status::kLaunchFailed, static_cast<int64_t>(e)};
+}
+
+// The launch's queries are answered once and cached: the attribute, function
+// and occupancy calls cost microseconds each, about what a decode-sized GEMV
+// takes on an H100, and their answers do not change in a process.
+
+struct DeviceLimits {
+  int optin = 0;  // shared memory a block may opt in to
+  int sms = 0;
+};
+
+Result device_limits(int device, DeviceLimits* out) {
+  static std::mutex mutex;
+  static std::map<int, DeviceLimits> known;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (const auto it = known.find(device); it != known.end()) {
+    *out = it->second;
+    return {};
+  }
+  DeviceLimits d;
+  if (Result r = runtime_result(cudaDeviceGetAttribute(&d.optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+      r.status != Status::kOk)
+    return r;
+  if (Result r = runtime_result(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, device));
+      r.status != Status::kOk)
+    return r;
+  known.emplace(device, d);
+  *out = d;
+  return {};
+}
+
+// Resident blocks per SM of `kernel` with `smem` bytes of dynamic shared
+// memory on `device`. The first query for a kernel on a device also lifts its
+// dynamic shared-memory limit to `budget` (every launch's smem is within it)
+// where that is over the 48 KiB default.
+Result resident_blocks(const void* kernel, int device, size_t smem, int budget, int* per_sm) {
+  static std::mutex mutex;
+  static std::map<std::tuple<const void*, int, size_t>, int> known;
+  static std::set<std::pair<const void*, int>> lifted;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (const auto it = known.find({kernel, device, smem}); it != known.end()) {
+    *per_sm = it->second;
+    return {};
+  }
+  if (budget > 48 * 1024 && !lifted.count({kernel, device})) {
+    if (Result r = runtime_result(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, budget));
+        r.status != Status::kOk)
+      return r;
+    lifted.insert({kernel, device});
+  }
+  int blocks = 0;
+  if (Result r = runtime_result(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem));
+      r.status != Status::kOk)
+    return r;
+  known.emplace(std::make_tuple(kernel, device, smem), blocks);
+  *per_sm = blocks;
+  return {};
 }
 
 template <int BITS, typename T, typename S, int MT>
@@ -330,15 +426,10 @@ Result run(const GemvProblem& pr, cudaStream_t stream) {
   constexpr int kBlocks = chunk_blocks(BITS);
   if (pr.N == 0) return {};
   const auto kernel = mixed_gemv_kernel<BITS, T, S, MT>;
-  int device = 0, optin = 0, sms = 0, per_sm = 0;
+  int device = 0, per_sm = 0;
+  DeviceLimits limits;
   if (Result r = runtime_result(cudaGetDevice(&device)); r.status != Status::kOk) return r;
-  if (Result r = runtime_result(
-          cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-      r.status != Status::kOk)
-    return r;
-  if (Result r = runtime_result(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-      r.status != Status::kOk)
-    return r;
+  if (Result r = device_limits(device, &limits); r.status != Status::kOk) return r;
 
   // K tiling: as many lane chunks per tile as the shared-memory budget holds
   // (at least one: 16 rows x 128 codes x 2 bytes + sums < 5 KiB), a multiple
@@ -347,23 +438,16 @@ Result run(const GemvProblem& pr, cudaStream_t stream) {
   const int64_t num_chunks = (nb + kBlocks - 1) / kBlocks;
   const int64_t chunk_bytes =
       int64_t{MT} * chunk_codes(BITS) * int64_t{sizeof(T)} + int64_t{MT} * kBlocks * int64_t{sizeof(float)};
-  const int64_t budget = optin < kSmemBudget ? optin : kSmemBudget;
+  const int budget = limits.optin < kSmemBudget ? limits.optin : kSmemBudget;
   int64_t tc = budget / chunk_bytes < num_chunks ? budget / chunk_bytes : num_chunks;
   if (tc < num_chunks && tc >= 32) tc -= tc % 32;
   const int num_ktiles = static_cast<int>((num_chunks + tc - 1) / tc);
   const size_t smem = static_cast<size_t>(tc * chunk_bytes);
-  if (smem > 48 * 1024) {
-    if (Result r = runtime_result(cudaFuncSetAttribute(
-            kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-        r.status != Status::kOk)
-      return r;
-  }
-  if (Result r = runtime_result(
-          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+  if (Result r = resident_blocks(reinterpret_cast<const void*>(kernel), device, smem, budget, &per_sm);
       r.status != Status::kOk)
     return r;
   const int64_t row_tiles = (pr.N + kRowsPerTile - 1) / kRowsPerTile;
-  const int64_t resident = int64_t{per_sm > 0 ? per_sm : 1} * sms;
+  const int64_t resident = int64_t{per_sm > 0 ? per_sm : 1} * limits.sms;
   const unsigned grid = static_cast<unsigned>(row_tiles < resident ? row_tiles : resident);
 
   Params<T, S> p;
@@ -379,7 +463,8 @@ Result run(const GemvProblem& pr, cudaStream_t stream) {
   p.N = pr.N;
   p.K = pr.K;
   p.G = pr.G;
-  p.group_len = pr.group_len;
+  p.blocks_per_group = pr.G == 1 ? nb : pr.group_len / kCodesPerBlock;
+  p.group_shift = pr.G == 1 ? 63 : whole_log2(p.blocks_per_group);
   p.nnz = pr.nnz;
   p.tile_chunks = static_cast<int>(tc);
   p.num_ktiles = num_ktiles;
