@@ -80,7 +80,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cubin", help="read this build of mixed_gemv.cu instead of compiling one")
     parser.add_argument("--name", help="results file stem (default: cuda-sass-<arch>)")
     args = parser.parse_args(argv)
-    nvcc, cuobjdump = tool("nvcc", None), tool("cuobjdump", args.cuobjdump)
+    cuobjdump = tool("cuobjdump", args.cuobjdump)
+    nvcc = None if args.cubin else tool("nvcc", None)
 
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(args.cubin or Path(tmp) / "mixed_gemv.cubin")
@@ -111,8 +112,12 @@ def main(argv=None) -> int:
             bars[f"{bits}-bit, {x} x"] = per_ffma
     table = "\n".join(lines)
     print(table)
-    version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    notes = [f"nvcc: {version}", f"arch: {args.arch}, window: max(300, 160 * MT) instructions",
+    if nvcc:
+        version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        built = f"nvcc: {version}"
+    else:
+        built = f"cubin: {args.cubin}"
+    notes = [built, f"arch: {args.arch}, window: max(300, 160 * MT) instructions",
              "per FFMA = per code, output row and x row in the block loop"]
     stem = write_table_results(args.name or f"cuda-sass-{args.arch}", command_line("cuda_sass.py", argv), table,
                                notes, {"kernels": payload})
