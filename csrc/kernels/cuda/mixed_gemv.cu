@@ -364,9 +364,10 @@ Result runtime_result(cudaError_t e) {
   return e == cudaSuccess ? Result{} : Result{Status::kLaunchFailed, static_cast<int64_t>(e)};
 }
 
-// The launch's queries are answered once and cached: the attribute, function
-// and occupancy calls cost microseconds each, about what a decode-sized GEMV
-// takes on an H100, and their answers do not change in a process.
+// The launch's queries are answered once and cached: their answers do not
+// change in a process, and the occupancy query and the function attribute go
+// through the driver every time, while a decode-sized GEMV takes a few
+// microseconds on an H100 (what they cost per call is not measured: no GPU).
 
 struct DeviceLimits {
   int optin = 0;  // shared memory a block may opt in to
