@@ -57,8 +57,10 @@ def test_every_row_count(device, cpu_isa, N, K, group_size, bits):
 def test_rounding_ties_and_zero_blocks(device, cpu_isa):
     """W = identity (scale 1, zero 0, codes 1 on the diagonal), so y = the
     rounded x itself: ties round to even (x * 127/amax = 0.5, 1.5, 2.5, -2.5),
-    an all-zero block stays zero, a tiny block keeps its relative precision.
-    The tiny block goes in a call of its own: the AVX-512 kernels' error is
+    an all-zero block stays zero, a tiny block keeps its relative precision,
+    and so does a block of denormals (127 / amax overflows to infinity there
+    unless the block is lifted by 2^64 first: NaN came out before).
+    The tiny blocks go in calls of their own: the AVX-512 kernels' error is
     relative to the sum of |x| over a row (mixed_gemv_lanes.h), which the
     first call's block would dwarf."""
     K = 96
@@ -66,16 +68,24 @@ def test_rounding_ties_and_zero_blocks(device, cpu_isa):
     layer_args = (ops.pack(codes, 2).to(device), torch.ones(K, 1, device=device), torch.zeros(K, 1, device=device),
                   2, -1, torch.zeros(K + 1, dtype=torch.int32, device=device),
                   torch.zeros(0, dtype=torch.int32, device=device), torch.zeros(0, dtype=torch.float16, device=device))
-    ties, tiny = torch.zeros(1, K), torch.zeros(1, K)
+    ties, tiny, denormal = torch.zeros(1, K), torch.zeros(1, K), torch.zeros(1, K)
     ties[0, :6] = torch.tensor([127.0, 0.5, 1.5, 2.5, -2.5, 3.0])  # block 0: amax 127, scale 1
     tiny[0, 64:66] = torch.tensor([1e-30, -3e-31])                 # block 2
-    for x in (ties, tiny):
+    denormal[0, 32:35] = torch.tensor([1e-40, -3e-41, 1e-44])      # block 1
+    for x in (ties, tiny, denormal):
         y = ops.mixed_gemv(x.to(device), *layer_args, x_int8=True).cpu()
         torch.testing.assert_close(y, reference.round_int8_blocks(x), rtol=1e-6, atol=0)
     rounded_ties, rounded_tiny = reference.round_int8_blocks(ties), reference.round_int8_blocks(tiny)
     assert rounded_ties[0, :6].tolist() == [127.0, 0.0, 2.0, 2.0, -2.0, 3.0]
     assert bool((rounded_ties[0, 6:] == 0).all()) and bool((rounded_tiny[0, :64] == 0).all())
     assert rounded_tiny[0, 65] / rounded_tiny[0, 64] == pytest.approx(-0.3, abs=0.01)
+    # The lift changes nothing where 127 / amax is finite without it (amax 1e-30 here).
+    amax = torch.tensor(1e-30)
+    unlifted = torch.round(tiny[0, 64:66] * (torch.tensor(127.0) / amax)) * (amax / 127.0)
+    assert torch.equal(rounded_tiny[0, 64:66], unlifted)
+    rounded_denormal = reference.round_int8_blocks(denormal)[0, 32:35]
+    d = torch.tensor(1e-40) / 127.0
+    assert torch.equal(rounded_denormal, torch.tensor([127.0, -38.0, 0.0]) * d)
 
 
 @pytest.mark.parametrize("bits", BITS)

@@ -12,8 +12,10 @@ at::Tensor round_int8_blocks(const char* op, const at::Tensor& x) {
   const int64_t M = xf.size(0), K = xf.size(1), Kp = (K + 31) / 32 * 32;
   const at::Tensor blocks = at::constant_pad_nd(xf, {0, Kp - K}).reshape({M, Kp / 32, 32});
   const at::Tensor amax = blocks.abs().amax(-1, /*keepdim=*/true);
-  // Same fp32 operations as the CPU rounding: q = round(x * (127 / amax)), x = q * (amax / 127).
-  const at::Tensor q = at::round(blocks * at::full_like(amax, 127.f).div(amax));
+  // Same fp32 operations as the CPU rounding: q = round(x * (127 / amax)), x = q * (amax / 127),
+  // a block below 2^-64 lifted by 2^64 first (exact; 127 / amax stays finite).
+  const at::Tensor lift = at::where(amax < 0x1p-64f, at::full_like(amax, 0x1p64f), at::ones_like(amax));
+  const at::Tensor q = at::round(blocks * lift * at::full_like(amax, 127.f).div(amax * lift));
   const at::Tensor rounded = at::where(amax > 0, q * (amax / 127.f), at::zeros_like(blocks));
   return rounded.reshape({M, Kp}).narrow(1, 0, K).contiguous();
 }

@@ -146,13 +146,16 @@ def csr_to_dense(row_ptr, col_idx, values, N: int, K: int) -> torch.Tensor:
 def round_int8_blocks(x: torch.Tensor) -> torch.Tensor:
     """x [M,K] rounded to int8 per block of 32 values along K, back in fp32:
     q = round_half_even(x * (127 / amax)), x = q * (amax / 127), amax = the
-    block's max |x| (all-zero blocks stay zero)."""
+    block's max |x| (all-zero blocks stay zero), in fp32; a block whose amax is
+    below 2^-64 is multiplied by 2^64 first (exact), so that 127 / amax stays
+    finite for denormals."""
     M, K = x.shape
     Kp = -(-K // 32) * 32
     blocks = torch.nn.functional.pad(x.float(), (0, Kp - K)).reshape(M, Kp // 32, 32)
     amax = blocks.abs().amax(-1, keepdim=True)
-    inverse = torch.full_like(amax, 127.0) / amax  # a true division (127.0 / amax is 127 * reciprocal)
-    rounded = torch.round(blocks * inverse) * (amax / 127.0)
+    lift = torch.where(amax < 2.0**-64, 2.0**64, 1.0)
+    inverse = torch.full_like(amax, 127.0) / (amax * lift)  # a true division (127.0 / amax is 127 * reciprocal)
+    rounded = torch.round(blocks * lift * inverse) * (amax / 127.0)
     rounded = torch.where(amax > 0, rounded, torch.zeros_like(blocks))
     return rounded.reshape(M, Kp)[:, :K]
 

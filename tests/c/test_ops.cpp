@@ -243,8 +243,10 @@ std::vector<float> ref_round_int8(const std::vector<float>& x, int64_t M, int64_
       const int64_t k1 = std::min(K, k0 + 32);
       float amax = 0.f;
       for (int64_t k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(x[m * K + k]));
+      const float lift = amax < 0x1p-64f ? 0x1p64f : 1.f;  // tiny blocks: 127 / amax stays finite
       for (int64_t k = k0; k < k1; ++k)
-        out[m * K + k] = amax == 0.f ? 0.f : std::nearbyint(x[m * K + k] * (127.f / amax)) * (amax / 127.f);
+        out[m * K + k] =
+            amax == 0.f ? 0.f : std::nearbyint(x[m * K + k] * lift * (127.f / (amax * lift))) * (amax / 127.f);
     }
   return out;
 }
