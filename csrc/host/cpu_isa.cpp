@@ -43,6 +43,15 @@ bool cpu_has_avx512_bf16() {
 #endif
 }
 
+bool cpu_has_avx512_vnni() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool hardware = __builtin_cpu_supports("avx512vnni");
+  return hardware && cpu_isa() == CpuIsa::kAvx512;
+#else
+  return false;
+#endif
+}
+
 const char* cpu_isa_name(CpuIsa isa) {
   switch (isa) {
     case CpuIsa::kAvx512: return "avx512";

@@ -395,13 +395,16 @@ tacq_status quantize(const float* w, const uint8_t* keep, int64_t N, int64_t K, 
 namespace {
 
 // The kernel for this call: the AVX-512 lane kernels read x in lane order
-// (bf16 lanes for bf16 x where the CPU multiplies bf16), the AVX2 int8 kernel
-// int8 lanes, the others natural x. Int8 x on the other paths is read as the
-// rounded values in fp32.
+// (bf16 lanes for bf16 x where the CPU multiplies bf16), the int8 kernels
+// (AVX2, or AVX-512 VNNI where the CPU has it) int8 lanes, the others natural
+// x. Int8 x on the generic path is read as the rounded values in fp32.
 cpu::GemvKernel gemv_kernel_for(CpuIsa isa, tacq_dtype x_dtype, bool int8) {
   switch (isa) {
     case CpuIsa::kAvx512:
-      if (x_dtype == TACQ_DTYPE_BF16 && !int8 && cpu_has_avx512_bf16())
+      if (int8)
+        return {cpu_has_avx512_vnni() ? &cpu::avx512vnni::mixed_gemv_int8_rows : &cpu::avx2::mixed_gemv_int8_rows, 0,
+                nullptr, true};
+      if (x_dtype == TACQ_DTYPE_BF16 && cpu_has_avx512_bf16())
         return {&cpu::avx512bf16::mixed_gemv_rows, cpu::avx512bf16::kLaneBits, &cpu::avx512bf16::stage_lanes};
       return {&cpu::avx512::mixed_gemv_rows, cpu::avx512::kLaneBits, &cpu::avx512::stage_lanes};
     case CpuIsa::kAvx2:

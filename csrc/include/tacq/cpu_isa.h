@@ -14,5 +14,7 @@ const char* cpu_isa_name(CpuIsa isa);
 
 // AVX-512 BF16 present (Cooper Lake, Sapphire Rapids, Zen 4) and cpu_isa() allows AVX-512.
 bool cpu_has_avx512_bf16();
+// AVX-512 VNNI present (Cascade Lake, Ice Lake and later, Zen 4) and cpu_isa() allows AVX-512.
+bool cpu_has_avx512_vnni();
 
 }  // namespace tacq

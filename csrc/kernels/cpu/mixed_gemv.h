@@ -8,8 +8,8 @@
 // One variant per ISA (mixed_gemv_{generic,avx2,avx512,avx512bf16}.cpp), chosen
 // by the caller; the AVX-512 ones read x in lane order (mixed_gemv_lanes.h).
 // With int8 activations (Int8Order below) x is first rounded per 32-value
-// block; the AVX2 int8 kernel (mixed_gemv_int8_avx2.cpp) multiplies the int8
-// values, every other kernel reads the rounded values as fp32.
+// block; the int8 kernels (mixed_gemv_int8_kernel.h, AVX2 and AVX-512 VNNI)
+// multiply the int8 values, the generic kernel reads the rounded values as fp32.
 #pragma once
 
 #include <cstdint>
@@ -108,16 +108,18 @@ struct InPlaceCodes {
 // Int8 activations. Each block of 32 values of an activation row, k in
 // [32b, 32b + 32) (the blocks of the packed codes), is rounded to
 //   q = round_half_even(x * (127 / amax)) in [-127, 127],  d = amax / 127,
-// amax = max |x| over the block (an all-zero block: q = 0, d = 0), and the op
-// computes the exact formula above with x = q * d (round_int8_blocks).
-// The AVX2 int8 kernel reads a packed row one chunk at a time: 32 bytes for 2
+// amax = max |x| over the block (an all-zero block: q = 0, d = 0; a block with
+// amax < 2^-64 has x and amax multiplied by 2^64 in q's formula, which keeps
+// 127 / amax finite), and the op computes the exact formula above with
+// x = q * d (round_int8_blocks).
+// The int8 kernels read a packed row one chunk at a time: 32 bytes for 2
 // and 4 bits, 96 bytes for 3 bits, as vectors of 32 byte lanes; byte lane L
 // holds codes [L*cpl, (L+1)*cpl) of the chunk (cpl = 8/bits codes per byte,
 // or 8 per 3 bytes for 3 bits: unit j of a 3-bit chunk holds bytes 3L + j).
 // Step s of a chunk takes code s of every lane, so q is staged with
 // q[chunk start + L*cpl + s] at position chunk start + 32*s + L.
 // Byte lanes 4r .. 4r+3 sum into 32-bit accumulator lane r (vpmaddubsw, then
-// vpmaddwd), which covers codes [4r*cpl, 4(r+1)*cpl) of the chunk: one block,
+// vpmaddwd; or vpdpbusd), which covers codes [4r*cpl, 4(r+1)*cpl) of the chunk: one block,
 // whose d is staged per chunk and lane in lane_scales.
 struct Int8Order {
   int bits;
@@ -161,6 +163,8 @@ bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t);
 // int8 activations (Int8Order): x_lanes int8 + lane_scales.
 bool mixed_gemv_int8_rows(const GemvProblem&, int64_t, int64_t);
 }
+// The same int8 kernel with vpdpbusd; needs AVX-512 VNNI (and VL).
+namespace avx512vnni { bool mixed_gemv_int8_rows(const GemvProblem&, int64_t, int64_t); }
 // fp32 lanes (vfmadd231ps).
 namespace avx512 {
 bool mixed_gemv_rows(const GemvProblem&, int64_t, int64_t);

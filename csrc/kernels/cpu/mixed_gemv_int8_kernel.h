@@ -1,5 +1,14 @@
-// tacq.mixed_gemv CPU kernel with int8 activations, AVX2 (layout, algebra and
-// the int8 rounding in mixed_gemv.h), for bits 2, 3 and 4.
+// tacq.mixed_gemv CPU kernel with int8 activations over 256-bit vectors (layout,
+// algebra and the int8 rounding in mixed_gemv.h), for bits 2, 3 and 4.
+// Included inside the anonymous namespace of mixed_gemv_int8_avx2.cpp
+// (vpmaddubsw) and mixed_gemv_int8_avx512vnni.cpp (vpdpbusd), after
+// <immintrin.h>, <array>, <cstring>, <utility>, mixed_gemv.h,
+// mixed_gemv_avx2_common.h and the includer's `struct Int8Products`:
+//   static __m256i step(__m256i acc, __m256i codes, __m256i x): acc += the
+//     products of 32 unsigned codes and 32 int8 x, in the includer's lanes;
+//   static __m256i int32_lanes(__m256i even, __m256i odd): the sum of two
+//     accumulators as 8 int32 sums, lane r = byte lanes [4r, 4r + 4).
+// No includes of its own.
 //
 // Data layout: x is read as int8 q in Int8Order (GemvProblem::x_lanes) with
 // one fp32 block scale d per chunk and 32-bit accumulator lane
@@ -10,29 +19,17 @@
 //
 // Step s of a chunk: one 16-bit shift and a byte mask leave code s of every
 // lane (codes that straddle two 3-bit units: two shifts, two masks, an OR);
-// vpmaddubsw multiplies the 32 unsigned codes by 32 int8 x and sums pairs to
-// int16, added over the chunk's steps (at most 8 * 2 * 15 * 127 < 2^15: no
-// overflow). Per chunk, vpmaddwd sums pairs to int32 (accumulator lane r =
-// codes [4r*cpl, 4(r+1)*cpl), one block), converts, scales by d per lane and
-// adds weight-scale * that to the fp32 sum of the row. So 32 weights cost 3-4
-// integer instructions, against 8 weights per FMA for fp32 x.
+// Int8Products::step multiplies the 32 unsigned codes by 32 int8 x and adds
+// them up over the chunk's steps. Per chunk, the int32 lane sums (accumulator
+// lane r = codes [4r*cpl, 4(r+1)*cpl), one block) are converted, scaled by d
+// per lane and added, times the weight scale, to the fp32 sum of the row.
+//
+// rows_bits<bits>(p, row_begin, row_end) is the kernel (GemvRowsFn).
 //
 // Mapping: one output row at a time (the caller splits rows across threads),
 // activation rows in tiles of up to 4 sharing each decoded step. y = the fp32
 // sum - sum_g scale*zero*xsum (xsum of the rounded x) + the CSR residual on the
 // rounded x (GemvProblem::x).
-#include <immintrin.h>
-
-#include <array>
-#include <cstring>
-#include <utility>
-
-#include "mixed_gemv.h"
-
-namespace tacq::cpu::avx2 {
-namespace {
-
-#include "mixed_gemv_avx2_common.h"
 
 constexpr int kTileRows = 4;
 
@@ -168,7 +165,6 @@ void dense_row_tile(const GemvProblem& p, const LaneScales& lane_scales, int64_t
     x[m] = static_cast<const int8_t*>(p.x_lanes) + (m0 + m) * p.Kc;
     d[m] = p.lane_scales + (m0 + m) * chunks * 8;
   }
-  const __m256i ones = _mm256_set1_epi16(1);
   __m256 sum[kM];
   for (int m = 0; m < kM; ++m) sum[m] = _mm256_setzero_ps();
   int64_t group = 0, countdown = lane_scales.chunks_per_group;
@@ -183,8 +179,9 @@ void dense_row_tile(const GemvProblem& p, const LaneScales& lane_scales, int64_t
       std::memcpy(tail, row + c * Chunk::kBytes, row_bytes - c * Chunk::kBytes);
       load_units<kBits>(tail, units);
     }
-    __m256i acc[kM];
-    for (int m = 0; m < kM; ++m) acc[m] = _mm256_setzero_si256();
+    // Even and odd steps in separate chains: half the latency of one chain.
+    __m256i acc[kM][2];
+    for (int m = 0; m < kM; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_si256();
     const int64_t x_offset = c * Chunk::kCodes;
     [&]<int... kStep>(std::integer_sequence<int, kStep...>) __attribute__((always_inline)) {
       (
@@ -192,7 +189,7 @@ void dense_row_tile(const GemvProblem& p, const LaneScales& lane_scales, int64_t
             const __m256i q = decode_step<kBits, kStep>(units);
             for (int m = 0; m < kM; ++m) {
               const __m256i xv = _mm256_load_si256(reinterpret_cast<const __m256i*>(x[m] + x_offset + 32 * kStep));
-              acc[m] = _mm256_add_epi16(acc[m], _mm256_maddubs_epi16(q, xv));
+              acc[m][kStep % 2] = Int8Products::step(acc[m][kStep % 2], q, xv);
             }
           }(),
           ...);
@@ -200,17 +197,14 @@ void dense_row_tile(const GemvProblem& p, const LaneScales& lane_scales, int64_t
 
     const __m256 weight_scale = lane_scales.of_chunk<kBits>(scale, G, p.group_len, c, group, countdown);
     for (int m = 0; m < kM; ++m) {
-      const __m256 exact = _mm256_cvtepi32_ps(_mm256_madd_epi16(acc[m], ones));
+      const __m256 exact = _mm256_cvtepi32_ps(Int8Products::int32_lanes(acc[m][0], acc[m][1]));
       const __m256 scaled = _mm256_mul_ps(exact, _mm256_load_ps(d[m] + c * 8));
       sum[m] = _mm256_fmadd_ps(scaled, weight_scale, sum[m]);
     }
   }
   const float* zero = p.zero + n * G;
   for (int m = 0; m < kM; ++m) {
-    const float* xsum = p.xsum + (m0 + m) * G;
-    float zero_term = 0.f;
-    for (int64_t g = 0; g < G; ++g) zero_term += scale[g] * zero[g] * xsum[g];
-    dot[m] += horizontal_sum(sum[m]) - zero_term;
+    dot[m] += horizontal_sum(sum[m]) - scaled_zero_sum(scale, zero, p.xsum + (m0 + m) * G, G);
   }
 }
 
@@ -233,11 +227,3 @@ bool rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
   }
   return residual_ok;
 }
-
-}  // namespace
-
-bool mixed_gemv_int8_rows(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
-  return dispatch_bits(p.bits, [&](auto bits) { return rows_bits<bits()>(p, row_begin, row_end); });
-}
-
-}  // namespace tacq::cpu::avx2
