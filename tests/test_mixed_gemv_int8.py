@@ -35,12 +35,14 @@ SHAPES = [(1, 1, -1), (5, 31, -1), (9, 33, -1), (3, 33, 33), (8, 64, 32), (37, 1
           (5, 1056, 1056), (3, 4096, 128), (2, 9000, -1)]
 
 
+@pytest.mark.parametrize("scale_dtype", [torch.float32, torch.float16], ids=["f32_scales", "f16_scales"])
 @pytest.mark.parametrize("dtype", XTYPES, ids=str)
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("N,K,group_size", SHAPES)
-def test_matches_reference(device, cpu_isa, N, K, group_size, bits, dtype):
-    """M = 5: a 4-row tile of activation rows and a 1-row remainder."""
-    layer = make_layer(N, K, bits, group_size, seed=N * K + bits)
+def test_matches_reference(device, cpu_isa, N, K, group_size, bits, dtype, scale_dtype):
+    """M = 5: a 4-row tile of activation rows and a 1-row remainder. fp16
+    scales and zeros: the int8 kernels read them as stored."""
+    layer = make_layer(N, K, bits, group_size, scale_dtype=scale_dtype, seed=N * K + bits)
     check_int8(random_x(5, K, dtype, seed=K), layer, device)
 
 

@@ -547,7 +547,7 @@ tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, in
                             static_cast<int>(bits), Kc, lanes_buffer.as<int8_t>() + m * Kc,
                             lane_scales_buffer.as<float>() + m * lane_scales_per_row);
   }
-  // fp16 scales: the lane kernels read them as stored. The other kernels
+  // fp16 scales: the lane and int8 kernels read them as stored. The other kernels
   // read fp32, converted inside each thread one block of rows at a time into
   // a buffer that stays in cache: converting all N*G of them up front costs a
   // pass over memory per call (measured on Zen 4, 1 thread, 2-bit 14336 x 4096
@@ -555,7 +555,7 @@ tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, in
   // block by block the conversion stalls on memory that reading the fp16
   // values inside the kernel overlaps with the codes (2 threads: 0.90 -> 0.80 ms).
   const bool f16_scales = w.scale_dtype == TACQ_DTYPE_F16;
-  const bool convert_scales = f16_scales && kernel.lane_bits == 0;
+  const bool convert_scales = f16_scales && kernel.lane_bits == 0 && !kernel.int8_lanes;
   const int64_t block_rows = convert_scales ? scale_block_rows(G) : N;
   const int64_t row_bytes = Kp / 32 * bits * 4;
   // At least ~16 KiB of packed codes per thread: the fork costs about a

@@ -26,8 +26,8 @@ struct GemvProblem {
   const float* scale;       // [N, G]
   const float* zero;        // [N, G]
   const uint16_t* scale_f16;  // [N, G] fp16 bit patterns, or nullptr; when set, a lane
-  const uint16_t* zero_f16;   // kernel (GemvKernel::lane_bits != 0) reads these instead of
-                              // scale and zero, widening each where it is used
+  const uint16_t* zero_f16;   // or int8 kernel (GemvKernel::lane_bits != 0 or int8_lanes)
+                              // reads these instead of scale and zero, widening each where used
   const float* x;           // [M, Kp] fp32, zero-padded past K, 64-byte aligned rows
   const float* xsum;        // [M, G] sum of x over each group
   const float* lane_xsum;   // [M, G] lane kernels: sum over each group of x as staged,

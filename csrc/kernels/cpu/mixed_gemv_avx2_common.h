@@ -15,25 +15,6 @@ inline float horizontal_sum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// sum_g scale[g] * zero[g] * xsum[g] over g < G, 8 groups a step in two
-// chains (in scalar, a row's groups of 64 cost about as much as its codes).
-inline float scaled_zero_sum(const float* scale, const float* zero, const float* xsum, int64_t G) {
-  __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();
-  const auto term = [&](int64_t g, __m256 acc) {
-    return _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(scale + g), _mm256_loadu_ps(zero + g)),
-                           _mm256_loadu_ps(xsum + g), acc);
-  };
-  int64_t g = 0;
-  for (; g + 16 <= G; g += 16) {
-    even = term(g, even);
-    odd = term(g + 8, odd);
-  }
-  if (g + 8 <= G) even = term(g, even), g += 8;
-  float sum = horizontal_sum(_mm256_add_ps(even, odd));
-  for (; g < G; ++g) sum += scale[g] * zero[g] * xsum[g];
-  return sum;
-}
-
 // add_residual_row (mixed_gemv.h) for all p.M activation rows, 8 entries at a
 // time (the last < 8 in scalar): columns checked with vector compares first,
 // then per activation row x gathered at the columns. Returns false, adding

@@ -97,6 +97,40 @@ inline __m256i decode_step(const __m256i (&units)[Int8Chunk<kBits>::kUnits]) {
   }
 }
 
+// One row's weight scales or zero points as stored: fp32, or fp16 bit
+// patterns (GemvProblem::scale_f16 / zero_f16) widened where they are read,
+// which spares the caller a conversion pass (about a fifth of the kernel's
+// time at groups of 64).
+struct FloatValues {
+  const float* v;
+  float at(int64_t i) const { return v[i]; }
+  __m256 load8(int64_t i) const { return _mm256_loadu_ps(v + i); }
+};
+struct HalfValues {
+  const uint16_t* v;
+  float at(int64_t i) const { return _cvtsh_ss(v[i]); }
+  __m256 load8(int64_t i) const { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + i))); }
+};
+
+// sum_g scale[g] * zero[g] * xsum[g] over g < G, 8 groups a step in two
+// chains (in scalar, a row's groups of 64 cost about as much as its codes).
+template <typename Values>
+inline float scaled_zero_sum(Values scale, Values zero, const float* xsum, int64_t G) {
+  __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();
+  const auto term = [&](int64_t g, __m256 acc) {
+    return _mm256_fmadd_ps(_mm256_mul_ps(scale.load8(g), zero.load8(g)), _mm256_loadu_ps(xsum + g), acc);
+  };
+  int64_t g = 0;
+  for (; g + 16 <= G; g += 16) {
+    even = term(g, even);
+    odd = term(g + 8, odd);
+  }
+  if (g + 8 <= G) even = term(g, even), g += 8;
+  float sum = horizontal_sum(_mm256_add_ps(even, odd));
+  for (; g < G; ++g) sum += scale.at(g) * zero.at(g) * xsum[g];
+  return sum;
+}
+
 // The weight scale of each accumulator lane of chunk c, in one of three
 // modes fixed per call: every chunk lies in one group (whole rows included);
 // a chunk holds whole groups (lane r is in group c*groups_per_chunk +
@@ -126,39 +160,39 @@ struct LaneScales {
 
   // Lane scales of chunk c; `group` and `countdown` carry the first mode's
   // position from chunk to chunk (start: 0 and chunks_per_group).
-  template <int kBits>
-  __m256 of_chunk(const float* scale, int64_t G, int64_t group_len, int64_t c, int64_t& group,
+  template <int kBits, typename Values>
+  __m256 of_chunk(Values scale, int64_t G, int64_t group_len, int64_t c, int64_t& group,
                   int64_t& countdown) const {
     constexpr int64_t kCodes = Int8Chunk<kBits>::kCodes;
     if (chunks_per_group > 0) {
-      const __m256 s = _mm256_set1_ps(scale[group]);
+      const __m256 s = _mm256_set1_ps(scale.at(group));
       if (--countdown == 0) ++group, countdown = chunks_per_group;
       return s;
     }
     if (groups_per_chunk > 0) {
-      const int64_t g0 = c * groups_per_chunk;  // a padded last chunk may hold fewer groups
-      const int64_t live = G - g0 < groups_per_chunk ? G - g0 : groups_per_chunk;
-      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int32_t>(live)),
-                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-      return _mm256_permutevar8x32_ps(_mm256_maskload_ps(scale + g0, mask), group_of_lane);
+      const int64_t g0 = c * groups_per_chunk;
+      if (g0 + 8 <= G) return _mm256_permutevar8x32_ps(scale.load8(g0), group_of_lane);
+      alignas(32) float s[8] = {0.f};  // near the row's end: only the groups it has
+      for (int64_t g = g0; g < G && g < g0 + groups_per_chunk; ++g) s[g - g0] = scale.at(g);
+      return _mm256_permutevar8x32_ps(_mm256_load_ps(s), group_of_lane);
     }
     alignas(32) float s[8];
     for (int r = 0; r < 8; ++r) {
       const int64_t g = (c * kCodes + r * (kCodes / 8)) / group_len;  // codes past K: the last group
-      s[r] = scale[g < G ? g : G - 1];
+      s[r] = scale.at(g < G ? g : G - 1);
     }
     return _mm256_load_ps(s);
   }
 };
 
-// dot[m] += the dense part of y[m0 + m, n] for m < kM.
-template <int kBits, int kM>
-void dense_row_tile(const GemvProblem& p, const LaneScales& lane_scales, int64_t n, int64_t m0, float* dot) {
+// dot[m] += the dense part of y[m0 + m, n] for m < kM; scale and zero: row n's.
+template <int kBits, int kM, typename Values>
+void dense_row_tile(const GemvProblem& p, const LaneScales& lane_scales, int64_t n, Values scale, Values zero,
+                    int64_t m0, float* dot) {
   using Chunk = Int8Chunk<kBits>;
   const int64_t row_bytes = p.Kp / 32 * kBits * 4, G = p.K / p.group_len;
   const int64_t chunks = p.Kc / Chunk::kCodes;
   const auto* row = reinterpret_cast<const uint8_t*>(p.packed) + n * row_bytes;
-  const float* scale = p.scale + n * G;
   const int8_t* x[kM];
   const float* d[kM];
   for (int m = 0; m < kM; ++m) {
@@ -202,28 +236,41 @@ void dense_row_tile(const GemvProblem& p, const LaneScales& lane_scales, int64_t
       sum[m] = _mm256_fmadd_ps(scaled, weight_scale, sum[m]);
     }
   }
-  const float* zero = p.zero + n * G;
-  for (int m = 0; m < kM; ++m) {
+  for (int m = 0; m < kM; ++m)
     dot[m] += horizontal_sum(sum[m]) - scaled_zero_sum(scale, zero, p.xsum + (m0 + m) * G, G);
-  }
 }
 
-template <int kBits>
-bool rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
+// Rows [row_begin, row_end); row n's scales and zeros from values_of_row(n).
+template <int kBits, typename ValuesOfRow>
+bool rows_with(const GemvProblem& p, int64_t row_begin, int64_t row_end, ValuesOfRow values_of_row) {
   const LaneScales lane_scales = LaneScales::for_call<kBits>(p);
   bool residual_ok = true;
   for (int64_t n = row_begin; n < row_end; ++n) {
+    const auto [scale, zero] = values_of_row(n);
     float dot[kGemvMaxRows] = {0.f};
     for (int64_t m0 = 0; m0 < p.M; m0 += kTileRows) {
       switch (p.M - m0 < kTileRows ? p.M - m0 : kTileRows) {
-        case 1: dense_row_tile<kBits, 1>(p, lane_scales, n, m0, dot + m0); break;
-        case 2: dense_row_tile<kBits, 2>(p, lane_scales, n, m0, dot + m0); break;
-        case 3: dense_row_tile<kBits, 3>(p, lane_scales, n, m0, dot + m0); break;
-        default: dense_row_tile<kBits, 4>(p, lane_scales, n, m0, dot + m0); break;
+        case 1: dense_row_tile<kBits, 1>(p, lane_scales, n, scale, zero, m0, dot + m0); break;
+        case 2: dense_row_tile<kBits, 2>(p, lane_scales, n, scale, zero, m0, dot + m0); break;
+        case 3: dense_row_tile<kBits, 3>(p, lane_scales, n, scale, zero, m0, dot + m0); break;
+        default: dense_row_tile<kBits, 4>(p, lane_scales, n, scale, zero, m0, dot + m0); break;
       }
     }
     residual_ok &= add_residual_row_avx2(p, n, dot);
     for (int64_t m = 0; m < p.M; ++m) p.y[m * p.N + n] = dot[m];
   }
   return residual_ok;
+}
+
+// The kernel: scales and zeros read as stored (fp16 when p.scale_f16 is set).
+template <int kBits>
+bool rows_bits(const GemvProblem& p, int64_t row_begin, int64_t row_end) {
+  const int64_t G = p.K / p.group_len;
+  if (p.scale_f16 != nullptr)
+    return rows_with<kBits>(p, row_begin, row_end, [&](int64_t n) {
+      return std::pair{HalfValues{p.scale_f16 + n * G}, HalfValues{p.zero_f16 + n * G}};
+    });
+  return rows_with<kBits>(p, row_begin, row_end, [&](int64_t n) {
+    return std::pair{FloatValues{p.scale + n * G}, FloatValues{p.zero + n * G}};
+  });
 }
