@@ -35,7 +35,7 @@
  * functions), so their size and layout are part of the ABI. */
 #define TACQ_VERSION_MAJOR 1
 #define TACQ_VERSION_MINOR 2
-#define TACQ_VERSION_PATCH 0
+#define TACQ_VERSION_PATCH 1
 #define TACQ_VERSION_NUMBER(major, minor, patch) ((major) * 10000 + (minor) * 100 + (patch))
 #define TACQ_VERSION TACQ_VERSION_NUMBER(TACQ_VERSION_MAJOR, TACQ_VERSION_MINOR, TACQ_VERSION_PATCH)
 
@@ -148,8 +148,9 @@ TACQ_API tacq_status tacq_mixed_gemv_f32(const tacq_weights* weights, const floa
                                          float* y, int32_t num_threads);
 /* The same with x first rounded to int8 per block of 32 values along K:
  * q = round_half_even(x * (127 / amax)), x = q * (amax / 127), amax the
- * block's max |x| (docs/c-api.md); the AVX2 kernel multiplies the int8 values,
- * several times faster. x must be finite (TACQ_ERROR_BAD_VALUE). Since 1.1. */
+ * block's max |x| (blocks below 2^-64 scaled by 2^64 first, docs/c-api.md);
+ * the AVX2 and AVX-512 VNNI kernels multiply the int8 values, faster than
+ * fp32 x. x must be finite (TACQ_ERROR_BAD_VALUE). Since 1.1. */
 TACQ_API tacq_status tacq_mixed_gemv_int8x_f32(const tacq_weights* weights, const float* x, int64_t M,
                                                float* y, int32_t num_threads);
 /* x bf16 [M, K] -> y bf16 [M, N] (computed in fp32, rounded to nearest even). */
