@@ -34,23 +34,20 @@ CpuIsa cpu_isa() {
   return static_cast<int>(cap) < static_cast<int>(hardware) ? cap : hardware;
 }
 
-bool cpu_has_avx512_bf16() {
+// AVX-512 extensions: in the hardware, and AVX-512 allowed.
 #if defined(__x86_64__) || defined(__i386__)
+bool cpu_has_avx512_bf16() {
   static const bool hardware = __builtin_cpu_supports("avx512bf16");
   return hardware && cpu_isa() == CpuIsa::kAvx512;
-#else
-  return false;
-#endif
 }
-
 bool cpu_has_avx512_vnni() {
-#if defined(__x86_64__) || defined(__i386__)
   static const bool hardware = __builtin_cpu_supports("avx512vnni");
   return hardware && cpu_isa() == CpuIsa::kAvx512;
-#else
-  return false;
-#endif
 }
+#else
+bool cpu_has_avx512_bf16() { return false; }
+bool cpu_has_avx512_vnni() { return false; }
+#endif
 
 const char* cpu_isa_name(CpuIsa isa) {
   switch (isa) {
