@@ -158,17 +158,11 @@ struct LaneScales {
     return ls;
   }
 
-  // Lane scales of chunk c; `group` and `countdown` carry the first mode's
-  // position from chunk to chunk (start: 0 and chunks_per_group).
+  // Lane scales of chunk c in the second and third modes (the caller walks
+  // the first mode's groups itself).
   template <int kBits, typename Values>
-  __m256 of_chunk(Values scale, int64_t G, int64_t group_len, int64_t c, int64_t& group,
-                  int64_t& countdown) const {
+  __m256 of_chunk(Values scale, int64_t G, int64_t group_len, int64_t c) const {
     constexpr int64_t kCodes = Int8Chunk<kBits>::kCodes;
-    if (chunks_per_group > 0) {
-      const __m256 s = _mm256_set1_ps(scale.at(group));
-      if (--countdown == 0) ++group, countdown = chunks_per_group;
-      return s;
-    }
     if (groups_per_chunk > 0) {
       const int64_t g0 = c * groups_per_chunk;
       if (g0 + 8 <= G) return _mm256_permutevar8x32_ps(scale.load8(g0), group_of_lane);
@@ -201,9 +195,9 @@ void dense_row_tile(const GemvProblem& p, const LaneScales& lane_scales, int64_t
   }
   __m256 sum[kM];
   for (int m = 0; m < kM; ++m) sum[m] = _mm256_setzero_ps();
-  int64_t group = 0, countdown = lane_scales.chunks_per_group;
 
-  for (int64_t c = 0; c < chunks; ++c) {
+  // sum[m] += chunk c's products, times d and weight_scale per lane.
+  const auto add_chunk = [&](int64_t c, __m256 weight_scale) __attribute__((always_inline)) {
     _mm_prefetch(reinterpret_cast<const char*>(row + c * Chunk::kBytes + kPrefetchBytes), _MM_HINT_T0);
     __m256i units[Chunk::kUnits];
     if (c + 1 < chunks || (c + 1) * Chunk::kBytes <= row_bytes) {
@@ -228,13 +222,23 @@ void dense_row_tile(const GemvProblem& p, const LaneScales& lane_scales, int64_t
           }(),
           ...);
     }(std::make_integer_sequence<int, Chunk::kSteps>{});
-
-    const __m256 weight_scale = lane_scales.of_chunk<kBits>(scale, G, p.group_len, c, group, countdown);
     for (int m = 0; m < kM; ++m) {
       const __m256 exact = _mm256_cvtepi32_ps(Int8Products::int32_lanes(acc[m][0], acc[m][1]));
       const __m256 scaled = _mm256_mul_ps(exact, _mm256_load_ps(d[m] + c * 8));
       sum[m] = _mm256_fmadd_ps(scaled, weight_scale, sum[m]);
     }
+  };
+  // Groups of whole chunks (whole rows included): one broadcast scale per
+  // group, no group bookkeeping per chunk (a countdown kept in memory
+  // through the chunk loop cost ~40 % of a 2-bit per-row call).
+  if (lane_scales.chunks_per_group > 0) {
+    for (int64_t g = 0, c = 0; c < chunks; ++g) {
+      const __m256 weight_scale = _mm256_set1_ps(scale.at(g));
+      const int64_t end = c + lane_scales.chunks_per_group < chunks ? c + lane_scales.chunks_per_group : chunks;
+      for (; c < end; ++c) add_chunk(c, weight_scale);
+    }
+  } else {
+    for (int64_t c = 0; c < chunks; ++c) add_chunk(c, lane_scales.of_chunk<kBits>(scale, G, p.group_len, c));
   }
   for (int m = 0; m < kM; ++m)
     dot[m] += horizontal_sum(sum[m]) - scaled_zero_sum(scale, zero, p.xsum + (m0 + m) * G, G);
