@@ -96,6 +96,9 @@ PYBIND11_MODULE(_C, m) {
     info["cuda"] = false;
 #endif
     info["cpu_isa"] = tacq::cpu_isa_name(tacq::cpu_isa());
+    info["avx512_bf16"] = tacq::cpu_has_avx512_bf16();
+    info["avx512_vnni"] = tacq::cpu_has_avx512_vnni();
     return info;
-  }, "Build facts: torch version built against, CUDA kernels on/off, CPU ISA in use.");
+  }, "Build facts: torch version built against, CUDA kernels on/off, CPU ISA in use and the "
+     "AVX-512 extensions its kernels use.");
 }

@@ -33,6 +33,21 @@ def test_build_info():
         assert info["cuda"], "torch has CUDA but the extension was built without CUDA kernels"
 
 
+def test_build_info_avx512_extensions(monkeypatch):
+    """avx512_bf16 / avx512_vnni: the CPU's flags where AVX-512 is in use
+    (checked against /proc/cpuinfo where there is one), False under a cap."""
+    info = tacq_ext.build_info()
+    assert isinstance(info["avx512_bf16"], bool) and isinstance(info["avx512_vnni"], bool)
+    if info["cpu_isa"] == "avx512" and os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+        assert info["avx512_bf16"] == ("avx512_bf16" in flags)
+        assert info["avx512_vnni"] == ("avx512_vnni" in flags)
+    monkeypatch.setenv("TACQ_CPU_ISA", "avx2")
+    capped = tacq_ext.build_info()
+    assert not capped["avx512_bf16"] and not capped["avx512_vnni"]
+
+
 @pytest.mark.parametrize("name", OPS)
 def test_op_registered_with_cpu_and_fake_kernels(name):
     op = getattr(torch.ops.tacq, name).default

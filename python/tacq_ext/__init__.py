@@ -23,7 +23,10 @@ __version__ = "0.1.0"
 
 def build_info() -> dict:
     """How the extension was built: ``torch_version`` it was compiled against,
-    ``cuda`` (CUDA kernels compiled in), ``cpu_isa`` (vector ISA used now)."""
+    ``cuda`` (CUDA kernels compiled in), ``cpu_isa`` (vector ISA used now), and
+    whether the CPU kernels use AVX-512 BF16 (``avx512_bf16``: bf16 mixed_gemv,
+    bf16_gemv, saliency) and AVX-512 VNNI (``avx512_vnni``: mixed_gemv with
+    ``x_int8``), each False where ``TACQ_CPU_ISA`` caps the ISA below avx512."""
     return dict(_C.build_info())
 
 
