@@ -230,7 +230,8 @@ void dense_row_tile(const GemvProblem& p, const LaneScales& lane_scales, int64_t
   };
   // Groups of whole chunks (whole rows included): one broadcast scale per
   // group, no group bookkeeping per chunk (a countdown kept in memory
-  // through the chunk loop cost ~40 % of a 2-bit per-row call).
+  // through the chunk loop: 2-bit rows of 14336 codes per row, 256 rows in
+  // L2, 1 thread, 80 -> 67 us a call without it).
   if (lane_scales.chunks_per_group > 0) {
     for (int64_t g = 0, c = 0; c < chunks; ++g) {
       const __m256 weight_scale = _mm256_set1_ps(scale.at(g));
