@@ -254,8 +254,22 @@ def write_results(name: str, rows: List[Row], device: str, bandwidth: float, com
     payload = {"machine": info, "bandwidth_Bps": bandwidth, "command": command,
                "rows": [asdict(r) for r in rows]}
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps(payload, indent=1))
-    plot_speedups(rows, RESULTS_DIR / f"{name}.png", f"{name} ({info['commit']}, {info.get('gpu', info['cpu'])})")
+    try:
+        plot_results(RESULTS_DIR / f"{name}.json")
+    except ModuleNotFoundError as e:  # a machine without matplotlib (the lent GPU image): plot later
+        print(f"no plot: {e.name} is not installed; on a machine with it: "
+              f"python bench/run.py --plot bench/results/{name}.json")
     return path
+
+
+def plot_results(json_path: Path) -> Path:
+    """The speedup plot <name>.png beside a <name>.json that write_results wrote."""
+    payload = json.loads(Path(json_path).read_text())
+    rows = [Row(**row) for row in payload["rows"]]
+    info = payload["machine"]
+    png = Path(json_path).with_suffix(".png")
+    plot_speedups(rows, png, f"{png.stem} ({info['commit']}, {info.get('gpu', info['cpu'])})")
+    return png
 
 
 def command_line(script: str, argv: Optional[List[str]]) -> str:

@@ -5,6 +5,7 @@ bandwidth), then writes it with the machine facts to bench/results/.
     python bench/run.py --device cpu            # full CPU run (the shapes of docs/benchmarks.md)
     python bench/run.py --device cuda           # on the GPU machine
     python bench/run.py --device cpu --quick    # smoke run, small shapes
+    python bench/run.py --plot bench/results/cuda-kernels.json   # the plot of a run made without matplotlib
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="", help="comma-separated bench modules to run")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--name", default=None, help="results file stem (default: <device>-kernels)")
+    parser.add_argument("--plot", metavar="JSON", default=None,
+                        help="only draw the plot of results written earlier (bench/results/<name>.json)")
     args = parser.parse_args(argv)
+    if args.plot:
+        print(f"wrote {common.plot_results(Path(args.plot))}")
+        return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA device")
 
