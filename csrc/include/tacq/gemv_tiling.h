@@ -1,4 +1,4 @@
-// Index math of the CUDA mixed_gemv kernel (csrc/kernels/cuda/mixed_gemv.cu),
+// Index math of the CUDA mixed_gemv kernel (csrc/kernels/cuda/mixed_gemv_kernel.cuh),
 // kept here as host/device constexpr functions so it can be checked at compile
 // time (static_asserts at the end of this file) and read without the kernel.
 //

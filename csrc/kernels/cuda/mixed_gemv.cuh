@@ -1,6 +1,6 @@
 // Torch-free launcher of the fused CUDA mixed_gemv kernel:
 //   y[M, N] = x[M, K] · (dequant(packed, scale, zero) + R)ᵀ,  R the CSR residual,
-// fp32 accumulation, y in x's dtype. Data layout and thread mapping: mixed_gemv.cu
+// fp32 accumulation, y in x's dtype. Data layout and thread mapping: mixed_gemv_kernel.cuh
 // and csrc/kernels/cuda/README.md.
 #pragma once
 
