@@ -47,19 +47,22 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     names = [n for n in MODULES[args.device] if not args.only or n in args.only.split(",")]
+    if not names:
+        parser.error(f"--only {args.only!r} names none of the {args.device} benchmarks {MODULES[args.device]}")
     load = os.getloadavg()[0]
     if args.device == "cpu" and load > 0.5:
         print(f"warning: 1-minute load average {load:.1f}: other work skews CPU timings", flush=True)
     bandwidth = common.measure_read_bandwidth(args.device)
     print(f"measured bandwidth reference: {bandwidth / 1e9:.1f} GB/s", flush=True)
+    stem = args.name or f"{args.device}-kernels{'-quick' if args.quick else ''}"
+    command = "python bench/run.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     rows = []
     for name in names:
         module = importlib.import_module(name)
         rows += module.rows(args.device, args.quick)
+        # after each module, so that a run cut short (a time limit) keeps what it measured
+        path = common.write_results(stem, rows, args.device, bandwidth, command)
     print(common.format_table(rows, bandwidth))
-    stem = args.name or f"{args.device}-kernels{'-quick' if args.quick else ''}"
-    command = "python bench/run.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    path = common.write_results(stem, rows, args.device, bandwidth, command)
     print(f"wrote {path}")
     return 0
 

@@ -81,7 +81,7 @@ else
   step build 300 bash scripts/dev_build.sh "$root/build/gpu"
   export PYTHONPATH="$root/python${PYTHONPATH:+:$PYTHONPATH}"
   step cuda_tests 240 "$python_bin" -m pytest -q -p no:cacheprovider tests -k cuda
-  step bench 180 "$python_bin" bench/run.py --device cuda --name cuda-kernels
+  step bench 240 "$python_bin" bench/run.py --device cuda --name cuda-kernels  # written module by module
   cp bench/results/cuda-kernels.* "$out/" 2>/dev/null || true
   step demo 180 "$python_bin" scripts/gpu_demo_check.py "$out/demo"
   # the torch-free C library with its CUDA entry point, and its ctest (tests/c/test_cuda.cpp)
