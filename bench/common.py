@@ -255,20 +255,22 @@ def write_results(name: str, rows: List[Row], device: str, bandwidth: float, com
                "rows": [asdict(r) for r in rows]}
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps(payload, indent=1))
     try:
-        plot_results(RESULTS_DIR / f"{name}.json")
+        plot_speedups(rows, RESULTS_DIR / f"{name}.png", plot_title(name, info))
     except ModuleNotFoundError as e:  # a machine without matplotlib (the lent GPU image): plot later
         print(f"no plot: {e.name} is not installed; on a machine with it: "
               f"python bench/run.py --plot bench/results/{name}.json")
     return path
 
 
+def plot_title(name: str, info: dict) -> str:
+    return f"{name} ({info['commit']}, {info.get('gpu', info['cpu'])})"
+
+
 def plot_results(json_path: Path) -> Path:
     """The speedup plot <name>.png beside a <name>.json that write_results wrote."""
     payload = json.loads(Path(json_path).read_text())
-    rows = [Row(**row) for row in payload["rows"]]
-    info = payload["machine"]
     png = Path(json_path).with_suffix(".png")
-    plot_speedups(rows, png, f"{png.stem} ({info['commit']}, {info.get('gpu', info['cpu'])})")
+    plot_speedups([Row(**row) for row in payload["rows"]], png, plot_title(png.stem, payload["machine"]))
     return png
 
 

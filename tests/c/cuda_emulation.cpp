@@ -27,22 +27,12 @@ namespace {
 
 using tacq::cuda::DType;
 using tacq::cuda::GemvProblem;
+using tacq::cuda::from_float;  // the kernels' conversions (float_types.cuh), host-callable here
+using tacq::cuda::to_float;
 namespace fg = tacq::cuda::fused_gemv;
 
 int g_failures = 0, g_cases = 0;
 
-template <typename T>
-float to_f(T v) {
-  if constexpr (std::is_same_v<T, float>) return v;
-  else if constexpr (std::is_same_v<T, __half>) return __half2float(v);
-  else return __bfloat162float(v);
-}
-template <typename T>
-T from_f(float v) {
-  if constexpr (std::is_same_v<T, float>) return v;
-  else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
-  else return __float2bfloat16_rn(v);
-}
 template <typename T>
 constexpr DType dtype_of() {
   if constexpr (std::is_same_v<T, float>) return DType::kFloat32;
@@ -79,7 +69,7 @@ void run_case(const Shape& c, std::mt19937& rng) {
   // x [M, K] in T (with one element in front when misaligned)
   std::vector<T> x_store(M * K + 8);
   T* x = x_store.data() + (c.misaligned ? 1 : 0);
-  for (int64_t i = 0; i < M * K; ++i) x[i] = from_f<T>(uniform(rng));
+  for (int64_t i = 0; i < M * K; ++i) x[i] = from_float<T>(uniform(rng));
 
   // codes, packed row by row (zero-padded to whole 32-code blocks)
   std::vector<uint8_t> q(N * K);
@@ -94,8 +84,8 @@ void run_case(const Shape& c, std::mt19937& rng) {
     }
 
   std::vector<S> scale(N * G), zero(N * G);
-  for (auto& v : scale) v = from_f<S>(0.01f + 0.05f * (uniform(rng) + 1.f));
-  for (auto& v : zero) v = from_f<S>(static_cast<float>(code(rng)) + 0.25f * uniform(rng));
+  for (auto& v : scale) v = from_float<S>(0.01f + 0.05f * (uniform(rng) + 1.f));
+  for (auto& v : zero) v = from_float<S>(static_cast<float>(code(rng)) + 0.25f * uniform(rng));
 
   // CSR residual: row n has n % 4 entries, one row every column, and with
   // garbage_csr a few columns outside [0, K) that must add nothing
@@ -115,7 +105,7 @@ void run_case(const Shape& c, std::mt19937& rng) {
     row_ptr.push_back(static_cast<int32_t>(col_idx.size()));
   }
 
-  std::vector<T> y(M * N, from_f<T>(NAN));
+  std::vector<T> y(M * N, from_float<T>(NAN));
   GemvProblem pr{};
   pr.x = x;
   pr.x_dtype = dtype_of<T>();
@@ -150,17 +140,17 @@ void run_case(const Shape& c, std::mt19937& rng) {
       double want = 0, bound = 0;
       for (int64_t k = 0; k < K; ++k) {
         const int64_t g = k / c.group_len;
-        const double w = double(to_f(scale[n * G + g])) * (q[n * K + k] - double(to_f(zero[n * G + g])));
-        want += double(to_f(x[m * K + k])) * w;
-        bound += std::fabs(double(to_f(x[m * K + k])) * w);
+        const double w = double(to_float(scale[n * G + g])) * (q[n * K + k] - double(to_float(zero[n * G + g])));
+        want += double(to_float(x[m * K + k])) * w;
+        bound += std::fabs(double(to_float(x[m * K + k])) * w);
       }
       for (int32_t e = row_ptr[n]; e < row_ptr[n + 1]; ++e) {
         if (col_idx[e] < 0 || col_idx[e] >= K) continue;
-        const double term = double(to_f(x[m * K + col_idx[e]])) * double(__half2float(values[e]));
+        const double term = double(to_float(x[m * K + col_idx[e]])) * double(__half2float(values[e]));
         want += term;
         bound += std::fabs(term);
       }
-      const double got = to_f(y[m * N + n]);
+      const double got = to_float(y[m * N + n]);
       const double tol = 2 * half_ulp<T>() * std::fabs(want) + 1e-5 * bound + 1e-6;
       if (!(std::fabs(got - want) <= tol) && wrong++ < 3)
         std::fprintf(stderr, "bits %d x %s scale %s MT %d, M %ld N %ld K %ld group %ld tiles %d grid %u%s%s: "

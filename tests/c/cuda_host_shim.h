@@ -96,7 +96,7 @@ inline float __shfl_xor_sync(unsigned /*mask*/, float value, int lane_mask) {
   const int t = static_cast<int>(threadIdx.x), warp = t / cuda_host::kWarpSize;
   block.lanes[t] = value;
   block.warp_sync[warp]->arrive_and_wait();
-  const float other = block.lanes[(t & ~(cuda_host::kWarpSize - 1)) | ((t % cuda_host::kWarpSize) ^ lane_mask)];
+  const float other = block.lanes[t ^ lane_mask];  // lane_mask < 32: the partner is in the same warp
   block.warp_sync[warp]->arrive_and_wait();  // nobody overwrites a lane before all have read
   return other;
 }
