@@ -26,7 +26,7 @@
 
 inline thread_local uint3 threadIdx;
 inline thread_local uint3 blockIdx;
-inline dim3 gridDim;
+inline dim3 gridDim, blockDim;
 
 namespace cuda_host {
 
@@ -69,6 +69,7 @@ class BlockRunner {
   }
   // Runs body() as every thread of block `index` and returns when all are done.
   void run(unsigned index, const std::function<void()>& body) {
+    blockDim = {static_cast<unsigned>(pool_.size()), 1, 1};
     block_index_ = index;
     body_ = &body;
     g_block = &block_;
@@ -103,6 +104,12 @@ inline float __shfl_xor_sync(unsigned /*mask*/, float value, int lane_mask) {
 
 template <typename T>
 inline T __ldcs(const T* p) { return *p; }
+template <typename T>
+inline T __ldg(const T* p) { return *p; }
+
+// Round-to-nearest subtraction, never contracted into an FMA (the tests build
+// with -ffp-contract=off, so a plain subtraction is one).
+inline float __fsub_rn(float a, float b) { return a - b; }
 
 // The low 32 bits of (hi:lo) >> (shift & 31), as PTX shf.r.wrap.
 inline uint32_t __funnelshift_r(uint32_t lo, uint32_t hi, unsigned shift) {

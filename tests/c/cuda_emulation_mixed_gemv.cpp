@@ -200,6 +200,6 @@ int main() {
   run_bits<2>(shapes, rng);
   run_bits<3>(shapes, rng);
   run_bits<4>(shapes, rng);
-  std::printf("cuda_emulation: %d cases, %d failed\n", g_cases, g_failures);
+  std::printf("cuda_emulation_mixed_gemv: %d cases, %d failed\n", g_cases, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
