@@ -31,7 +31,7 @@
 // Offsets into global memory are 64-bit; shared-memory indices are 32-bit.
 //
 // Device code only, and the host arithmetic that sizes a launch (k_tiling,
-// make_params): mixed_gemv.cu launches it; tests/c/cuda_emulation.cpp runs
+// make_params): mixed_gemv.cu launches it; tests/c/cuda_emulation_mixed_gemv.cpp runs
 // it on the CPU, one std::thread per CUDA thread, without a GPU.
 #pragma once
 
