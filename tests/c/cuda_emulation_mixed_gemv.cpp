@@ -127,11 +127,8 @@ void run_case(const Shape& c, std::mt19937& rng) {
 
   const fg::KTiling tiling = fg::k_tiling<BITS, T, MT>(K, c.optin_smem);
   const fg::Params<T, S> params = fg::make_params<BITS, T, S>(pr, tiling);
-  gridDim = {c.grid, 1, 1};
-  for (unsigned b = 0; b < c.grid; ++b) {
-    std::memset(fg::smem, 0xFF, sizeof fg::smem);  // NaN in every float slot
-    runner().run(b, [&] { fg::mixed_gemv_kernel<BITS, T, S, MT>(params); });
-  }
+  cuda_host::run_grid(runner(), c.grid, [&] { fg::mixed_gemv_kernel<BITS, T, S, MT>(params); },
+                      [] { std::memset(fg::smem, 0xFF, sizeof fg::smem); });  // NaN in every float slot
 
   ++g_cases;
   int wrong = 0;

@@ -5,8 +5,10 @@
 // memory between two barriers of the warp's. CUDA's own headers give the
 // vector and 16-bit float types and make __device__, __global__ and
 // __shared__ empty for a host compiler; `extern __shared__` arrays are the
-// including file's to define (one block runs at a time). Blocks run through
-// a BlockRunner, whose threads outlive them.
+// including file's to define (one block runs at a time), so the kernels keep
+// all their shared memory there (a block-scope `__shared__` variable would be
+// each thread's own here). Blocks run through a BlockRunner, whose threads
+// outlive them; run_grid runs a grid's blocks one after another.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -86,6 +88,18 @@ class BlockRunner {
   const std::function<void()>* body_ = nullptr;
   bool stop_ = false;
 };
+
+// Runs a grid of `grid` blocks, one after another, each as every thread of
+// `runner` executing body(); before_block() (if any) runs before each block,
+// e.g. to fill shared memory with NaN so that a read of an unwritten slot shows.
+inline void run_grid(BlockRunner& runner, unsigned grid, const std::function<void()>& body,
+                     const std::function<void()>& before_block = {}) {
+  gridDim = {grid, 1, 1};
+  for (unsigned b = 0; b < grid; ++b) {
+    if (before_block) before_block();
+    runner.run(b, body);
+  }
+}
 
 }  // namespace cuda_host
 
