@@ -9,39 +9,20 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
-#include <type_traits>
 #include <vector>
 
 #include "cuda_host_shim.h"
 #include "dequantize_kernel.cuh"
+#include "emulation_values.h"
 
 namespace {
 
 namespace dq = tacq::cuda::dequant;
+using emulation::as_float;
+using emulation::rounded;
+using emulation::type_name;
 
 int g_failures = 0, g_cases = 0;
-
-cuda_host::BlockRunner& runner() {
-  static cuda_host::BlockRunner threads(dq::kThreads);
-  return threads;
-}
-
-template <typename T>
-float as_float(T v) {
-  if constexpr (std::is_same_v<T, float>) return v;
-  else if constexpr (std::is_same_v<T, __half>) return __half2float(v);
-  else return __bfloat162float(v);
-}
-template <typename T>
-T rounded(float v) {
-  if constexpr (std::is_same_v<T, float>) return v;
-  else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
-  else return __float2bfloat16_rn(v);
-}
-template <typename T>
-const char* name() {
-  return std::is_same_v<T, float> ? "fp32" : std::is_same_v<T, __half> ? "fp16" : "bf16";
-}
 
 struct Shape {
   int64_t N, K, group_len;  // group_len = K: one group per row
@@ -73,7 +54,7 @@ void run_case(const Shape& c, std::mt19937& rng) {
   const bool vector_store = !c.misaligned && K * int64_t{sizeof(O)} % 16 == 0;  // the launcher's rule
   const int64_t threads = N * ((K + 31) / 32);
   const unsigned grid = c.grid ? c.grid : static_cast<unsigned>((threads + dq::kThreads - 1) / dq::kThreads);
-  cuda_host::run_grid(runner(), grid, [&] {
+  cuda_host::run_grid(cuda_host::block_runner<dq::kThreads>(), grid, [&] {
     dq::dequantize_kernel<BITS, S, O>(packed.data(), scale.data(), zero.data(), N, K, G, c.group_len,
                                       vector_store, out);
   });
@@ -85,7 +66,7 @@ void run_case(const Shape& c, std::mt19937& rng) {
     if ((i < first || i >= last) && bytes[i] != 0xFF) {
       ++g_failures;
       std::fprintf(stderr, "bits %d scale %s out %s N %ld K %ld: byte %ld outside out written\n", BITS,
-                   name<S>(), name<O>(), static_cast<long>(N), static_cast<long>(K), static_cast<long>(i - first));
+                   type_name<S>(), type_name<O>(), static_cast<long>(N), static_cast<long>(K), static_cast<long>(i - first));
       return;
     }
   for (int64_t n = 0; n < N; ++n)
@@ -95,7 +76,7 @@ void run_case(const Shape& c, std::mt19937& rng) {
       if (std::memcmp(&want, out + n * K + k, sizeof(O)) != 0) {
         ++g_failures;
         std::fprintf(stderr, "bits %d scale %s out %s N %ld K %ld group %ld grid %u%s: out[%ld, %ld] = %g, want %g\n",
-                     BITS, name<S>(), name<O>(), static_cast<long>(N), static_cast<long>(K),
+                     BITS, type_name<S>(), type_name<O>(), static_cast<long>(N), static_cast<long>(K),
                      static_cast<long>(c.group_len), grid, vector_store ? "" : " element stores",
                      static_cast<long>(n), static_cast<long>(k), as_float(out[n * K + k]), as_float(want));
         return;

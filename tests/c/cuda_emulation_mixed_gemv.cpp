@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cuda_host_shim.h"
+#include "emulation_values.h"
 #include "mixed_gemv_kernel.cuh"
 
 namespace tacq::cuda::fused_gemv {
@@ -53,11 +54,6 @@ struct Shape {
   bool misaligned;             // x and packed one element past 16-byte alignment
   bool garbage_csr;            // out-of-range columns, which the kernel must skip
 };
-
-cuda_host::BlockRunner& runner() {
-  static cuda_host::BlockRunner threads(fg::kThreads);
-  return threads;
-}
 
 template <int BITS, typename T, typename S, int MT>
 void run_case(const Shape& c, std::mt19937& rng) {
@@ -127,8 +123,9 @@ void run_case(const Shape& c, std::mt19937& rng) {
 
   const fg::KTiling tiling = fg::k_tiling<BITS, T, MT>(K, c.optin_smem);
   const fg::Params<T, S> params = fg::make_params<BITS, T, S>(pr, tiling);
-  cuda_host::run_grid(runner(), c.grid, [&] { fg::mixed_gemv_kernel<BITS, T, S, MT>(params); },
-                      [] { std::memset(fg::smem, 0xFF, sizeof fg::smem); });  // NaN in every float slot
+  cuda_host::run_grid(
+      cuda_host::block_runner<fg::kThreads>(), c.grid, [&] { fg::mixed_gemv_kernel<BITS, T, S, MT>(params); },
+      [] { std::memset(fg::smem, 0xFF, sizeof fg::smem); });  // NaN in every float slot
 
   ++g_cases;
   int wrong = 0;
@@ -152,8 +149,7 @@ void run_case(const Shape& c, std::mt19937& rng) {
       if (!(std::fabs(got - want) <= tol) && wrong++ < 3)
         std::fprintf(stderr, "bits %d x %s scale %s MT %d, M %ld N %ld K %ld group %ld tiles %d grid %u%s%s: "
                      "y[%ld, %ld] = %.7g, want %.7g (tolerance %.3g)\n",
-                     BITS, std::is_same_v<T, float> ? "fp32" : std::is_same_v<T, __half> ? "fp16" : "bf16",
-                     std::is_same_v<S, float> ? "fp32" : "fp16", MT, static_cast<long>(M), static_cast<long>(N),
+                     BITS, emulation::type_name<T>(), emulation::type_name<S>(), MT, static_cast<long>(M), static_cast<long>(N),
                      static_cast<long>(K), static_cast<long>(c.group_len), tiling.num_ktiles, c.grid,
                      c.misaligned ? " misaligned" : "", c.garbage_csr ? " garbage CSR" : "", static_cast<long>(m),
                      static_cast<long>(n), got, want, tol);

@@ -19,11 +19,6 @@ namespace pk = tacq::cuda::packing;
 
 int g_failures = 0, g_cases = 0;
 
-cuda_host::BlockRunner& runner() {
-  static cuda_host::BlockRunner threads(pk::kThreads);
-  return threads;
-}
-
 int64_t words_per_row(int64_t K, int bits) { return (K + 31) / 32 * bits; }
 
 // The stream of each row, bit by bit.
@@ -57,7 +52,8 @@ void run_case(int64_t N, int64_t K, unsigned grid, std::mt19937& rng) {
   // pack: every word written (a sentinel where the kernel skipped one), none past the end
   constexpr uint32_t kSentinel = 0xDEADBEEFu;
   std::vector<uint32_t> packed(words + 8, kSentinel);
-  cuda_host::run_grid(runner(), grid, [&] { pk::pack_kernel<BITS>(codes.data(), N, K, packed.data()); });
+  auto& threads = cuda_host::block_runner<pk::kThreads>();
+  cuda_host::run_grid(threads, grid, [&] { pk::pack_kernel<BITS>(codes.data(), N, K, packed.data()); });
   ++g_cases;
   for (int64_t i = 0; i < words + 8; ++i)
     if (packed[i] != (i < words ? want[i] : kSentinel)) {
@@ -73,7 +69,7 @@ void run_case(int64_t N, int64_t K, unsigned grid, std::mt19937& rng) {
       if (rng() & 1) noisy[n * row_words + bit / 32] |= 1u << (bit % 32);
   constexpr uint8_t kByteSentinel = 0xA5;
   std::vector<uint8_t> got(N * K + 8, kByteSentinel);
-  cuda_host::run_grid(runner(), grid, [&] { pk::unpack_kernel<BITS>(noisy.data(), N, K, got.data()); });
+  cuda_host::run_grid(threads, grid, [&] { pk::unpack_kernel<BITS>(noisy.data(), N, K, got.data()); });
   ++g_cases;
   for (int64_t i = 0; i < N * K + 8; ++i)
     if (got[i] != (i < N * K ? codes[i] : kByteSentinel)) {

@@ -17,10 +17,10 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
-#include <type_traits>
 #include <vector>
 
 #include "cuda_host_shim.h"
+#include "emulation_values.h"
 #include "quantize_kernel.cuh"
 
 namespace tacq::cuda::quant {
@@ -31,31 +31,11 @@ alignas(16) unsigned char quantize_smem[kBlockSharedBytes<256> + kMaxStagedLen *
 namespace {
 
 namespace qk = tacq::cuda::quant;
+using emulation::as_float;
+using emulation::rounded;
+using emulation::type_name;
 
 int g_failures = 0, g_cases = 0;
-
-template <int kThreads>
-cuda_host::BlockRunner& runner() {
-  static cuda_host::BlockRunner threads(kThreads);
-  return threads;
-}
-
-template <typename T>
-T rounded(float v) {
-  if constexpr (std::is_same_v<T, float>) return v;
-  else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
-  else return __float2bfloat16_rn(v);
-}
-template <typename T>
-float as_float(T v) {
-  if constexpr (std::is_same_v<T, float>) return v;
-  else if constexpr (std::is_same_v<T, __half>) return __half2float(v);
-  else return __bfloat162float(v);
-}
-template <typename T>
-const char* name() {
-  return std::is_same_v<T, float> ? "fp32" : std::is_same_v<T, __half> ? "fp16" : "bf16";
-}
 
 // One factor's quantizer of a group, and its error in fp64.
 struct Candidate {
@@ -129,7 +109,7 @@ void run_case(const Shape& c, std::mt19937& rng) {
   const bool staged = len <= qk::kMaxStagedLen;
   const size_t smem = qk::dynamic_smem_bytes<kThreads>(len);
   cuda_host::run_grid(
-      runner<kThreads>(), c.grid,
+      cuda_host::block_runner<kThreads>(), c.grid,
       [&] {
         qk::quantize_kernel<T, kBits, kThreads>(w.data(), keep, N * G, K, len, staged, codes.data(), scale.data(),
                                                 zero.data());
@@ -163,7 +143,7 @@ void run_case(const Shape& c, std::mt19937& rng) {
     if (wrong) {
       ++g_failures;
       std::fprintf(stderr, "w %s bits %d threads %d N %ld K %ld group %ld keep 1/%d grid %u: group %ld: %s "
-                   "(scale %g zero %g)\n", name<T>(), kBits, kThreads, static_cast<long>(N), static_cast<long>(K),
+                   "(scale %g zero %g)\n", type_name<T>(), kBits, kThreads, static_cast<long>(N), static_cast<long>(K),
                    static_cast<long>(len), c.keep_every, c.grid, static_cast<long>(idx), wrong, scale[idx], zero[idx]);
       return;
     }

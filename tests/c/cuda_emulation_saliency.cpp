@@ -19,11 +19,11 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
-#include <type_traits>
 #include <vector>
 
 #include "cuda_host_shim.h"
 #include "cuda_host_ptx.h"
+#include "emulation_values.h"
 #include "saliency_kernel.cuh"
 
 namespace tacq::cuda::saliency {
@@ -42,16 +42,6 @@ struct Case {
   bool misaligned;  // both bases one element past 16-byte alignment
   unsigned grid;    // blocks; 0: the launcher's (one per tile)
 };
-
-template <typename E>
-const char* name() {
-  return std::is_same_v<E, float> ? "fp32" : std::is_same_v<E, __half> ? "fp16" : "bf16";
-}
-
-cuda_host::BlockRunner& runner() {
-  static cuda_host::BlockRunner threads(sl::kThreads);
-  return threads;
-}
 
 // `count` random elements in [-1, 1), at a 16-byte aligned address or one
 // element past one.
@@ -85,7 +75,7 @@ void run_case(const Case& c, std::mt19937& rng) {
   std::atomic<size_t> in_flight{0};
   for (unsigned b = 0; b < gridDim.x; ++b) {
     std::memset(sl::smem_raw, 0xFF, sizeof sl::smem_raw);  // NaN in every fp32, fp16 and bf16 slot
-    runner().run(b, [&] {
+    cuda_host::block_runner<sl::kThreads>().run(b, [&] {
       if (async) sl::saliency_kernel<E, true>(grad.data, act.data, acc.data(), B, T, N, K);
       else sl::saliency_kernel<E, false>(grad.data, act.data, acc.data(), B, T, N, K);
       in_flight += cuda_host::cp_async_discard();
@@ -95,7 +85,7 @@ void run_case(const Case& c, std::mt19937& rng) {
   ++g_cases;
   g_async_cases += async;
   char what[160];
-  std::snprintf(what, sizeof what, "%s B %ld T %ld N %ld K %ld grid %u%s%s", name<E>(), static_cast<long>(B),
+  std::snprintf(what, sizeof what, "%s B %ld T %ld N %ld K %ld grid %u%s%s", emulation::type_name<E>(), static_cast<long>(B),
                 static_cast<long>(T), static_cast<long>(N), static_cast<long>(K), gridDim.x,
                 async ? " cp.async" : " element-wise", c.misaligned ? " misaligned" : "");
   int wrong = 0;

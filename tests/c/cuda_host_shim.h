@@ -89,6 +89,13 @@ class BlockRunner {
   bool stop_ = false;
 };
 
+// The runner of kThreads threads, made once and kept for the whole test.
+template <int kThreads>
+BlockRunner& block_runner() {
+  static BlockRunner runner(kThreads);
+  return runner;
+}
+
 // Runs a grid of `grid` blocks, one after another, each as every thread of
 // `runner` executing body(); before_block() (if any) runs before each block,
 // e.g. to fill shared memory with NaN so that a read of an unwritten slot shows.
