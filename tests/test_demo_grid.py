@@ -5,6 +5,7 @@ import argparse
 
 import pytest
 
+from tacq_ext.demo import measure
 from tacq_ext.demo.command import _add_demo, settings_from
 from tacq_ext.demo.grid import GridSettings, Row, format_table, run_grid
 from tacq_ext.demo.model import ASSET_DIR, load_demo_model
@@ -40,6 +41,18 @@ def test_calibration_seeds_draw_different_samples():
 def test_bad_seeds_are_rejected():
     with pytest.raises(ValueError, match="seeds"):
         GridSettings(["arith"], ["rtn"], [2], ["arith"], seeds=[1, 1])
+    with pytest.raises(ValueError, match="speed_rounds must be positive"):
+        GridSettings(["arith"], ["rtn"], [2], ["arith"], speed_rounds=0)
+
+
+def test_decoding_speed_is_the_median_of_its_rounds(monkeypatch):
+    calls = []
+    monkeypatch.setattr(measure, "greedy_generate", lambda model, tok, prompts, n, stop_at_eos: calls.append(n))
+    clock = iter([0.0, 1.0, 5.0, 15.0, 20.0, 22.0])  # rounds of 1 s, 10 s and 2 s
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: next(clock))
+    speed = measure.decode_tokens_per_second(None, None, ["a", "b"], new_tokens=8, rounds=3)
+    assert speed == 16 / 2  # 16 tokens a round: 16, 1.6 and 8 tok/s
+    assert calls == [2] + [8] * 6  # the warm-up, then both prompts each round
 
 
 @pytest.mark.skipif(not (ASSET_DIR / "config.json").is_file(), reason="demo checkpoint not shipped")

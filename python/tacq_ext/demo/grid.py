@@ -35,6 +35,7 @@ class GridSettings:
     ratio: float = 0.0035
     group_size: int = 64
     speed_prompts: int = 4    # prompts for the tokens/s measurement
+    speed_rounds: int = 5     # its rounds over the prompts, of which the median is reported
     per_row_bits: List[int] = field(default_factory=list)  # also run these bit widths with per-row scales
     seeds: List[int] = field(default_factory=lambda: [TEST_SEED])  # calibration sample seeds
 
@@ -48,7 +49,7 @@ class GridSettings:
                 raise ValueError(f"bits must be 2, 3 or 4, got {b}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
-        for name in ("limit", "calib_size", "calib_batch_size", "speed_prompts"):
+        for name in ("limit", "calib_size", "calib_batch_size", "speed_prompts", "speed_rounds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -98,7 +99,7 @@ def _evaluate(model, tokenizer, settings: GridSettings, test_sets, progress: boo
     accuracy = {name: task_accuracy(model, tokenizer, get_task(name), test_sets[name], progress=progress)
                 for name in settings.eval_tasks}
     speed_prompts = [ex.prompt for ex in test_sets[settings.eval_tasks[0]][: settings.speed_prompts]]
-    return accuracy, decode_tokens_per_second(model, tokenizer, speed_prompts)
+    return accuracy, decode_tokens_per_second(model, tokenizer, speed_prompts, rounds=settings.speed_rounds)
 
 
 def _summary(values: List[float]) -> Tuple[float, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import List
 
@@ -23,12 +24,16 @@ def stored_megabytes(model: torch.nn.Module) -> float:
     return total / 1e6
 
 
-def decode_tokens_per_second(model, tokenizer: CharTokenizer, prompts: List[str], new_tokens: int = 32) -> float:
+def decode_tokens_per_second(model, tokenizer: CharTokenizer, prompts: List[str], new_tokens: int = 32,
+                             rounds: int = 1) -> float:
     """Greedy decoding one prompt at a time (batch 1: QuantizedLinear runs
     mixed_gemv on one row), always `new_tokens` per prompt; generated tokens
-    per wall-clock second over all prompts."""
+    per wall-clock second over all prompts, the median of `rounds` rounds."""
     greedy_generate(model, tokenizer, prompts[:1], 2, stop_at_eos=False)  # warm-up
-    start = time.perf_counter()
-    for prompt in prompts:
-        greedy_generate(model, tokenizer, [prompt], new_tokens, stop_at_eos=False)
-    return len(prompts) * new_tokens / (time.perf_counter() - start)
+    speeds = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for prompt in prompts:
+            greedy_generate(model, tokenizer, [prompt], new_tokens, stop_at_eos=False)
+        speeds.append(len(prompts) * new_tokens / (time.perf_counter() - start))
+    return statistics.median(speeds)
