@@ -50,17 +50,21 @@ def torch_threads(threads: int):
 
 def _isa_paths():
     """The vector ISA paths this CPU can run, in increasing order: an ISA the
-    CPU lacks would fall back to the best one it has, a path already run."""
+    CPU lacks would fall back to the best one it has, a path already run.
+    "avx512" is AVX-512 without its BF16 and VNNI extensions (the kernels
+    Skylake-X and, but for int8 x, Ice Lake run); "native", no cap, adds the
+    extensions where this CPU has them."""
     import os
 
     order = ["generic", "avx2", "avx512"]
     cap = os.environ.pop("TACQ_CPU_ISA", None)
     try:
-        best = tacq_ext.build_info()["cpu_isa"]
+        info = tacq_ext.build_info()
     finally:
         if cap is not None:
             os.environ["TACQ_CPU_ISA"] = cap
-    return order[: order.index(best) + 1]
+    paths = order[: order.index(info["cpu_isa"]) + 1]
+    return paths + ["native"] if info["avx512_bf16"] or info["avx512_vnni"] else paths
 
 
 ISA_PATHS = _isa_paths()

@@ -35,7 +35,8 @@ def test_build_info():
 
 def test_build_info_avx512_extensions(monkeypatch):
     """avx512_bf16 / avx512_vnni: the CPU's flags where AVX-512 is in use
-    (checked against /proc/cpuinfo where there is one), False under a cap."""
+    (checked against /proc/cpuinfo where there is one), False under a cap
+    that leaves them out (avx512_vnni keeps VNNI only)."""
     info = tacq_ext.build_info()
     assert isinstance(info["avx512_bf16"], bool) and isinstance(info["avx512_vnni"], bool)
     if info["cpu_isa"] == "avx512" and os.path.exists("/proc/cpuinfo"):
@@ -43,9 +44,15 @@ def test_build_info_avx512_extensions(monkeypatch):
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
         assert info["avx512_bf16"] == ("avx512_bf16" in flags)
         assert info["avx512_vnni"] == ("avx512_vnni" in flags)
-    monkeypatch.setenv("TACQ_CPU_ISA", "avx2")
-    capped = tacq_ext.build_info()
-    assert not capped["avx512_bf16"] and not capped["avx512_vnni"]
+    monkeypatch.setenv("TACQ_CPU_ISA", "avx512_vnni")  # as Cascade Lake / Ice Lake: VNNI, no BF16
+    vnni_only = tacq_ext.build_info()
+    assert not vnni_only["avx512_bf16"] and vnni_only["avx512_vnni"] == info["avx512_vnni"]
+    levels = ["generic", "avx2", "avx512"]
+    for cap in ("avx512", "avx2"):  # as Skylake-X: AVX-512 without the extensions; AVX2
+        monkeypatch.setenv("TACQ_CPU_ISA", cap)
+        capped = tacq_ext.build_info()
+        assert not capped["avx512_bf16"] and not capped["avx512_vnni"]
+        assert capped["cpu_isa"] == levels[min(levels.index(cap), levels.index(info["cpu_isa"]))]
 
 
 @pytest.mark.parametrize("name", OPS)

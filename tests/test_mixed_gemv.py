@@ -416,7 +416,7 @@ def test_cpu_fused_rows_limit(cpu_isa):
         else:
             assert limits[torch.float32] > ops.MIXED_GEMV_MAX_ROWS
             assert limits[torch.float16] == 2 ** 63 - 1
-    if cpu_isa == "avx512":
+    if cpu_isa in ("avx512", "native"):
         assert ops.cpu_fused_rows_limit(torch.float32, 256) < ops.cpu_fused_rows_limit(torch.float32, 257)
         if ops.bf16_gemv_supported():  # AVX-512 BF16: the bf16 fused kernel
             assert ops.cpu_fused_rows_limit(torch.bfloat16, 256) < ops.cpu_fused_rows_limit(torch.bfloat16, 257)

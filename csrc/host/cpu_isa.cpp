@@ -19,30 +19,36 @@ static CpuIsa detect_hardware_isa() {
   return CpuIsa::kGeneric;
 }
 
-static CpuIsa env_cap() {
+// What TACQ_CPU_ISA allows, lowest first (tacq/cpu_isa.h).
+enum class Cap { kGeneric, kAvx2, kAvx512, kAvx512Vnni, kNone };
+
+static Cap env_cap() {
   const char* v = std::getenv("TACQ_CPU_ISA");
-  if (v == nullptr) return CpuIsa::kAvx512;
-  if (std::strcmp(v, "generic") == 0) return CpuIsa::kGeneric;
-  if (std::strcmp(v, "avx2") == 0) return CpuIsa::kAvx2;
-  return CpuIsa::kAvx512;
+  if (v == nullptr) return Cap::kNone;
+  if (std::strcmp(v, "generic") == 0) return Cap::kGeneric;
+  if (std::strcmp(v, "avx2") == 0) return Cap::kAvx2;
+  if (std::strcmp(v, "avx512") == 0) return Cap::kAvx512;
+  if (std::strcmp(v, "avx512_vnni") == 0) return Cap::kAvx512Vnni;
+  return Cap::kNone;
 }
 
 CpuIsa cpu_isa() {
   // Read on every call (cheap) so tests may change TACQ_CPU_ISA at run time.
   static const CpuIsa hardware = detect_hardware_isa();
-  const CpuIsa cap = env_cap();
-  return static_cast<int>(cap) < static_cast<int>(hardware) ? cap : hardware;
+  const Cap cap = env_cap();
+  const CpuIsa allowed = cap == Cap::kGeneric ? CpuIsa::kGeneric : cap == Cap::kAvx2 ? CpuIsa::kAvx2 : CpuIsa::kAvx512;
+  return static_cast<int>(allowed) < static_cast<int>(hardware) ? allowed : hardware;
 }
 
-// AVX-512 extensions: in the hardware, and AVX-512 allowed.
+// AVX-512 extensions: in the hardware, AVX-512 in use, and allowed by the cap.
 #if defined(__x86_64__) || defined(__i386__)
 bool cpu_has_avx512_bf16() {
   static const bool hardware = __builtin_cpu_supports("avx512bf16");
-  return hardware && cpu_isa() == CpuIsa::kAvx512;
+  return hardware && cpu_isa() == CpuIsa::kAvx512 && env_cap() == Cap::kNone;
 }
 bool cpu_has_avx512_vnni() {
   static const bool hardware = __builtin_cpu_supports("avx512vnni");
-  return hardware && cpu_isa() == CpuIsa::kAvx512;
+  return hardware && cpu_isa() == CpuIsa::kAvx512 && env_cap() >= Cap::kAvx512Vnni;
 }
 #else
 bool cpu_has_avx512_bf16() { return false; }

@@ -26,7 +26,8 @@ def build_info() -> dict:
     ``cuda`` (CUDA kernels compiled in), ``cpu_isa`` (vector ISA used now), and
     whether the CPU kernels use AVX-512 BF16 (``avx512_bf16``: bf16 mixed_gemv,
     bf16_gemv, saliency) and AVX-512 VNNI (``avx512_vnni``: mixed_gemv with
-    ``x_int8``), each False where ``TACQ_CPU_ISA`` caps the ISA below avx512."""
+    ``x_int8``), each False where ``TACQ_CPU_ISA`` leaves it out (``avx512``:
+    both; ``avx512_vnni``: BF16; ``avx2``, ``generic``: AVX-512 altogether)."""
     return dict(_C.build_info())
 
 
