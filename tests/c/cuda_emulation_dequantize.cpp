@@ -51,7 +51,7 @@ void run_case(const Shape& c, std::mt19937& rng) {
   std::vector<uint4> storage((N * K + 64) * sizeof(O) / sizeof(uint4));
   std::memset(storage.data(), 0xFF, storage.size() * sizeof(uint4));
   O* out = reinterpret_cast<O*>(storage.data()) + (c.misaligned ? 1 : 0);
-  const bool vector_store = !c.misaligned && K * int64_t{sizeof(O)} % 16 == 0;  // the launcher's rule
+  const bool vector_store = dq::vector_stores(out, K);  // the launcher's choice
   const int64_t threads = N * ((K + 31) / 32);
   const unsigned grid = c.grid ? c.grid : static_cast<unsigned>((threads + dq::kThreads - 1) / dq::kThreads);
   cuda_host::run_grid(cuda_host::block_runner<dq::kThreads>(), grid, [&] {

@@ -15,11 +15,10 @@ Result run(const uint32_t* packed, const void* scale, const void* zero, int64_t 
            int64_t G, int64_t group_len, void* out, cudaStream_t stream) {
   const int64_t total = N * ((K + kCodesPerBlock - 1) / kCodesPerBlock);
   if (total == 0) return {};
-  const bool vector_store =
-      (K * int64_t{sizeof(O)}) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  O* const y = static_cast<O*>(out);
   dequantize_kernel<BITS, S, O><<<grid_for(total, kThreads), kThreads, 0, stream>>>(
       packed, static_cast<const S*>(scale), static_cast<const S*>(zero), N, K, G, group_len,
-      vector_store, static_cast<O*>(out));
+      dequant::vector_stores(y, K), y);
   return last_launch_result();
 }
 

@@ -21,6 +21,13 @@ namespace tacq::cuda::dequant {
 
 constexpr int kThreads = 256;
 
+// Whether every row of out [N, K] starts 16-byte aligned, so that the kernel
+// may store whole 32-code blocks 16 bytes at a time (host side: the launcher's choice).
+template <typename O>
+inline bool vector_stores(const O* out, int64_t K) {
+  return K * int64_t{sizeof(O)} % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+}
+
 template <int BITS, typename S, typename O>
 __global__ void __launch_bounds__(kThreads)
     dequantize_kernel(const uint32_t* __restrict__ packed,  // [N, nb*BITS]
