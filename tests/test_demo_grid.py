@@ -55,6 +55,20 @@ def test_decoding_speed_is_the_median_of_its_rounds(monkeypatch):
     assert calls == [2] + [8] * 6  # the warm-up, then both prompts each round
 
 
+def test_speed_against_fp32_alternates_rounds_and_takes_the_median_ratio(monkeypatch):
+    order = []
+    monkeypatch.setattr(measure, "greedy_generate", lambda model, tok, prompts, n, stop_at_eos: order.append(model))
+    # start and end of each timed round: quantized 1 s, fp32 2 s | quantized 4 s, fp32 1 s | 1 s, 1.5 s
+    clock = iter([0, 1, 1, 3, 3, 7, 7, 8, 8, 9, 9, 10.5])
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: next(clock))
+    speed, vs_fp32 = measure.decode_speed_against("q", "f", None, ["a"], new_tokens=8, rounds=3)
+    assert order == ["q", "f"] + ["q", "f"] * 3  # both warmed up, then rounds in alternation
+    assert speed == 8.0  # 8 tokens a round: quantized 8, 2 and 8 tok/s
+    assert vs_fp32 == 1.5  # against fp32's 4, 8 and 5.33: ratios 2, 0.25 and 1.5
+    row = Row("sql", "tacq", 2, 2.45, 0.7, {"sql": 0.72}, 1.0, speed, speed_vs_fp32=vs_fp32)
+    assert format_table([row], ["sql"]).splitlines()[2].split()[-1] == "1.50x"
+
+
 @pytest.mark.skipif(not (ASSET_DIR / "config.json").is_file(), reason="demo checkpoint not shipped")
 def test_rows_summarize_seeds_and_include_the_per_row_regime():
     model, tokenizer = load_demo_model()

@@ -114,7 +114,8 @@ def run_demo(args) -> int:
     counts = {t: len(load_split(t, "test", settings.limit, at_most=True)) for t in settings.eval_tasks}
     spread = f", mean±sd over {len(settings.seeds)} calibration seeds" if len(settings.seeds) > 1 else ""
     print(f"accuracy in % on " + ", ".join(f"{n} {t}" for t, n in counts.items()) + f" test examples{spread}; "
-          f"tok/s: greedy decoding at batch 1, median of {settings.speed_rounds} rounds; {seconds:.0f}s in all")
+          f"tok/s: greedy decoding at batch 1, median of {settings.speed_rounds} rounds; vs fp32: median ratio of "
+          f"those rounds to the fp32 model's, run in alternation; {seconds:.0f}s in all")
     (out / "table.txt").write_text(table + "\n")
     (out / "results.json").write_text(json.dumps(
         {"settings": asdict(settings), "test_examples": counts, "seconds": seconds, "torch": torch.__version__,

@@ -18,7 +18,7 @@ from ..calib_data import make_batches
 from ..saliency import accumulate_gradient_stats
 from ..targets import find_targets
 from .evaluate import task_accuracy
-from .measure import decode_tokens_per_second, stored_megabytes
+from .measure import decode_speed_against, decode_tokens_per_second, stored_megabytes
 from .tasks import TEST_SEED, get_task, load_split
 from .tokenizer import EOS
 
@@ -35,7 +35,7 @@ class GridSettings:
     ratio: float = 0.0035
     group_size: int = 64
     speed_prompts: int = 4    # prompts for the tokens/s measurement
-    speed_rounds: int = 5     # its rounds over the prompts, of which the median is reported
+    speed_rounds: int = 5     # its rounds over the prompts (alternating with fp32's), medians reported
     per_row_bits: List[int] = field(default_factory=list)  # also run these bit widths with per-row scales
     seeds: List[int] = field(default_factory=lambda: [TEST_SEED])  # calibration sample seeds
 
@@ -68,6 +68,7 @@ class Row:
     group_size: int = 64
     accuracy_sd: Dict[str, float] = field(default_factory=dict)  # over calibration seeds (0 for one)
     seeds: int = 1
+    speed_vs_fp32: float = 1.0  # median ratio of decoding rounds alternating with the fp32 model
 
 
 class _ScoreCache:
@@ -95,11 +96,16 @@ class _ScoreCache:
         return None, 0.0
 
 
-def _evaluate(model, tokenizer, settings: GridSettings, test_sets, progress: bool) -> Tuple[dict, float]:
+def _evaluate(model, tokenizer, settings: GridSettings, test_sets, progress: bool,
+              fp32_model=None) -> Tuple[dict, float, float]:
+    """Accuracy per task, decoding tokens/s, and the speed relative to
+    `fp32_model` (rounds alternating with it; 1 without it)."""
     accuracy = {name: task_accuracy(model, tokenizer, get_task(name), test_sets[name], progress=progress)
                 for name in settings.eval_tasks}
     speed_prompts = [ex.prompt for ex in test_sets[settings.eval_tasks[0]][: settings.speed_prompts]]
-    return accuracy, decode_tokens_per_second(model, tokenizer, speed_prompts, rounds=settings.speed_rounds)
+    if fp32_model is None:
+        return accuracy, decode_tokens_per_second(model, tokenizer, speed_prompts, rounds=settings.speed_rounds), 1.0
+    return (accuracy, *decode_speed_against(model, fp32_model, tokenizer, speed_prompts, rounds=settings.speed_rounds))
 
 
 def _summary(values: List[float]) -> Tuple[float, float]:
@@ -111,7 +117,7 @@ def run_grid(model, tokenizer, settings: GridSettings, progress: bool = True) ->
     bits and group size, method), averaged over the calibration seeds.
     `model` is left unchanged."""
     test_sets = {name: load_split(name, "test", settings.limit, at_most=True) for name in settings.eval_tasks}
-    accuracy, speed = _evaluate(model, tokenizer, settings, test_sets, progress)
+    accuracy, speed, _ = _evaluate(model, tokenizer, settings, test_sets, progress)
     rows = [Row("-", "fp32", 32, 32.0, stored_megabytes(model), accuracy, 0.0, speed, group_size=0)]
     cache = _ScoreCache()
     regimes = [(b, settings.group_size) for b in settings.bits] + [(b, -1) for b in settings.per_row_bits]
@@ -128,15 +134,17 @@ def run_grid(model, tokenizer, settings: GridSettings, progress: bool = True) ->
             start = time.perf_counter()
             report = quantize_model(quantized, calib, cfg, scores=scores, progress=False)
             quant_seconds = time.perf_counter() - start + score_seconds
-            accuracy, speed = _evaluate(quantized, tokenizer, settings, test_sets, progress)
-            per_seed.append((report, stored_megabytes(quantized), accuracy, quant_seconds, speed, score_seconds))
+            accuracy, speed, vs_fp32 = _evaluate(quantized, tokenizer, settings, test_sets, progress, model)
+            per_seed.append((report, stored_megabytes(quantized), accuracy, quant_seconds, speed, score_seconds,
+                             vs_fp32))
             bar.update()
-        report, size, _, _, _, score_seconds = per_seed[-1]
-        summaries = {t: _summary([acc[t] for _, _, acc, _, _, _ in per_seed]) for t in settings.eval_tasks}
+        report, size, _, _, _, score_seconds, _ = per_seed[-1]
+        summaries = {t: _summary([p[2][t] for p in per_seed]) for t in settings.eval_tasks}
         rows.append(Row(calib_task, method, bits, report.avg_bits, size, {t: m for t, (m, _) in summaries.items()},
                         statistics.fmean(p[3] for p in per_seed), statistics.fmean(p[4] for p in per_seed),
                         dict(report.stage_seconds, scores=score_seconds), group_size,
-                        {t: sd for t, (_, sd) in summaries.items()}, len(per_seed)))
+                        {t: sd for t, (_, sd) in summaries.items()}, len(per_seed),
+                        statistics.fmean(p[6] for p in per_seed)))
         tqdm.write(format_row(rows[-1], settings.eval_tasks)) if progress else None
     bar.close()
     return rows
@@ -154,7 +162,7 @@ def format_row(row: Row, tasks: List[str], with_sd: bool = False) -> str:
     accuracy = " ".join(_accuracy_cell(row, t, with_sd) for t in tasks)
     group = "-" if row.method == "fp32" else "row" if row.group_size == -1 else str(row.group_size)
     return (f"{row.calib:<6} {row.method:<16} {row.bits:>4} {group:>5} {row.avg_bits:>8.3f} {row.size_mb:>7.3f} "
-            f"{accuracy} {row.quant_seconds:>8.1f} {row.tokens_per_second:>7.1f}")
+            f"{accuracy} {row.quant_seconds:>8.1f} {row.tokens_per_second:>7.1f} {row.speed_vs_fp32:>6.2f}x")
 
 
 def format_table(rows: List[Row], tasks: List[str]) -> str:
@@ -162,5 +170,5 @@ def format_table(rows: List[Row], tasks: List[str]) -> str:
     with_sd = any(r.seeds > 1 for r in rows)
     width = 10 if with_sd else 6
     header = (f"{'calib':<6} {'method':<16} {'bits':>4} {'group':>5} {'avg bits':>8} {'size MB':>7} "
-              + " ".join(f"{t:>{width}}" for t in tasks) + f" {'quant s':>8} {'tok/s':>7}")
+              + " ".join(f"{t:>{width}}" for t in tasks) + f" {'quant s':>8} {'tok/s':>7} {'vs fp32':>7}")
     return "\n".join([header, "-" * len(header)] + [format_row(r, tasks, with_sd) for r in rows])
