@@ -32,23 +32,28 @@ static Cap env_cap() {
   return Cap::kNone;
 }
 
-CpuIsa cpu_isa() {
-  // Read on every call (cheap) so tests may change TACQ_CPU_ISA at run time.
+static CpuIsa hardware_isa() {
   static const CpuIsa hardware = detect_hardware_isa();
-  const Cap cap = env_cap();
-  const CpuIsa allowed = cap == Cap::kGeneric ? CpuIsa::kGeneric : cap == Cap::kAvx2 ? CpuIsa::kAvx2 : CpuIsa::kAvx512;
-  return static_cast<int>(allowed) < static_cast<int>(hardware) ? allowed : hardware;
+  return hardware;
 }
 
-// AVX-512 extensions: in the hardware, AVX-512 in use, and allowed by the cap.
+CpuIsa cpu_isa() {
+  // Read on every call (cheap) so tests may change TACQ_CPU_ISA at run time.
+  const Cap cap = env_cap();
+  const CpuIsa allowed = cap == Cap::kGeneric ? CpuIsa::kGeneric : cap == Cap::kAvx2 ? CpuIsa::kAvx2 : CpuIsa::kAvx512;
+  return static_cast<int>(allowed) < static_cast<int>(hardware_isa()) ? allowed : hardware_isa();
+}
+
+// AVX-512 extensions: in the hardware, with AVX-512, and allowed by the cap
+// (a cap that allows an extension allows AVX-512: one read of TACQ_CPU_ISA).
 #if defined(__x86_64__) || defined(__i386__)
 bool cpu_has_avx512_bf16() {
-  static const bool hardware = __builtin_cpu_supports("avx512bf16");
-  return hardware && cpu_isa() == CpuIsa::kAvx512 && env_cap() == Cap::kNone;
+  static const bool hardware = __builtin_cpu_supports("avx512bf16") && hardware_isa() == CpuIsa::kAvx512;
+  return hardware && env_cap() == Cap::kNone;
 }
 bool cpu_has_avx512_vnni() {
-  static const bool hardware = __builtin_cpu_supports("avx512vnni");
-  return hardware && cpu_isa() == CpuIsa::kAvx512 && env_cap() >= Cap::kAvx512Vnni;
+  static const bool hardware = __builtin_cpu_supports("avx512vnni") && hardware_isa() == CpuIsa::kAvx512;
+  return hardware && env_cap() >= Cap::kAvx512Vnni;
 }
 #else
 bool cpu_has_avx512_bf16() { return false; }
