@@ -9,12 +9,13 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 from tqdm.auto import tqdm
 
 from .. import TACQConfig, compute_saliency, quantize_model
 from ..calib_data import make_batches
+from ..report import QuantizationReport
 from ..saliency import accumulate_gradient_stats
 from ..targets import find_targets
 from .evaluate import task_accuracy
@@ -108,6 +109,17 @@ def _evaluate(model, tokenizer, settings: GridSettings, test_sets, progress: boo
     return (accuracy, *decode_speed_against(model, fp32_model, tokenizer, speed_prompts, rounds=settings.speed_rounds))
 
 
+class _SeedRun(NamedTuple):
+    """One calibration seed's quantized model, as measured."""
+    report: QuantizationReport
+    size_mb: float
+    accuracy: Dict[str, float]
+    quant_seconds: float
+    tokens_per_second: float
+    score_seconds: float
+    speed_vs_fp32: float
+
+
 def _summary(values: List[float]) -> Tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -135,16 +147,18 @@ def run_grid(model, tokenizer, settings: GridSettings, progress: bool = True) ->
             report = quantize_model(quantized, calib, cfg, scores=scores, progress=False)
             quant_seconds = time.perf_counter() - start + score_seconds
             accuracy, speed, vs_fp32 = _evaluate(quantized, tokenizer, settings, test_sets, progress, model)
-            per_seed.append((report, stored_megabytes(quantized), accuracy, quant_seconds, speed, score_seconds,
-                             vs_fp32))
+            per_seed.append(_SeedRun(report, stored_megabytes(quantized), accuracy, quant_seconds, speed,
+                                     score_seconds, vs_fp32))
             bar.update()
-        report, size, _, _, _, score_seconds, _ = per_seed[-1]
-        summaries = {t: _summary([p[2][t] for p in per_seed]) for t in settings.eval_tasks}
-        rows.append(Row(calib_task, method, bits, report.avg_bits, size, {t: m for t, (m, _) in summaries.items()},
-                        statistics.fmean(p[3] for p in per_seed), statistics.fmean(p[4] for p in per_seed),
-                        dict(report.stage_seconds, scores=score_seconds), group_size,
+        last = per_seed[-1]
+        summaries = {t: _summary([run.accuracy[t] for run in per_seed]) for t in settings.eval_tasks}
+        rows.append(Row(calib_task, method, bits, last.report.avg_bits, last.size_mb,
+                        {t: m for t, (m, _) in summaries.items()},
+                        statistics.fmean(run.quant_seconds for run in per_seed),
+                        statistics.fmean(run.tokens_per_second for run in per_seed),
+                        dict(last.report.stage_seconds, scores=last.score_seconds), group_size,
                         {t: sd for t, (_, sd) in summaries.items()}, len(per_seed),
-                        statistics.fmean(p[6] for p in per_seed)))
+                        statistics.fmean(run.speed_vs_fp32 for run in per_seed)))
         tqdm.write(format_row(rows[-1], settings.eval_tasks)) if progress else None
     bar.close()
     return rows
