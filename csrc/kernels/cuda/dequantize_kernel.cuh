@@ -1,18 +1,18 @@
 // CUDA dequantize kernel: out[n, k] = scale[n, g] * (code[n, k] - zero[n, g]), g = k / group_len.
 //
-// Thread mapping: one thread per (row n, 32-code block b), t = n*nb + b with
-// nb = ceil(K/32), grid-stride, 64-bit indices. A thread reads its block's
-// `bits` packed words (a warp reads one contiguous span), one scale/zero pair
-// (a block never straddles groups: group_len is K or a multiple of 32), and
-// writes the 32 outputs out[n, 32b .. 32b+31] with 16-byte stores when every
-// row start is 16-byte aligned, else element by element; the last block of a
-// row stops at K. The arithmetic is dequantize_value of tacq/quant_math.h, the
+// Thread mapping: one thread per (row n, 32-code block b), for_each_code_block
+// of code_blocks.cuh. A thread reads its block's `bits` packed words (a warp
+// reads one contiguous span), one scale/zero pair (a block never straddles
+// groups: group_len is K or a multiple of 32), and writes the 32 outputs
+// out[n, 32b .. 32b+31] with 16-byte stores when every row start is 16-byte
+// aligned, else element by element; the last block of a row stops at K. The arithmetic is dequantize_value of tacq/quant_math.h, the
 // CPU kernel's, so the results are bitwise equal.
 // dequantize.cu launches it, tests/c/cuda_emulation_dequantize.cpp runs it on the CPU.
 #pragma once
 
 #include <cstdint>
 
+#include "code_blocks.cuh"
 #include "float_types.cuh"
 #include "tacq/packing.h"
 #include "tacq/quant_math.h"
@@ -37,11 +37,7 @@ __global__ void __launch_bounds__(kThreads)
                       bool vector_store,                    // rows of out 16-byte aligned
                       O* __restrict__ out) {                // [N, K]
   constexpr int kPerVector = 16 / sizeof(O);
-  const int64_t nb = (K + kCodesPerBlock - 1) / kCodesPerBlock;
-  const int64_t total = N * nb;
-  for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < total;
-       t += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t n = t / nb, k0 = (t % nb) * kCodesPerBlock;
+  for_each_code_block(N, K, [&](int64_t t, int64_t n, int64_t k0) {
     uint32_t words[BITS];
 #pragma unroll
     for (int w = 0; w < BITS; ++w) words[w] = __ldg(packed + t * BITS + w);
@@ -66,7 +62,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int i = 0; i < kCodesPerBlock; ++i)
         if (i < valid) dst[i] = block.val[i];
     }
-  }
+  });
 }
 
 }  // namespace tacq::cuda::dequant
