@@ -8,10 +8,17 @@ the shared machine's drift hits every model alike.
     python bench/demo_decode.py --compile       # every model under torch.compile, static KV cache
     python bench/demo_decode.py --compile --cpp-wrapper   # ... with Inductor's C++ wrapper
 
-Each round times every model once over the same prompts; the table gives the
-median and the best round per model, the ratio of medians to fp32, and each
-round's ratio to the fp32 model of the same round (median, range, and how many
-rounds the model was slower). --compile runs every model's forward through
+Each round times every model once over the same prompts, starting one model
+further along the list than the round before, so that no model always runs
+right after fp32; the table gives the median and the best round per model, the
+ratio of medians to fp32, and each round's ratio to the fp32 model of the same
+round (median, range, how many rounds the model was slower, and a one-sided
+sign test: how likely a model no faster than fp32 would be to win as many
+rounds). A second copy of the fp32 model, timed like the others, is the
+control: its row is what the machine's noise alone does to those columns (a
+model no faster than fp32 is slower in about half the rounds).
+
+--compile runs every model's forward through
 torch.compile(fullgraph=True) with a static KV cache, as bench/e2e_decode.py
 --modes compiled does, with the prompts left-padded with spaces to one length
 (each new shape would compile again), after an untimed round that compiles.
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -35,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, plot_bars, write_table_results  # noqa: E402
 
 REGIMES = [(2, -1), (2, 64), (3, -1), (3, 64)]  # (bits, group size)
+CONTROL = "fp32, second copy (control)"
 
 
 def quantized_models(model, tokenizer, calib_task: str):
@@ -51,6 +60,13 @@ def quantized_models(model, tokenizer, calib_task: str):
         quantize_model(quantized, calib, TACQConfig(bits=bits, group_size=group_size), progress=False)
         out[f"tacq {bits}-bit, " + ("per row" if group_size == -1 else f"groups of {group_size}")] = quantized
     return out
+
+
+def chance_of_winning(wins: int, losses: int) -> float:
+    """One-sided sign test: the probability that a model no faster than fp32
+    wins at least ``wins`` of ``wins + losses`` paired rounds (ties left out)."""
+    n = wins + losses
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n
 
 
 def main(argv=None) -> int:
@@ -75,7 +91,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     model, tokenizer = load_demo_model()
-    models = {"fp32": model, **quantized_models(model, tokenizer, "arith")}
+    models = {"fp32": model, CONTROL: copy.deepcopy(model), **quantized_models(model, tokenizer, "arith")}
     prompts = [ex.prompt for ex in load_split("sql", "test", args.prompts, at_most=True)]
     if args.compile:  # one graph for the prompt, one for a step (fullgraph raises on a break)
         longest = max(len(prompt) for prompt in prompts)
@@ -89,23 +105,28 @@ def main(argv=None) -> int:
         for m in tqdm(models.values(), desc="compiling"):  # an untimed round
             decode_tokens_per_second(m, tokenizer, prompts)
     results = {label: [] for label in models}
-    for _ in tqdm(range(args.rounds), desc="rounds"):
-        for label, m in models.items():
-            results[label].append(decode_tokens_per_second(m, tokenizer, prompts))
+    labels = list(models)
+    for r in tqdm(range(args.rounds), desc="rounds"):
+        for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+            results[label].append(decode_tokens_per_second(models[label], tokenizer, prompts))
 
     base = statistics.median(results["fp32"])
     lines = ["| model | tok/s, median | best round | median vs fp32 | same round vs fp32: median (min-max), "
-             "rounds slower |", "|---|---|---|---|---|"]
+             "rounds slower | sign test: p of winning as often by chance |", "|---|---|---|---|---|---|"]
     for label, v in results.items():
         paired = [a / b for a, b in zip(v, results["fp32"])]
+        slower, faster = sum(r < 1 for r in paired), sum(r > 1 for r in paired)
+        p = f"{chance_of_winning(faster, slower):.2g}" if label != "fp32" else "-"
         lines.append(f"| {label} | {statistics.median(v):.1f} | {max(v):.1f} | {statistics.median(v) / base:.2f}x | "
                      f"{statistics.median(paired):.2f}x ({min(paired):.2f}-{max(paired):.2f}), "
-                     f"{sum(r < 1 for r in paired)} of {len(paired)} |")
+                     f"{slower} of {len(paired)} | {p} |")
     table = "\n".join(lines)
     print(table)
     notes = [f"rounds: {args.rounds}, prompts per round: {len(prompts)} (sql test split), 32 new tokens each"
              + (", torch.compile(fullgraph=True) + static KV cache" if args.compile else ", eager")
-             + (", Inductor's C++ wrapper" if args.cpp_wrapper else "")]
+             + (", Inductor's C++ wrapper" if args.cpp_wrapper else ""),
+             "each round starts one model further along the rows than the round before; "
+             f"'{CONTROL}' is a deep copy of fp32, the noise floor of the columns"]
     stem = write_table_results(args.name, command_line("demo_decode.py", argv), table, notes,
                                {"tokens_per_second": results})
     plot_bars({label: statistics.median(v) for label, v in results.items()}, stem.with_suffix(".png"),
