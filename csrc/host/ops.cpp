@@ -14,6 +14,7 @@
 #include "../kernels/cpu/quantize.h"
 #include "host.h"
 #include "parallel.h"
+#include "scratch.h"
 #include "tacq/cpu_isa.h"
 #include "tacq/limits.h"
 #include "tacq/packing.h"
@@ -500,52 +501,19 @@ tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, in
 
   const int64_t M = x.M, K = w.K, N = w.N, G = shape.G, bits = w.bits;
   const int64_t Kp = padded(K);
-  AlignedBuffer xs_buffer, xsum_buffer, q_buffer, d_buffer, lanes_buffer, lane_scales_buffer, lane_xsum_buffer;
-  if (!xs_buffer.allocate(static_cast<size_t>(M * Kp) * sizeof(float)) ||
-      !xsum_buffer.allocate(static_cast<size_t>(M * G) * sizeof(float)) ||
-      (x.int8 && (!q_buffer.allocate(static_cast<size_t>(M * Kp)) ||
-                  !d_buffer.allocate(static_cast<size_t>(M * (Kp / 32)) * sizeof(float)))))
-    return fail(TACQ_ERROR_OUT_OF_MEMORY, "%s: out of memory for staging x", fn);
-  float* xs = xs_buffer.as<float>();
-  float* xsum = xsum_buffer.as<float>();
-  const int64_t bad_row = stage_activations(x, Kp, shape.group_len, xs, xsum, q_buffer.as<int8_t>(),
-                                            d_buffer.as<float>(), num_threads);
-  if (bad_row >= 0)
-    return fail(TACQ_ERROR_BAD_VALUE, "%s: x row %lld contains NaN or infinity (int8 activations need finite x)",
-                fn, static_cast<long long>(bad_row));
-
-  const cpu::GemvKernel kernel = gemv_kernel_for(cpu_isa(), x.dtype, x.int8);
-  int64_t Kc = 0;
-  const float* lane_xsum = xsum;
-  bool in_place = false;
+  const CpuIsa isa = cpu_isa();  // one read of TACQ_CPU_ISA (a getenv, ~5 % of a tiny layer's call)
+  const cpu::GemvKernel kernel = gemv_kernel_for(isa, x.dtype, x.int8);
+  // x staged in the kernel's order: Kc values a row, lane_bits wide (lane
+  // kernels) or int8 with 8 scales a chunk (int8 kernels).
+  int64_t Kc = 0, lane_bytes = 0, lane_scales_per_row = 0;
   if (kernel.lane_bits != 0) {
     Kc = cpu::LaneOrder{static_cast<int>(bits), kernel.lane_bits}.staged_length(Kp);
-    const int64_t row_bytes = Kc * (kernel.lane_bits / 8);
-    in_place = codes_in_place(static_cast<int>(bits), kernel.lane_bits, M, Kp, xs);
-    if (!lanes_buffer.allocate(static_cast<size_t>(M * row_bytes)) ||
-        (in_place && !lane_xsum_buffer.allocate(static_cast<size_t>(M * G) * sizeof(float))))
-      return fail(TACQ_ERROR_OUT_OF_MEMORY, "%s: out of memory for staging x", fn);
-    float step_weights[8];  // the staged x's scale by k % 8 (a lane's 8 codes)
-    for (int i = 0; i < 8; ++i) step_weights[i] = static_cast<float>(1 << cpu::InPlaceCodes::x_exponent(i));
-    auto* lanes = lanes_buffer.as<char>();
-    parallel_for(0, M, 1, num_threads, [&](int64_t b, int64_t e, int) {
-      for (int64_t m = b; m < e; ++m) {
-        kernel.stage_lanes(xs + m * Kp, Kp, static_cast<int>(bits), Kc, in_place, lanes + m * row_bytes);
-        if (in_place) group_sums(xs + m * Kp, K, shape.group_len, step_weights, lane_xsum_buffer.as<float>() + m * G);
-      }
-    });
-    if (in_place) lane_xsum = lane_xsum_buffer.as<float>();
+    lane_bytes = kernel.lane_bits / 8;
   } else if (kernel.int8_lanes) {
     const cpu::Int8Order order{static_cast<int>(bits)};
     Kc = order.staged_length(Kp);
-    const int64_t lane_scales_per_row = Kc / order.chunk_codes() * 8;
-    if (!lanes_buffer.allocate(static_cast<size_t>(M * Kc)) ||
-        !lane_scales_buffer.allocate(static_cast<size_t>(M * lane_scales_per_row) * sizeof(float)))
-      return fail(TACQ_ERROR_OUT_OF_MEMORY, "%s: out of memory for staging x", fn);
-    for (int64_t m = 0; m < M; ++m)
-      cpu::stage_int8_lanes(q_buffer.as<int8_t>() + m * Kp, d_buffer.as<float>() + m * (Kp / 32), Kp,
-                            static_cast<int>(bits), Kc, lanes_buffer.as<int8_t>() + m * Kc,
-                            lane_scales_buffer.as<float>() + m * lane_scales_per_row);
+    lane_bytes = 1;
+    lane_scales_per_row = Kc / order.chunk_codes() * 8;
   }
   // fp16 scales: the lane and int8 kernels read them as stored. The other kernels
   // read fp32, converted inside each thread one block of rows at a time into
@@ -564,15 +532,52 @@ tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, in
   // (2 threads, interleaved processes): a layer's four GEMV shapes 73 -> 64 us
   // at 2 bits and 91 -> 75-82 us at 3 against 64 KiB, for nn.Linear's ~81.
   const int threads = plan_threads(N, max64(1, (16 << 10) / row_bytes), num_threads);
-  AlignedBuffer scale_blocks;
-  if (convert_scales && !scale_blocks.allocate(static_cast<size_t>(threads * block_rows * 2 * G) * sizeof(float)))
-    return fail(TACQ_ERROR_OUT_OF_MEMORY, "%s: out of memory for converting scales", fn);
-  const cpu::HalvesToFloatsFn convert = halves_kernel_for(cpu_isa());
+
+  const auto floats = [](int64_t n) { return static_cast<size_t>(n) * sizeof(float); };
+  Scratch scratch;
+  const size_t xs_at = scratch.add(floats(M * Kp)), xsum_at = scratch.add(floats(M * G));
+  const size_t q_at = scratch.add(x.int8 ? static_cast<size_t>(M * Kp) : 0);
+  const size_t d_at = scratch.add(x.int8 ? floats(M * (Kp / 32)) : 0);
+  const size_t lanes_at = scratch.add(static_cast<size_t>(M * Kc * lane_bytes));
+  const size_t lane_xsum_at = scratch.add(kernel.lane_bits != 0 ? floats(M * G) : 0);
+  const size_t lane_scales_at = scratch.add(floats(M * lane_scales_per_row));
+  const size_t scale_blocks_at = scratch.add(convert_scales ? floats(threads * block_rows * 2 * G) : 0);
+  if (!scratch.acquire()) return fail(TACQ_ERROR_OUT_OF_MEMORY, "%s: out of memory for staging x", fn);
+  float* xs = scratch.at<float>(xs_at);
+  float* xsum = scratch.at<float>(xsum_at);
+  const int64_t bad_row = stage_activations(x, Kp, shape.group_len, xs, xsum, scratch.at<int8_t>(q_at),
+                                            scratch.at<float>(d_at), num_threads);
+  if (bad_row >= 0)
+    return fail(TACQ_ERROR_BAD_VALUE, "%s: x row %lld contains NaN or infinity (int8 activations need finite x)",
+                fn, static_cast<long long>(bad_row));
+
+  const float* lane_xsum = xsum;
+  bool in_place = false;
+  if (kernel.lane_bits != 0) {
+    in_place = codes_in_place(static_cast<int>(bits), kernel.lane_bits, M, Kp, xs);
+    float step_weights[8];  // the staged x's scale by k % 8 (a lane's 8 codes)
+    for (int i = 0; i < 8; ++i) step_weights[i] = static_cast<float>(1 << cpu::InPlaceCodes::x_exponent(i));
+    auto* lanes = scratch.at<char>(lanes_at);
+    float* in_place_xsum = scratch.at<float>(lane_xsum_at);
+    parallel_for(0, M, 1, num_threads, [&](int64_t b, int64_t e, int) {
+      for (int64_t m = b; m < e; ++m) {
+        kernel.stage_lanes(xs + m * Kp, Kp, static_cast<int>(bits), Kc, in_place, lanes + m * Kc * lane_bytes);
+        if (in_place) group_sums(xs + m * Kp, K, shape.group_len, step_weights, in_place_xsum + m * G);
+      }
+    });
+    if (in_place) lane_xsum = in_place_xsum;
+  } else if (kernel.int8_lanes) {
+    for (int64_t m = 0; m < M; ++m)
+      cpu::stage_int8_lanes(scratch.at<int8_t>(q_at) + m * Kp, scratch.at<float>(d_at) + m * (Kp / 32), Kp,
+                            static_cast<int>(bits), Kc, scratch.at<int8_t>(lanes_at) + m * Kc,
+                            scratch.at<float>(lane_scales_at) + m * lane_scales_per_row);
+  }
+  const cpu::HalvesToFloatsFn convert = halves_kernel_for(isa);
   const auto* scale_f16 = static_cast<const uint16_t*>(w.scale);
   const auto* zero_f16 = static_cast<const uint16_t*>(w.zero);
   cpu::GemvProblem problem{reinterpret_cast<const uint32_t*>(w.packed), nullptr, nullptr, nullptr, nullptr,
-                           xs, xsum, lane_xsum, lanes_buffer.get(), lane_scales_buffer.as<float>(), w.row_ptr,
-                           w.col_idx, w.values, M, N, K, Kp, Kc, shape.group_len,
+                           xs, xsum, lane_xsum, scratch.at<void>(lanes_at), scratch.at<float>(lane_scales_at),
+                           w.row_ptr, w.col_idx, w.values, M, N, K, Kp, Kc, shape.group_len,
                            static_cast<int>(bits), y, in_place};
   if (!f16_scales) {
     problem.scale = static_cast<const float*>(w.scale);
@@ -587,7 +592,7 @@ tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, in
       if (!kernel.rows(problem, b, e)) residual_ok = false;
       return;
     }
-    float* converted = scale_blocks.as<float>() + tid * block_rows * 2 * G;
+    float* converted = scratch.at<float>(scale_blocks_at) + tid * block_rows * 2 * G;
     for (int64_t first = b; first < e; first += block_rows) {
       const int64_t rows = e - first < block_rows ? e - first : block_rows;
       convert(scale_f16 + first * G, converted, rows * G);

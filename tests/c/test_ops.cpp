@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <limits>
 #include <string>
+#include <thread>
 
 #include "test_util.h"
 
@@ -235,6 +236,48 @@ void test_mixed_gemv() {
   CHECK_STATUS(tacq_mixed_gemv_f32(&w, x.data(), 1, nullptr, 0), TACQ_OK);
 }
 
+// Calls whose staging memory is small enough for the calling thread's reused
+// block and calls that need their own (K = 8192 at 16 rows: 512 KiB of staged
+// fp32 x), in turn, from four threads at once: each thread's results must
+// match the reference in every round (a block shared between threads, or
+// one left too small after a larger call, would not).
+void test_mixed_gemv_concurrent_staging() {
+  struct Job {
+    Layer L;
+    int64_t M;
+    std::vector<float> x;
+    std::vector<double> ref, mag;
+  };
+  std::vector<Job> jobs;
+  const struct { int64_t N, K, gs, M; } shapes[] = {{48, 192, 64, 1}, {24, 8192, 128, 16}, {64, 512, -1, 3},
+                                                    {8, 4096, 64, 16}, {96, 192, -1, 2}};
+  for (const auto& s : shapes) {
+    Job j{random_layer(rng, s.N, s.K, 2 + static_cast<int>(jobs.size() % 3), s.gs, true, 0.01), s.M, {}, {}, {}};
+    j.x = random_normal(rng, static_cast<size_t>(s.M * s.K));
+    ref_gemv(j.L, j.x, j.M, &j.ref, &j.mag);
+    jobs.push_back(std::move(j));
+  }
+  constexpr int kThreads = 4, kRounds = 100;
+  int wrong[kThreads] = {};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < kRounds; ++round) {
+        const Job& j = jobs[(t + round) % jobs.size()];
+        const tacq_weights w = j.L.view();
+        std::vector<float> y(static_cast<size_t>(j.M * j.L.N), NAN);
+        if (tacq_mixed_gemv_f32(&w, j.x.data(), j.M, y.data(), 1) != TACQ_OK) ++wrong[t];
+        for (size_t i = 0; i < y.size(); ++i)
+          if (!(std::fabs(y[i] - j.ref[i]) <= 1e-5 * j.mag[i] + 1e-6)) {
+            ++wrong[t];
+            break;
+          }
+      }
+    });
+  for (auto& thread : threads) thread.join();
+  for (int t = 0; t < kThreads; ++t) CHECK(wrong[t] == 0);
+}
+
 // x rounded to int8 per 32-value block along K (tacq_mixed_gemv_int8x_f32).
 std::vector<float> ref_round_int8(const std::vector<float>& x, int64_t M, int64_t K) {
   std::vector<float> out(x.size());
@@ -401,6 +444,7 @@ int main() {
   test_dequantize();
   test_weights_bad_arguments();
   test_mixed_gemv();
+  test_mixed_gemv_concurrent_staging();
   test_mixed_gemv_int8x();
   test_quantize();
   test_quantize_bad_arguments();
