@@ -1,10 +1,10 @@
 // Staging memory of one host call: pieces laid out one after another in one
 // block, each 64-byte aligned. A block of up to Scratch::kReusedBytes is the
 // calling thread's, kept from call to call, so a decoding step's small layers
-// allocate nothing (at the demo model's 192-wide layers the five or six
-// allocations and frees of a call cost about as much as its arithmetic);
-// larger blocks, and any needed while the thread's block is in use, are
-// allocated for the call.
+// allocate nothing (the five to seven allocations and frees of a call took
+// 0.15-0.3 us on Zen 4, a quarter of a 16x32 layer's host time and 5 % of a
+// 192x192 layer's); larger blocks, and any needed while the thread's block
+// is in use, are allocated for the call.
 #pragma once
 
 #include <cstddef>
