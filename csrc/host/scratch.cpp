@@ -17,8 +17,9 @@ thread_local ThreadBlock t_block;
 
 size_t Scratch::add(size_t bytes) {
   const size_t offset = total_;
-  // Saturates: a block of SIZE_MAX bytes fails to allocate.
-  total_ = bytes > SIZE_MAX - 64 - total_ ? SIZE_MAX : total_ + (bytes + 63) / 64 * 64;
+  // Saturates at SIZE_MAX, a block that fails to allocate.
+  const size_t rounded = bytes > SIZE_MAX - 63 ? SIZE_MAX : (bytes + 63) / 64 * 64;
+  total_ = rounded > SIZE_MAX - total_ ? SIZE_MAX : total_ + rounded;
   return offset;
 }
 
