@@ -29,7 +29,8 @@ int main() {
   CHECK(names_the_function());
   for (int64_t M : {0, -1, TACQ_MIXED_GEMV_MAX_ROWS + 1})
     CHECK_STATUS(tacq_mixed_gemv_cuda(&w, x.data(), TACQ_DTYPE_F32, M, y.data(), nullptr), TACQ_ERROR_BAD_SIZE);
-  CHECK_STATUS(tacq_mixed_gemv_cuda(&w, x.data(), TACQ_DTYPE_F64, 1, y.data(), nullptr), TACQ_ERROR_BAD_DTYPE);
+  for (int32_t dtype : {int32_t{TACQ_DTYPE_F64}, int32_t{9}})  // unsupported; no tacq_dtype at all
+    CHECK_STATUS(tacq_mixed_gemv_cuda(&w, x.data(), dtype, 1, y.data(), nullptr), TACQ_ERROR_BAD_DTYPE);
   CHECK_STATUS(tacq_mixed_gemv_cuda(&w, nullptr, TACQ_DTYPE_F32, 1, y.data(), nullptr), TACQ_ERROR_NULL_POINTER);
   CHECK_STATUS(tacq_mixed_gemv_cuda(&w, x.data(), TACQ_DTYPE_F32, 1, nullptr, nullptr), TACQ_ERROR_NULL_POINTER);
   CHECK(names_the_function());
