@@ -43,8 +43,13 @@ int64_t fused_rows_from_environment() {
 // 48, at 192x192 0.76-1.0x at 17 and 1.27-1.53x at 24-32 (at K = 512 still
 // 0.68-0.70x at 32 rows, 192x512 and 512x512, 0.84-1.0x at 64); bf16 x at
 // 64x192, 192x192 and 512x192 about 1.0x at 24 rows, 1.2-1.4x at 32 and 1.7x
-// at 48. Such layers take at most 32 rows of fp32 x and 24 of bf16 x through
-// the fused kernel.
+// at 48. Those were with the dense blocks streamed to memory; since blocks of
+// at most 1 MiB stay in cache (host::dense_rows), the GEMM wins sooner for fp32
+// x (four alternating processes, groups of 64, 2-/3-bit fused vs dense, us:
+// 64x192 at 17 rows 11/21 vs 11, 192x192 25/32 vs 20, 512x192 33/39 vs 45; at
+// 20 rows 14/25 vs 11, 29/38 vs 21, 38/46 vs 45; at 24 every layer's dense
+// route as fast or faster). Such layers take at most 20 rows of fp32 x and 24
+// of bf16 x (not measured again) through the fused kernel.
 // fp16 x: the fused kernel stages it as fp32, but the dense route's GEMM is
 // torch's fp16 one, which on CPUs without AVX512-FP16 was 2-3.5x slower than
 // the fused slices at every size tried (2-bit, 2 threads: 512x192 at 33-512
@@ -64,7 +69,7 @@ int64_t cpu_fused_rows_limit(at::ScalarType x_type, int64_t K) {
     return K <= kShortRowsK ? 24 : 48;
   }
   if (isa == CpuIsa::kAvx2) return 32;
-  return K <= kShortRowsK ? 32 : 128;
+  return K <= kShortRowsK ? 20 : 128;
 }
 
 }  // namespace tacq
