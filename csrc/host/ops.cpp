@@ -343,12 +343,12 @@ tacq_status dequantize(const tacq_weights& w, tacq_dtype out_dtype, void* out, i
 
 tacq_status dense_rows(const tacq_weights& w, int64_t row_begin, int64_t row_end, tacq_dtype out_dtype,
                        void* out, int num_threads) {
-  // Torch's GEMM threads read the block next. One larger than a core's L2
-  // is streamed to memory: left in this core's cache, the other cores' reads
-  // of it were slow (14336 x 4096 at 512 rows, 4 MiB blocks). A smaller one
-  // is written as usual and read from cache: measured on Zen 4, 2 threads,
-  // 53 rows of fp32 x, 2-bit, streamed -> cached: 192 x 192 38 -> 32 us,
-  // 512 x 192 90 -> 73 us (F.linear 25 and 61).
+  // Torch's GEMM threads read the block next. One of more than 1 MiB (a Zen 4
+  // core's L2) is streamed to memory: left in this core's cache, the other
+  // cores' reads of it were slow (14336 x 4096 at 512 rows, 4 MiB blocks). A
+  // smaller one is written as usual and read from cache: measured on Zen 4,
+  // 2 threads, 53 rows of fp32 x, 2-bit, streamed -> cached: 192 x 192 38-43
+  // -> 32-38 us, 512 x 192 93-99 -> 75-89 us (F.linear 25-29 and 61-75).
   constexpr int64_t kCachedBlockBytes = int64_t{1} << 20;
   const int64_t bytes = (row_end - row_begin) * w.K * (out_dtype == TACQ_DTYPE_BF16 ? 2 : 4);
   return dense_rows_as("tacq_dense_rows", w, row_begin, row_end, true, bytes > kCachedBlockBytes, out_dtype, out,
