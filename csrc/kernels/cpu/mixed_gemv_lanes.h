@@ -555,11 +555,17 @@ struct PairedView {
   PairedView(const GemvProblem& p, int64_t first) : rows(rows_from(p, first, nullptr, nullptr)), view(rows) {
     const int64_t G = p.K / p.group_len, half = p.Kp / ChunkShape<kBits>::kCodesPerLane;  // lanes of a row
     constexpr int kLanes = ChunkShape<kBits>::kLanes;
+    // The lane of a step of x that each lane takes, worked out once: a
+    // division per element cost ~0.6 us a call (Zen 4, batch 1, 3 bits,
+    // 2 threads, alternating builds: 192 x 192 4.9-5.3 -> 4.4-4.5 us, 64 x 192
+    // 3.8-4.0 -> 3.2-3.4).
+    std::array<int, kLanes> source{};
+    for (int lane = 0; lane < kLanes; ++lane) source[lane] = lane < 2 * half ? lane % static_cast<int>(half) : lane;
     for (int64_t m = 0; m < p.M; ++m) {
       const Elem* src = static_cast<const Elem*>(p.x_lanes) + m * p.Kc;  // one chunk: p.Kc = kCodes
       Elem* dst = x_lanes + m * kCodes;
       for (int64_t i = 0; i < kCodes; i += kLanes)
-        for (int64_t lane = 0; lane < kLanes; ++lane) dst[i + lane] = src[i + (lane < 2 * half ? lane % half : lane)];
+        for (int lane = 0; lane < kLanes; ++lane) dst[i + lane] = src[i + source[lane]];
       for (int64_t g = 0; g < 2 * G; ++g) {
         xsum[m * 2 * G + g] = p.xsum[m * G + g % G];
         lane_xsum[m * 2 * G + g] = p.lane_xsum[m * G + g % G];
