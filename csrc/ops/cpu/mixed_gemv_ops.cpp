@@ -27,8 +27,9 @@ tacq_dtype x_dtype(at::ScalarType s) {
 // by host::dense_rows in x's dtype (bf16 straight from the host layer, fp16
 // rounded from fp32 by torch), as F.linear with the dense weight would have
 // it, and multiplied with at::mm into their columns of y; with x_int8, in fp32
-// on the rounded x. Each block is still in cache when the GEMM reads it, and
-// no [N, K] copy of the weight is made.
+// on the rounded x. A block of at most 1 MiB is still in cache when the GEMM
+// reads it (larger ones are streamed to memory: host::dense_rows), and no
+// [N, K] copy of the weight is made.
 at::Tensor multiply_dense_blocks(const char* op, const at::Tensor& x, const tacq_weights& w, bool x_int8) {
   const at::Tensor xs = x_int8 ? round_int8_blocks(op, x) : x;
   const int64_t N = w.N, K = w.K;
