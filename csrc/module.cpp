@@ -1,7 +1,7 @@
 // Python module tacq_ext._C: importing it runs the TORCH_LIBRARY registrations
 // of this shared object; it also reports how the extension was built and the
-// op contracts' limits and the stored layer's layout, and gives mixed_gemv and
-// mixed_gemv_stored a faster door (below).
+// op contracts' limits and the stored layer's layout and header, and gives
+// mixed_gemv, mixed_gemv_stored and mixed_gemv_layer a faster door (below).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <pybind11/pybind11.h>
 #include <torch/csrc/Exceptions.h>
@@ -49,10 +49,28 @@ at::Tensor mixed_gemv_stored_typed(const at::Tensor& x, const at::Tensor& storag
   END_HANDLE_TH_ERRORS_PYBIND
 }
 
+// tacq::mixed_gemv_layer through the typed entry, as mixed_gemv_typed.
+at::Tensor mixed_gemv_layer_typed(const at::Tensor& x, const at::Tensor& layer) {
+  HANDLE_TH_ERRORS
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("tacq::mixed_gemv_layer", "")
+                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&)>();
+  const py::gil_scoped_release no_gil;
+  return op.call(x, layer);
+  END_HANDLE_TH_ERRORS_PYBIND
+}
+
+// A stored layer's header (ops/stored_layer.h) as the 64 bytes to write at its start.
+py::bytes stored_header_bytes(int64_t N, int64_t K, int64_t bits, int64_t group_size, int64_t nnz, bool x_int8) {
+  const tacq::StoredHeader h{tacq::kStoredMagic, N, K, bits, group_size, nnz, x_int8 ? 1 : 0, 0};
+  return py::bytes(reinterpret_cast<const char*>(&h), sizeof(h));
+}
+
 // Byte offsets of a stored layer's sections and its size (ops/stored_layer.h).
 py::dict stored_layout_dict(int64_t N, int64_t K, int64_t bits, int64_t G, int64_t nnz) {
   const tacq::StoredLayout s = tacq::stored_layout(N, K, bits, G, nnz);
   py::dict d;
+  d["header"] = s.header;
   d["packed"] = s.packed;
   d["scale"] = s.scale;
   d["zero"] = s.zero;
@@ -76,9 +94,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("mixed_gemv_stored", &mixed_gemv_stored_typed, py::arg("x"), py::arg("storage"), py::arg("N"),
         py::arg("bits"), py::arg("group_size"), py::arg("nnz"), py::arg("x_int8") = false,
         "tacq::mixed_gemv_stored through the dispatcher's typed entry (as mixed_gemv).");
+  m.def("mixed_gemv_layer", &mixed_gemv_layer_typed, py::arg("x"), py::arg("layer"),
+        "tacq::mixed_gemv_layer through the dispatcher's typed entry (as mixed_gemv).");
+  m.def("stored_header", &stored_header_bytes, py::arg("N"), py::arg("K"), py::arg("bits"),
+        py::arg("group_size"), py::arg("nnz"), py::arg("x_int8"),
+        "The 64-byte header at the start of a stored layer (what mixed_gemv_layer reads its sizes from).");
   m.def("stored_layout", &stored_layout_dict, py::arg("N"), py::arg("K"), py::arg("bits"), py::arg("G"),
         py::arg("nnz"),
-        "Byte offsets of a stored layer's sections (packed, scale, zero, row_ptr, col_idx, values) "
+        "Byte offsets of a stored layer's sections (header, packed, scale, zero, row_ptr, col_idx, values) "
         "and its size in bytes ('bytes').");
   m.def("cpu_fused_rows_limit", &tacq::cpu_fused_rows_limit, py::arg("x_dtype"), py::arg("in_features"),
         "The most rows of x (of this dtype) that the CPU mixed_gemv of a layer with in_features columns runs "

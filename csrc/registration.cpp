@@ -42,6 +42,15 @@ TORCH_LIBRARY(tacq, m) {
   m.def("mixed_gemv_stored(Tensor x, Tensor storage, int N, int bits, int group_size, int nnz,"
         " bool x_int8) -> Tensor");
 
+  // mixed_gemv_stored of a stored layer seen as uint8 [N, bytes / N], its
+  // header (stored_layer.h) giving K, bits, group_size, nnz and x_int8: no
+  // Python int argument, each of which costs ~0.25 us of torch.ops' argument
+  // parsing in a compiled graph's Python wrapper (five of them, a fifth of a
+  // small layer's call). CPU only: a CUDA launch needs bits on the host, and
+  // reading the header there would wait for the device; on CUDA QuantizedLinear
+  // calls mixed_gemv_stored.
+  m.def("mixed_gemv_layer(Tensor x, Tensor layer) -> Tensor");
+
   // out[M, N_out] = y[:, index]: the columns of y [M, N] (fp32, fp16 or bf16)
   // in the order of index int64 [N_out], each in [0, N). Puts the rows of a
   // layer stored in parts of different widths back in place

@@ -10,7 +10,8 @@ import torch
 
 import tacq_ext
 
-OPS = ["saliency_accumulate", "quantize", "pack", "unpack", "dequantize", "mixed_gemv", "gather_columns", "bf16_gemv"]
+OPS = ["saliency_accumulate", "quantize", "pack", "unpack", "dequantize", "mixed_gemv", "mixed_gemv_stored",
+       "mixed_gemv_layer", "gather_columns", "bf16_gemv"]
 
 
 def test_installed_version_is_the_package_version():

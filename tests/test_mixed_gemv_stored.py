@@ -52,13 +52,18 @@ def test_layout(bits, N, K, group_size):
     storage = torch.arange(layout["bytes"]).to(torch.uint8)
     for name, t in reference.stored_sections(storage, N, K, bits, G, nnz).items():
         assert t.numel() == 0 or t.data_ptr() - storage.data_ptr() == layout[name], name
-    sizes = {"packed": N * ((K + 31) // 32) * bits * 4, "scale": N * G * 2, "zero": N * G * 2,
+    sizes = {"header": 64, "packed": N * ((K + 31) // 32) * bits * 4, "scale": N * G * 2, "zero": N * G * 2,
              "row_ptr": (N + 1) * 4, "col_idx": nnz * 4, "values": nnz * 2}
+    assert layout["header"] == 0
     end = 0
-    for name in SECTIONS:  # in order, 64-byte aligned, not overlapping, no more padding than alignment
+    for name in ("header",) + SECTIONS:  # in order, 64-byte aligned, not overlapping, no more padding than alignment
         assert layout[name] % 64 == 0 and end <= layout[name] < end + 64
         end = layout[name] + sizes[name]
-    assert end <= layout["bytes"] < end + 64 and layout["bytes"] % 64 == 0
+    aligned_end = (end + 63) // 64 * 64  # then up to a multiple of N, so that it can be seen as [N, bytes / N]
+    if N == 0:
+        assert layout["bytes"] == aligned_end
+    else:
+        assert layout["bytes"] % N == 0 and aligned_end <= layout["bytes"] < aligned_end + N
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4])
@@ -132,7 +137,6 @@ def _bad_cases():
     return [
         ("storage must have dtype torch.uint8", (x, storage.view(torch.int32), N, 3, 32, nnz)),
         ("storage must hold", (x, storage[:-64], N, 3, 32, nnz)),
-        ("storage must be 1-D", (x, storage.view(-1, 64), N, 3, 32, nnz)),
         ("storage must be contiguous", (x, torch.zeros(2 * bytes_, dtype=torch.uint8)[::2], N, 3, 32, nnz)),
         ("storage must start at a multiple of 64", (x, misaligned, N, 3, 32, nnz)),
         ("storage must hold", (x, storage, N + 1, 3, 32, nnz)),

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <cstring>
 #include <string>
 
 #include "tacq/packing.h"
@@ -277,18 +278,41 @@ StoredShape check_mixed_gemv_stored_args(const char* op, const at::Tensor& x, co
   s.shape.G = check_group_size(op, group_size, K, &s.shape.group_len);
   s.layout = stored_layout(N, K, bits, s.shape.G, nnz);
   check_same_device(op, "storage", storage, x, "x");
-  check_dim(op, "storage", storage, 1, "[bytes]");
   check_dtype(op, "storage", storage, at::kByte);
   check_contiguous(op, "storage", storage);
-  TORCH_CHECK(storage.size(0) == s.layout.bytes, "tacq.", op, ": storage must hold ", s.layout.bytes,
+  TORCH_CHECK(storage.numel() == s.layout.bytes, "tacq.", op, ": storage must hold ", s.layout.bytes,
               " bytes for N = ", N, ", K = ", K, ", bits = ", bits, ", G = ", s.shape.G, ", nnz = ", nnz,
-              " (tacq_ext.ops.stored_layout), got ", storage.size(0));
+              " (tacq_ext.ops.stored_layout), got ", storage.numel());
   TORCH_CHECK(reinterpret_cast<uintptr_t>(storage.data_ptr()) % kStoredAlign == 0, "tacq.", op,
               ": storage must start at a multiple of ", kStoredAlign, " bytes (a tensor of its own, "
               "not a slice at an odd offset)");
   if (storage.is_cpu())
     check_csr_rows(op, reinterpret_cast<const int32_t*>(storage.data_ptr<uint8_t>() + s.layout.row_ptr), N, nnz);
   return s;
+}
+
+StoredHeader read_stored_header(const char* op, const at::Tensor& x, const at::Tensor& layer) {
+  TORCH_CHECK(x.dim() >= 1, "tacq.", op, ": x must be [..., K] (at least 1-D), got a 0-D tensor");
+  check_same_device(op, "layer", layer, x, "x");
+  check_dim(op, "layer", layer, 2, "[N, bytes / N] (a stored layer as QuantizedLinear keeps it)");
+  check_dtype(op, "layer", layer, at::kByte);
+  check_contiguous(op, "layer", layer);
+  TORCH_CHECK(layer.numel() >= kStoredAlign, "tacq.", op, ": layer must hold at least its ", kStoredAlign,
+              "-byte header, got ", layer.numel(), " bytes");
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(layer.data_ptr()) % kStoredAlign == 0, "tacq.", op,
+              ": layer must start at a multiple of ", kStoredAlign, " bytes (a tensor of its own, "
+              "not a slice at an odd offset)");
+  StoredHeader h;
+  std::memcpy(&h, layer.data_ptr(), sizeof(h));
+  TORCH_CHECK(h.magic == kStoredMagic, "tacq.", op, ": layer's header does not start with \"TACQSL01\": "
+              "not a stored layer, or a corrupt one");
+  TORCH_CHECK(h.N == layer.size(0), "tacq.", op, ": layer's header says N = ", h.N, " rows but layer is ",
+              layer.sizes());
+  TORCH_CHECK(h.K == x.size(-1), "tacq.", op, ": x has K = ", x.size(-1), " columns but layer's header says K = ",
+              h.K);
+  TORCH_CHECK(h.x_int8 == 0 || h.x_int8 == 1, "tacq.", op, ": layer's header has x_int8 = ", h.x_int8,
+              ", not 0 or 1");
+  return h;
 }
 
 at::Tensor activation_rows(const at::Tensor& x) {

@@ -102,14 +102,20 @@ PackedShape check_mixed_gemv_args(const char* op, const at::Tensor& x, const at:
                                   const at::Tensor& col_idx, const at::Tensor& values);
 
 // mixed_gemv_stored: bits, x float [..., K], group_size, N and nnz in
-// [0, INT32_MAX], storage uint8 [stored_layout(...).bytes] contiguous on x's
-// device, its start aligned to kStoredAlign; on the CPU the CSR rows too.
+// [0, INT32_MAX], storage uint8 contiguous on x's device holding
+// stored_layout(...).bytes bytes (any shape), its start aligned to
+// kStoredAlign; on the CPU the CSR rows too. The header is not read.
 struct StoredShape {
   PackedShape shape;
   StoredLayout layout;
 };
 StoredShape check_mixed_gemv_stored_args(const char* op, const at::Tensor& x, const at::Tensor& storage,
                                          int64_t N, int64_t bits, int64_t group_size, int64_t nnz);
+
+// mixed_gemv_layer: layer uint8 [N, B] contiguous on x's device (the CPU),
+// x float [..., K], and layer's header: the magic, N and K as the shapes
+// say, x_int8 0 or 1; the rest as check_mixed_gemv_stored_args checks it.
+StoredHeader read_stored_header(const char* op, const at::Tensor& x, const at::Tensor& layer);
 
 // x [..., K] (checked) as its M rows [M, K]: x itself when 2-D, else a view
 // where x's strides allow one, else a copy. M may be 0.

@@ -131,13 +131,22 @@ def mixed_gemv(
 
 
 def stored_layout(N: int, K: int, bits: int, G: int, nnz: int) -> dict:
-    """Where a layer's six tensors lie in its stored-layer buffer (uint8, the
-    one tensor ``mixed_gemv_stored`` reads): byte offsets ``packed``, ``scale``,
-    ``zero``, ``row_ptr``, ``col_idx``, ``values`` (in that order, each a
-    multiple of 64) and the buffer's size ``bytes``; scale and zero are fp16,
-    the rest as in ``mixed_gemv``. The buffer itself must start 64-byte
-    aligned (a tensor of its own)."""
+    """Where a layer's header and six tensors lie in its stored-layer buffer
+    (uint8, the one tensor ``mixed_gemv_stored`` and ``mixed_gemv_layer``
+    read): byte offsets ``header``, ``packed``, ``scale``, ``zero``,
+    ``row_ptr``, ``col_idx``, ``values`` (in that order, each a multiple of
+    64) and the buffer's size ``bytes`` (a multiple of N where N > 0); scale
+    and zero are fp16, the rest as in ``mixed_gemv``. The buffer itself must
+    start 64-byte aligned (a tensor of its own)."""
     return _C.stored_layout(N, K, bits, G, nnz)
+
+
+def write_stored_header(storage: torch.Tensor, N: int, K: int, bits: int, group_size: int, nnz: int,
+                        x_int8: bool = False) -> None:
+    """Writes the header that ``mixed_gemv_layer`` reads its sizes from (and
+    x_int8) into the first 64 bytes of the stored-layer buffer ``storage``."""
+    header = torch.frombuffer(bytearray(_C.stored_header(N, K, bits, group_size, nnz, x_int8)), dtype=torch.uint8)
+    storage.view(-1)[:header.numel()].copy_(header)
 
 
 def mixed_gemv_stored(
@@ -150,6 +159,16 @@ def mixed_gemv_stored(
     if torch.compiler.is_compiling() or torch.overrides.has_torch_function((x, storage)):
         return torch.ops.tacq.mixed_gemv_stored.default(x, storage, N, bits, group_size, nnz, x_int8)
     return _C.mixed_gemv_stored(x, storage, N, bits, group_size, nnz, x_int8)
+
+
+def mixed_gemv_layer(x: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
+    """``mixed_gemv_stored`` of a stored layer seen as uint8 [N, bytes / N]
+    whose header (``write_stored_header``) gives K, bits, group_size, nnz and
+    x_int8: no int arguments, which a compiled graph's Python wrapper parses
+    at ~0.25 us apiece a call. CPU only (on CUDA, ``mixed_gemv_stored``)."""
+    if torch.compiler.is_compiling() or torch.overrides.has_torch_function((x, layer)):
+        return torch.ops.tacq.mixed_gemv_layer.default(x, layer)
+    return _C.mixed_gemv_layer(x, layer)
 
 
 def gather_columns(y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -371,12 +390,24 @@ def _mixed_gemv_stored_fake(x, storage, N, bits, group_size, nnz, x_int8=False):
     G = check_group_size(op, group_size, K)
     size = stored_layout(N, K, bits, G, nnz)["bytes"]
     _check_same_device(op, "storage", storage, x, "x")
-    _check_dim(op, "storage", storage, 1, "[bytes]")
     _check_dtype(op, "storage", storage, (torch.uint8,))
     _check_contiguous(op, "storage", storage)
-    _check(storage.shape[0] == size, op, f"storage must hold {size} bytes for N = {N}, K = {K}, bits = {bits}, "
-           f"G = {G}, nnz = {nnz} (tacq_ext.ops.stored_layout), got {storage.shape[0]}")
+    _check(storage.numel() == size, op, f"storage must hold {size} bytes for N = {N}, K = {K}, bits = {bits}, "
+           f"G = {G}, nnz = {nnz} (tacq_ext.ops.stored_layout), got {storage.numel()}")
     return x.new_empty((*x.shape[:-1], N))
+
+
+@torch.library.register_fake("tacq::mixed_gemv_layer")
+def _mixed_gemv_layer_fake(x, layer):
+    """What can be checked without the header's bytes; N is layer's first size."""
+    op = "mixed_gemv_layer"
+    _check(x.dim() >= 1, op, "x must be [..., K] (at least 1-D), got a 0-D tensor")
+    _check_dtype(op, "x", x, _FLOATS)
+    _check_same_device(op, "layer", layer, x, "x")
+    _check_dim(op, "layer", layer, 2, "[N, bytes / N] (a stored layer as QuantizedLinear keeps it)")
+    _check_dtype(op, "layer", layer, (torch.uint8,))
+    _check_contiguous(op, "layer", layer)
+    return x.new_empty((*x.shape[:-1], layer.shape[0]))
 
 
 @torch.library.register_fake("tacq::bf16_gemv")

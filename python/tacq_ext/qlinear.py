@@ -31,11 +31,11 @@ class _LayerBuffers(dict):
     dict, which then drops the stored layer: forward never reads a buffer that
     disagrees with the tensors."""
 
-    __slots__ = ("stored", "stored_nnz")
+    __slots__ = ("stored", "stored_nnz", "reads_header")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.stored, self.stored_nnz = None, 0
+        self.stored, self.stored_nnz, self.reads_header = None, 0, False
 
     def __setitem__(self, name, value):
         if name in QUANTIZED_TENSORS and value is not self.get(name):
@@ -105,9 +105,11 @@ class QuantizedLinear(nn.Module):
     row_ptr int32 [N+1], col_idx int32 [nnz], values fp16 [nnz], bias (optional).
     The six format tensors are views of one uint8 buffer, the stored layer
     (``consolidate``; ``ops.stored_layout``), which forward hands to
-    ``ops.mixed_gemv_stored``: one tensor a call instead of six, which is what
-    a compiled graph pays for per tensor (a guard and a size check, ~1 us
-    apiece). Replacing a format tensor drops the stored layer until the next
+    ``ops.mixed_gemv_layer`` on the CPU (the buffer [N, bytes / N], its header
+    giving the sizes and x_int8) and ``ops.mixed_gemv_stored`` elsewhere: one
+    tensor a call instead of six, which is what a compiled graph pays for per
+    tensor (a guard and a size check, ~1 us apiece), and on the CPU no int
+    arguments either. Replacing a format tensor drops the stored layer until the next
     ``consolidate``: the loaders, ``from_quantized``, ``load_state_dict`` and
     device moves call it, and so does an eager forward that finds it dropped.
     A compiled forward that finds it dropped passes the six tensors."""
@@ -162,8 +164,23 @@ class QuantizedLinear(nn.Module):
             stored = views.pop("stored")
             for name, view in views.items():
                 dict.__setitem__(b, name, view)
-        b.stored, b.stored_nnz = stored, nnz
+        ops.write_stored_header(stored, N, K, self.bits, self.group_size, nnz, self.x_int8)
+        b.reads_header = device.type == "cpu" and N > 0
+        b.stored, b.stored_nnz = stored.view(N, -1) if N > 0 else stored, nnz
         return True
+
+    @property
+    def x_int8(self) -> bool:
+        return self._x_int8
+
+    @x_int8.setter
+    def x_int8(self, enabled: bool) -> None:
+        """Also written into the stored layer's header, which the CPU op reads."""
+        self._x_int8 = bool(enabled)
+        b = self._buffers
+        if isinstance(b, _LayerBuffers) and b.stored is not None:
+            ops.write_stored_header(b.stored, self.out_features, self.in_features, self.bits, self.group_size,
+                                    b.stored_nnz, self._x_int8)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         """The format tensors as copies of their own (``keep_vars``: the views
@@ -256,7 +273,9 @@ class QuantizedLinear(nn.Module):
         if b.stored is None and not torch.compiler.is_compiling():
             with torch.inference_mode(False):  # a buffer that outlives this call
                 self.consolidate()
-        if b.stored is not None:
+        if b.reads_header and b.stored is not None:
+            y = ops.mixed_gemv_layer(x, b.stored)
+        elif b.stored is not None:
             y = ops.mixed_gemv_stored(x, b.stored, self.out_features, self.bits, self.group_size,
                                       b.stored_nnz, self.x_int8)
         else:

@@ -171,19 +171,28 @@ def mixed_gemv(x, packed, scale, zero, bits, group_size, row_ptr, col_idx, value
     return (rows.double() @ W.T).to(x.dtype).reshape(*x.shape[:-1], N)
 
 
+STORED_MAGIC = b"TACQSL01"  # the stored layer's header starts with these bytes
+
+
 def stored_sections(storage: torch.Tensor, N: int, K: int, bits: int, G: int, nnz: int) -> dict:
-    """The six tensors of a stored-layer buffer (docs/format.md, "In memory:
-    the stored layer"): packed int32 [N, ceil(K/32)*bits], scale and zero
-    fp16 [N, G], row_ptr int32 [N+1], col_idx int32 [nnz], values fp16 [nnz],
-    one after another, each starting at the next multiple of 64 bytes."""
-    sections = (("packed", torch.int32, (N, (K + 31) // 32 * bits)), ("scale", torch.float16, (N, G)),
+    """The header and six tensors of a stored-layer buffer (docs/format.md,
+    "In memory: the stored layer"): header int64 [8], packed int32
+    [N, ceil(K/32)*bits], scale and zero fp16 [N, G], row_ptr int32 [N+1],
+    col_idx int32 [nnz], values fp16 [nnz], one after another, each starting
+    at the next multiple of 64 bytes; the buffer ends at the next multiple of
+    N (N > 0) from there."""
+    sections = (("header", torch.int64, (8,)),
+                ("packed", torch.int32, (N, (K + 31) // 32 * bits)), ("scale", torch.float16, (N, G)),
                 ("zero", torch.float16, (N, G)), ("row_ptr", torch.int32, (N + 1,)),
                 ("col_idx", torch.int32, (nnz,)), ("values", torch.float16, (nnz,)))
+    storage = storage.reshape(-1)
     out, offset = {}, 0
     for name, dtype, shape in sections:
         size = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
         out[name] = storage[offset:offset + size].view(dtype).view(shape)
         offset += (size + 63) // 64 * 64
+    if N > 0:
+        offset = (offset + N - 1) // N * N
     if offset != storage.numel():
         raise ValueError(f"storage holds {storage.numel()} bytes, the layout {offset}")
     return out
@@ -195,6 +204,19 @@ def mixed_gemv_stored(x, storage, N, bits, group_size, nnz, x_int8=False) -> tor
     t = stored_sections(storage, N, K, bits, num_groups(K, group_size)[0], nnz)
     return mixed_gemv(x, t["packed"], t["scale"], t["zero"], bits, group_size, t["row_ptr"], t["col_idx"],
                       t["values"], x_int8)
+
+
+def mixed_gemv_layer(x, layer) -> torch.Tensor:
+    """Oracle of tacq.mixed_gemv_layer: mixed_gemv_stored with N, K, bits,
+    group_size, nnz and x_int8 read from the header (magic, N, K, bits,
+    group_size, nnz, x_int8, 0 as int64) of layer [N, bytes / N]."""
+    head = layer.reshape(-1)[:64]
+    if bytes(head[:8].tolist()) != STORED_MAGIC:
+        raise ValueError("layer's header does not start with TACQSL01")
+    _, N, K, bits, group_size, nnz, x_int8, _ = head.view(torch.int64).tolist()
+    if (N, K) != (layer.shape[0], x.shape[-1]):
+        raise ValueError(f"header N, K = {N}, {K} against layer {tuple(layer.shape)}, x {tuple(x.shape)}")
+    return mixed_gemv_stored(x, layer, N, bits, group_size, nnz, bool(x_int8))
 
 
 def bf16_gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

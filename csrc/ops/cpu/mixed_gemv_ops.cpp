@@ -1,5 +1,6 @@
-// CPU entry points of tacq.mixed_gemv and tacq.mixed_gemv_stored (the same
-// product, the layer's tensors in one buffer: csrc/ops/stored_layer.h): tensor
+// CPU entry points of tacq.mixed_gemv, tacq.mixed_gemv_stored (the same
+// product, the layer's tensors in one buffer: csrc/ops/stored_layer.h) and
+// tacq.mixed_gemv_layer (the same, its sizes read from that buffer): tensor
 // checks (CSR rows here, CSR columns by the kernels as they read them), the
 // output, and the TORCH_LIBRARY_IMPL registrations. x [..., K] is taken as its rows [M, K]
 // (y [..., N], as F.linear). Up to cpu_fused_rows_limit rows of x run the fused
@@ -95,11 +96,9 @@ at::Tensor mixed_gemv_cpu(const at::Tensor& x, const at::Tensor& packed, const a
   return mixed_gemv_rows("mixed_gemv", x, w, x_int8);
 }
 
-// The same for a stored layer: the weights' pointers are its sections.
-at::Tensor mixed_gemv_stored_cpu(const at::Tensor& x, const at::Tensor& storage, int64_t N, int64_t bits,
-                                 int64_t group_size, int64_t nnz, bool x_int8) {
-  constexpr const char* op = "mixed_gemv_stored";
-  const StoredLayout s = check_mixed_gemv_stored_args(op, x, storage, N, bits, group_size, nnz).layout;
+// The same for a stored layer (checked): the weights' pointers are its sections.
+at::Tensor stored_rows(const char* op, const at::Tensor& x, const at::Tensor& storage, const StoredLayout& s,
+                       int64_t N, int64_t bits, int64_t group_size, int64_t nnz, bool x_int8) {
   const uint8_t* base = storage.data_ptr<uint8_t>();
   tacq_weights w{};
   w.N = N;
@@ -117,11 +116,27 @@ at::Tensor mixed_gemv_stored_cpu(const at::Tensor& x, const at::Tensor& storage,
   return mixed_gemv_rows(op, x, w, x_int8);
 }
 
+at::Tensor mixed_gemv_stored_cpu(const at::Tensor& x, const at::Tensor& storage, int64_t N, int64_t bits,
+                                 int64_t group_size, int64_t nnz, bool x_int8) {
+  constexpr const char* op = "mixed_gemv_stored";
+  const StoredLayout s = check_mixed_gemv_stored_args(op, x, storage, N, bits, group_size, nnz).layout;
+  return stored_rows(op, x, storage, s, N, bits, group_size, nnz, x_int8);
+}
+
+// The same with the sizes and x_int8 read from the stored layer's header.
+at::Tensor mixed_gemv_layer_cpu(const at::Tensor& x, const at::Tensor& layer) {
+  constexpr const char* op = "mixed_gemv_layer";
+  const StoredHeader h = read_stored_header(op, x, layer);
+  const StoredLayout s = check_mixed_gemv_stored_args(op, x, layer, h.N, h.bits, h.group_size, h.nnz).layout;
+  return stored_rows(op, x, layer, s, h.N, h.bits, h.group_size, h.nnz, h.x_int8 != 0);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(tacq, CPU, m) {
   m.impl("mixed_gemv", &mixed_gemv_cpu);
   m.impl("mixed_gemv_stored", &mixed_gemv_stored_cpu);
+  m.impl("mixed_gemv_layer", &mixed_gemv_layer_cpu);
 }
 
 }  // namespace tacq

@@ -1,4 +1,5 @@
-// CUDA entry points of tacq.mixed_gemv and tacq.mixed_gemv_stored: the CPU glue's shape/dtype checks (the
+// CUDA entry points of tacq.mixed_gemv and tacq.mixed_gemv_stored (and mixed_gemv_layer's
+// error): the CPU glue's shape/dtype checks (the
 // CSR *content* is not read on the device, see mixed_gemv.cuh), device guard,
 // current stream, launch (csrc/kernels/cuda/mixed_gemv.cu), registration.
 #include <ATen/ATen.h>
@@ -93,11 +94,19 @@ at::Tensor mixed_gemv_stored_cuda(const at::Tensor& x, const at::Tensor& storage
   return mixed_gemv_launches(op, x, p, x_int8);
 }
 
+// mixed_gemv_layer is a CPU op (csrc/registration.cpp says why): on CUDA an
+// error that says which op to call instead, not the dispatcher's.
+at::Tensor mixed_gemv_layer_cuda(const at::Tensor&, const at::Tensor&) {
+  TORCH_CHECK(false, "tacq.mixed_gemv_layer: layer is on a CUDA device, and this op runs on the CPU only (its "
+              "sizes are read from the layer's header); call tacq.mixed_gemv_stored with them");
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(tacq, CUDA, m) {
   m.impl("mixed_gemv", &mixed_gemv_cuda);
   m.impl("mixed_gemv_stored", &mixed_gemv_stored_cuda);
+  m.impl("mixed_gemv_layer", &mixed_gemv_layer_cuda);
 }
 
 }  // namespace tacq
