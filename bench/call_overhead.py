@@ -12,8 +12,10 @@ alternating, each keeping its fastest of --rounds rounds, fp32 x [1, K]:
   output, as the compiled fp32 graph calls it;
 - `torch.ops.aten.mm`: the same product through `torch.ops`, the route a custom op
   always takes from Python;
-- `tacq mixed_gemv_stored`: QuantizedLinear's op on a 2-bit layer (whole rows,
-  0.35 % residual), as the compiled quantized graph calls it;
+- `tacq mixed_gemv_stored`: the stored-layer op on a 2-bit layer (whole rows,
+  0.35 % residual), its sizes passed as five Python ints and bools;
+- `tacq mixed_gemv_layer`: the same layer, its sizes read from the buffer's
+  header, as the compiled quantized graph calls it on the CPU;
 - `tacq gather_columns` on a [1, 16] tensor: a custom op with almost no work,
   the floor of a call through `torch.ops`;
 
@@ -36,7 +38,7 @@ from common import command_line, seconds_per_call, write_table_results  # noqa: 
 from e2e_decode import random_quantized_linear  # noqa: E402
 
 SHAPES = [(16, 32), (64, 192), (192, 192), (512, 192), (192, 512)]  # (N out, K in)
-ROUTES = ["torch.mm", "torch.ops.aten.mm", "tacq mixed_gemv_stored"]
+ROUTES = ["torch.mm", "torch.ops.aten.mm", "tacq mixed_gemv_stored", "tacq mixed_gemv_layer"]
 
 
 def calls_for_shape(N: int, K: int, generator) -> dict:
@@ -48,9 +50,11 @@ def calls_for_shape(N: int, K: int, generator) -> dict:
     stored, nnz = layer._buffers.stored, layer._buffers.stored_nnz
     x3 = x.view(1, 1, K)
     aten_mm, stored_op = torch.ops.aten.mm.default, torch.ops.tacq.mixed_gemv_stored.default
+    layer_op = torch.ops.tacq.mixed_gemv_layer.default
     return {"torch.mm": lambda: torch.mm(x, weight_t, out=out),
             "torch.ops.aten.mm": lambda: aten_mm(x, weight_t),
-            "tacq mixed_gemv_stored": lambda: stored_op(x3, stored, N, 2, -1, nnz, False)}
+            "tacq mixed_gemv_stored": lambda: stored_op(x3, stored, N, 2, -1, nnz, False),
+            "tacq mixed_gemv_layer": lambda: layer_op(x3, stored)}
 
 
 def plot_routes(us: dict, floor: float, path: Path) -> None:
@@ -103,12 +107,12 @@ def main(argv=None) -> int:
                 best[key] = min(best[key], seconds_per_call(fn, args.calls))
     us = {key: t * 1e6 for key, t in best.items()}
 
-    rows = ["| layer N x K | " + " | ".join(f"{r} us" for r in ROUTES) + " | tacq - torch.mm us |",
+    rows = ["| layer N x K | " + " | ".join(f"{r} us" for r in ROUTES) + " | layer op - torch.mm us |",
             "|" + "---|" * (len(ROUTES) + 2)]
     for N, K in SHAPES:
         shape = f"{N}x{K}"
         rows.append(f"| {shape} | " + " | ".join(f"{us[r, shape]:.2f}" for r in ROUTES)
-                    + f" | {us['tacq mixed_gemv_stored', shape] - us['torch.mm', shape]:+.2f} |")
+                    + f" | {us['tacq mixed_gemv_layer', shape] - us['torch.mm', shape]:+.2f} |")
     floor = us["tacq gather_columns", "1x16"]
     table = "\n".join(rows) + f"\n\n`tacq gather_columns` on [1, 16] (a custom op call with almost no work): {floor:.2f} us"
     print(table)

@@ -102,6 +102,23 @@ def test_bad_input_names_the_argument(message, args):
         ops.mixed_gemv_layer(*args)
 
 
+FAKE_CHECKED = ("layer must be 2-D", "layer must have dtype", "layer must be contiguous", "x must have dtype",
+                "x must be")
+
+
+@pytest.mark.parametrize("message,args", [c for c in _bad_cases() if c[0].startswith(FAKE_CHECKED)],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_the_fake_kernel_raises_the_cpu_message(message, args):
+    """What the fake kernel can check without the header's bytes, it words as the CPU kernel does."""
+    def first_line(*tensors):
+        with pytest.raises(RuntimeError) as info:
+            torch.ops.tacq.mixed_gemv_layer.default(*tensors)
+        return str(info.value).splitlines()[0]
+
+    on_meta = (torch.empty_strided(a.shape, a.stride(), dtype=a.dtype, device="meta") for a in args)
+    assert first_line(*on_meta) == first_line(*args)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_cuda_the_error_names_the_op_to_call():
     layer, _, _ = stored_layer(8, 64, 3, 32)

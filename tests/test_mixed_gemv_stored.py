@@ -97,6 +97,7 @@ def test_leading_dims_strides_int8_and_empty(device):
     x = torch.randn(2, 3, 5, 192)[..., ::2].to(device)  # non-contiguous [2, 3, 5, 96]
     y = ops.mixed_gemv_stored(x, storage, N, 3, 32, nnz)
     assert y.shape == (2, 3, 5, 40)
+    assert torch.equal(ops.mixed_gemv_stored(x, storage.view(N, -1), N, 3, 32, nnz), y)  # as QuantizedLinear keeps it
     torch.testing.assert_close(y, six_tensor_gemv(x, layer, device).view(2, 3, 5, 40), rtol=0, atol=0)
     y8 = ops.mixed_gemv_stored(x, storage, N, 3, 32, nnz, x_int8=True)
     torch.testing.assert_close(y8, ops.mixed_gemv(x, *(t.to(device) for t in (layer.packed, layer.scale.half(),
