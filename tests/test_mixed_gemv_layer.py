@@ -83,7 +83,7 @@ def _bad_cases():
         ("bits must be 2, 3 or 4", (x, with_field(3, 5))),
         ("group_size", (x, with_field(4, 48))),
         ("nnz must be in", (x, with_field(5, -1))),
-        ("storage must hold", (x, with_field(5, nnz + 100))),
+        ("layer must hold", (x, with_field(5, nnz + 100))),
         ("x_int8 = 7, not 0 or 1", (x, with_field(6, 7))),
         ("layer must be 2-D", (x, storage)),
         ("layer must have dtype torch.uint8", (x, layer.view(torch.int32))),

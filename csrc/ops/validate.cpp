@@ -265,7 +265,8 @@ PackedShape check_mixed_gemv_args(const char* op, const at::Tensor& x, const at:
 }
 
 StoredShape check_mixed_gemv_stored_args(const char* op, const at::Tensor& x, const at::Tensor& storage,
-                                         int64_t N, int64_t bits, int64_t group_size, int64_t nnz) {
+                                         int64_t N, int64_t bits, int64_t group_size, int64_t nnz,
+                                         const char* storage_name) {
   check_bits(op, bits);
   TORCH_CHECK(x.dim() >= 1, "tacq.", op, ": x must be [..., K] (at least 1-D), got a 0-D tensor");
   const int64_t K = x.size(-1);
@@ -277,14 +278,14 @@ StoredShape check_mixed_gemv_stored_args(const char* op, const at::Tensor& x, co
   s.shape.N = N;
   s.shape.G = check_group_size(op, group_size, K, &s.shape.group_len);
   s.layout = stored_layout(N, K, bits, s.shape.G, nnz);
-  check_same_device(op, "storage", storage, x, "x");
-  check_dtype(op, "storage", storage, at::kByte);
-  check_contiguous(op, "storage", storage);
-  TORCH_CHECK(storage.numel() == s.layout.bytes, "tacq.", op, ": storage must hold ", s.layout.bytes,
+  check_same_device(op, storage_name, storage, x, "x");
+  check_dtype(op, storage_name, storage, at::kByte);
+  check_contiguous(op, storage_name, storage);
+  TORCH_CHECK(storage.numel() == s.layout.bytes, "tacq.", op, ": ", storage_name, " must hold ", s.layout.bytes,
               " bytes for N = ", N, ", K = ", K, ", bits = ", bits, ", G = ", s.shape.G, ", nnz = ", nnz,
               " (tacq_ext.ops.stored_layout), got ", storage.numel());
-  TORCH_CHECK(reinterpret_cast<uintptr_t>(storage.data_ptr()) % kStoredAlign == 0, "tacq.", op,
-              ": storage must start at a multiple of ", kStoredAlign, " bytes (a tensor of its own, "
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(storage.data_ptr()) % kStoredAlign == 0, "tacq.", op, ": ",
+              storage_name, " must start at a multiple of ", kStoredAlign, " bytes (a tensor of its own, "
               "not a slice at an odd offset)");
   if (storage.is_cpu())
     check_csr_rows(op, reinterpret_cast<const int32_t*>(storage.data_ptr<uint8_t>() + s.layout.row_ptr), N, nnz);

@@ -110,7 +110,8 @@ struct StoredShape {
   StoredLayout layout;
 };
 StoredShape check_mixed_gemv_stored_args(const char* op, const at::Tensor& x, const at::Tensor& storage,
-                                         int64_t N, int64_t bits, int64_t group_size, int64_t nnz);
+                                         int64_t N, int64_t bits, int64_t group_size, int64_t nnz,
+                                         const char* storage_name = "storage");
 
 // mixed_gemv_layer: layer uint8 [N, B] contiguous on x's device (the CPU),
 // x float [..., K], and layer's header: the magic, N and K as the shapes

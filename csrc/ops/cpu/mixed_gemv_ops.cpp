@@ -127,7 +127,7 @@ at::Tensor mixed_gemv_stored_cpu(const at::Tensor& x, const at::Tensor& storage,
 at::Tensor mixed_gemv_layer_cpu(const at::Tensor& x, const at::Tensor& layer) {
   constexpr const char* op = "mixed_gemv_layer";
   const StoredHeader h = read_stored_header(op, x, layer);
-  const StoredLayout s = check_mixed_gemv_stored_args(op, x, layer, h.N, h.bits, h.group_size, h.nnz).layout;
+  const StoredLayout s = check_mixed_gemv_stored_args(op, x, layer, h.N, h.bits, h.group_size, h.nnz, "layer").layout;
   return stored_rows(op, x, layer, s, h.N, h.bits, h.group_size, h.nnz, h.x_int8 != 0);
 }
 
