@@ -7,6 +7,8 @@ the shared machine's drift hits every model alike.
     python bench/demo_decode.py --rounds 3 --threads 1
     python bench/demo_decode.py --compile       # every model under torch.compile, static KV cache
     python bench/demo_decode.py --compile --cpp-wrapper   # ... with Inductor's C++ wrapper
+    python bench/demo_decode.py --compile --int-args      # ... and each quantized model's layers
+                                                          # passing their sizes as ints, as before the header
 
 Each round times every model once over the same prompts, starting one model
 further along the list than the round before, so that no model always runs
@@ -62,6 +64,18 @@ def quantized_models(model, tokenizer, calib_task: str):
     return out
 
 
+def with_int_args(model):
+    """A copy of the quantized ``model`` whose layers call mixed_gemv_stored
+    with their sizes as int arguments, not mixed_gemv_layer."""
+    from tacq_ext import QuantizedLinear
+
+    copied = copy.deepcopy(model)
+    for layer in copied.modules():
+        if isinstance(layer, QuantizedLinear):
+            layer._buffers.reads_header = False
+    return copied
+
+
 def chance_of_winning(wins: int, losses: int) -> float:
     """One-sided sign test: the probability that a model no faster than fp32
     wins at least ``wins`` of ``wins + losses`` paired rounds (ties left out)."""
@@ -78,6 +92,10 @@ def main(argv=None) -> int:
                         help="torch.compile(fullgraph=True) every model, static KV cache")
     parser.add_argument("--cpp-wrapper", action="store_true",
                         help="with --compile: Inductor's C++ wrapper (options={'cpp_wrapper': True})")
+    parser.add_argument("--int-args", action="store_true",
+                        help="also time a copy of each quantized model whose layers pass their sizes as int "
+                             "arguments (mixed_gemv_stored) instead of reading them from the stored layer's "
+                             "header (mixed_gemv_layer)")
     parser.add_argument("--name", default="demo-decode-cpu", help="results file stem")
     args = parser.parse_args(argv)
     if args.cpp_wrapper and not args.compile:
@@ -92,6 +110,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     model, tokenizer = load_demo_model()
     models = {"fp32": model, CONTROL: copy.deepcopy(model), **quantized_models(model, tokenizer, "arith")}
+    if args.int_args:
+        models.update({f"{label}, sizes as int args": with_int_args(m) for label, m in list(models.items())[2:]})
     prompts = [ex.prompt for ex in load_split("sql", "test", args.prompts, at_most=True)]
     if args.compile:  # one graph for the prompt, one for a step (fullgraph raises on a break)
         longest = max(len(prompt) for prompt in prompts)
