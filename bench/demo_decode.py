@@ -66,7 +66,9 @@ def quantized_models(model, tokenizer, calib_task: str):
 
 def with_int_args(model):
     """A copy of the quantized ``model`` whose layers call mixed_gemv_stored
-    with their sizes as int arguments, not mixed_gemv_layer."""
+    with their sizes as int arguments, not mixed_gemv_layer: a comparison
+    only, made by clearing QuantizedLinear's private ``reads_header`` flag,
+    which the next rebuild of a layer's stored buffer sets again."""
     from tacq_ext import QuantizedLinear
 
     copied = copy.deepcopy(model)
