@@ -82,7 +82,10 @@ tacq_status quantize(const float* w, const uint8_t* keep, int64_t N, int64_t K, 
                      int num_threads);
 // y fp32 [M, N]. Returns TACQ_ERROR_BAD_CSR if a row's columns are invalid,
 // TACQ_ERROR_BAD_VALUE if x.int8 and x holds NaN or infinity.
-tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, int num_threads);
+// row_ptr_checked: the caller has checked row_ptr's content (once for several
+// calls on the same weights), so it is not read again here.
+tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, int num_threads,
+                       bool row_ptr_checked = false);
 
 // Scalar conversions (round to nearest even; NaN stays NaN).
 float half_to_float(uint16_t h);

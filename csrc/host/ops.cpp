@@ -490,10 +490,11 @@ int64_t scale_block_rows(int64_t G) { return max64(4, 4096 / G / 4 * 4); }
 
 }  // namespace
 
-tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, int num_threads) {
+tacq_status mixed_gemv(const tacq_weights& w, const Activations& x, float* y, int num_threads,
+                       bool row_ptr_checked) {
   const char* fn = "tacq_mixed_gemv";
   Shape shape{};
-  TACQ_TRY(check_weights(fn, w, Residual::kContent, &shape));
+  TACQ_TRY(check_weights(fn, w, row_ptr_checked ? Residual::kPointers : Residual::kContent, &shape));
   TACQ_TRY(check_threads(fn, num_threads));
   if (x.M < 1 || x.M > kMixedGemvMaxRows)
     return fail(TACQ_ERROR_BAD_SIZE, "%s: x must have 1 to %lld rows (M), got %lld", fn,

@@ -53,7 +53,8 @@ at::Tensor multiply_dense_blocks(const char* op, const at::Tensor& x, const tacq
   return y.to(x.scalar_type());
 }
 
-// x [..., K] (checked: K >= 1) -> y [..., N] for the checked weights w. The
+// x [..., K] (checked: K >= 1) -> y [..., N] for the checked weights w (row_ptr
+// included, so the host layer does not read it again on each call). The
 // fused kernel reads a contiguous x in place as its rows (no reshaped tensor:
 // a decoding step's x is [1, 1, K], and making its [1, K] view costs about as
 // much as a small layer's product); other strides go through activation_rows.
@@ -72,7 +73,7 @@ at::Tensor mixed_gemv_rows(const char* op, const at::Tensor& x_any, const tacq_w
   for (int64_t first = 0; first < rows && status == TACQ_OK; first += kMixedGemvMaxRows) {
     const host::Activations a{x_bytes + first * stride_m * x.element_size(), x_dtype(x.scalar_type()),
                               std::min(kMixedGemvMaxRows, rows - first), K, stride_m, stride_k, x_int8};
-    status = host::mixed_gemv(w, a, y.data_ptr<float>() + first * N, torch_threads());
+    status = host::mixed_gemv(w, a, y.data_ptr<float>() + first * N, torch_threads(), /*row_ptr_checked=*/true);
   }
   // The full column check names the offending entry with torch's words.
   if (status == TACQ_ERROR_BAD_CSR) check_csr_columns(op, w.row_ptr, w.col_idx, N, K);
