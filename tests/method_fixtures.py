@@ -28,8 +28,8 @@ def lm_batch(seed: int, B: int = 3, T: int = 10, pad: int = 3) -> dict:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def save_tiny_hf_model(path):
-    """A tiny random Llama with a character-level fast tokenizer, saved to `path`."""
+def char_tokenizer():
+    """A character-level fast tokenizer: <pad> 0, <s> 1, <unk> 2, then printable ASCII and newline."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -37,9 +37,14 @@ def save_tiny_hf_model(path):
     vocab = {"<pad>": 0, "<s>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", unk_token="<unk>")
+
+
+def save_tiny_hf_model(path):
+    """A tiny random Llama with char_tokenizer(), saved to `path`."""
+    tok = char_tokenizer()
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=96,
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=96,
                                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                          max_position_embeddings=128, pad_token_id=0, bos_token_id=1))
     model.save_pretrained(path)

@@ -16,15 +16,54 @@ def decoder_blocks(model: nn.Module) -> Optional[nn.ModuleList]:
     return layers if isinstance(layers, nn.ModuleList) and len(layers) > 0 else None
 
 
+# The share of the decoder blocks' weights that may sit in matrices other than
+# nn.Linear layers (a hybrid model's small convolutions) when the default
+# targets are taken; more (the fused experts of transformers 5's MoE models,
+# one [experts, out, in] tensor each) is an error: those weights would stay in
+# full precision and the "quantized" model would be barely smaller.
+UNQUANTIZED_MATRIX_SHARE = 0.01
+
+
+def check_blocks_are_linear(model: nn.Module, blocks: nn.ModuleList) -> None:
+    """ValueError if more than UNQUANTIZED_MATRIX_SHARE of the weights inside
+    `blocks` are matrices (2 or more dimensions) not held by an nn.Linear."""
+    inside = {id(m) for m in blocks.modules()}
+    seen, total, other, owners = set(), 0, 0, []
+    for name, module in model.named_modules():
+        if id(module) not in inside:
+            continue
+        params = [p for p in module.parameters(recurse=False) if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        total += sum(p.numel() for p in params)
+        matrices = 0 if isinstance(module, nn.Linear) else sum(p.numel() for p in params if p.dim() >= 2)
+        if matrices:
+            other += matrices
+            owners.append((name, type(module).__name__))
+    if total == 0 or other <= UNQUANTIZED_MATRIX_SHARE * total:
+        return
+    first, kind = owners[0]
+    more = f" and {len(owners) - 1} more module(s)" if len(owners) > 1 else ""
+    raise ValueError(
+        f"{first} ({kind}){more} hold weight matrices that are not nn.Linear layers: "
+        f"{100 * other / total:.1f} % of the decoder blocks' weights, which would stay in full precision. "
+        "tacq_ext quantizes nn.Linear layers only (not, for example, the fused MoE experts of transformers 5); "
+        "to quantize the blocks' nn.Linear layers alone, pass quantize_model "
+        "target_filter=lambda name, layer: name.startswith('model.layers.')")
+
+
 def find_targets(model: nn.Module, target_filter: Optional[TargetFilter] = None) -> Dict[str, nn.Linear]:
     """Target linear layers by qualified name, in module order.
 
     Default: for a model with decoder blocks (model.model.layers), every Linear
-    inside them (attention and MLP projections; never embeddings or lm_head);
-    otherwise every Linear except one named ``lm_head``."""
+    inside them (attention and MLP projections; never embeddings or lm_head),
+    and a ValueError if the blocks hold other weight matrices worth more than
+    UNQUANTIZED_MATRIX_SHARE of their weights; otherwise every Linear except
+    one named ``lm_head``."""
     blocks = decoder_blocks(model)
     inside = set()
     if blocks is not None:
+        if target_filter is None:
+            check_blocks_are_linear(model, blocks)
         inside = {id(m) for m in blocks.modules()}
     found = {}
     for name, module in model.named_modules():
