@@ -11,6 +11,8 @@ routes give the crossover that cpu_fused_rows_limit encodes for this machine.
     python bench/prompt_layer.py --threads 2                       # 512-row prompts
     python bench/prompt_layer.py --threads 2 --rows 17,24,32,48,64,96,128,256 --bits 2 \\
         --shapes 14336x4096,2048x2048 --rounds 3 --name short-prompts-cpu   # the crossover
+    python bench/prompt_layer.py --threads 2 --rows 24,53,128 --bits 2,3 --dtypes float32 \\
+        --shapes 64x192,192x192,512x192,192x512 --calls 300 --name dense-blocks-demo-cpu  # the demo's layers
 
 Writes bench/results/<name>.{md,json} and, for several row counts, <name>.png.
 """
@@ -48,8 +50,8 @@ def fused_rows(limit: int):
             os.environ["TACQ_CPU_FUSED_ROWS"] = before
 
 
-def time_layer(layer, weight, x, rounds: int) -> dict:
-    """Fastest round of each contender, seconds per call."""
+def time_layer(layer, weight, x, rounds: int, calls: int) -> dict:
+    """Fastest round of `calls` calls of each contender, seconds per call."""
     def routed(limit):
         def run():
             with fused_rows(limit):
@@ -62,7 +64,7 @@ def time_layer(layer, weight, x, rounds: int) -> dict:
     with torch.no_grad():
         for _ in range(rounds):
             for name, run in runs.items():
-                best[name] = min(best[name], seconds_per_call(run, 3))
+                best[name] = min(best[name], seconds_per_call(run, calls))
     return best
 
 
@@ -100,6 +102,8 @@ def main(argv=None) -> int:
     parser.add_argument("--bits", default="2,3,4", help="comma-separated widths (default 2,3,4)")
     parser.add_argument("--shapes", default=SHAPES, help=f"comma-separated NxK (default {SHAPES})")
     parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds (default 5)")
+    parser.add_argument("--calls", type=int, default=3,
+                        help="calls a round (default 3; small layers want hundreds)")
     parser.add_argument("--dtypes", default="bfloat16,float32", help="comma-separated x dtypes (default bfloat16,float32)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--name", default="prompt-layer-cpu", help="results file stem")
@@ -124,8 +128,8 @@ def main(argv=None) -> int:
         scales = "per row" if group_size == -1 else f"groups of {group_size}"
         for M in row_counts:
             x = torch.randn(M, K, generator=generator).to(dtype)
-            best = time_layer(layer, weight, x, args.rounds)
-            ms = " | ".join(f"{best[name] * 1e3:.2f}" for name in CONTENDERS)
+            best = time_layer(layer, weight, x, args.rounds, args.calls)
+            ms = " | ".join(f"{best[name] * 1e3:.3f}" for name in CONTENDERS)
             rows.append(f"| {N}x{K} | {bits} | {scales} | {dtype_name} | {M} | {ms} "
                         f"| {best['F.linear'] / best['ours']:.2f}x | {best['fused'] / best['dense']:.2f}x |")
             payload.append({"N": N, "K": K, "bits": bits, "group_size": group_size, "x_dtype": dtype_name,
@@ -136,7 +140,7 @@ def main(argv=None) -> int:
     print(table)
     notes = ["0.35 % kept weights; ours: the op's own route; fused / dense: each route forced with "
              "TACQ_CPU_FUSED_ROWS; F.linear on the dense weight in x's dtype",
-             f"fastest of {args.rounds} alternating rounds of 3 calls; {torch.get_num_threads()} threads"]
+             f"fastest of {args.rounds} alternating rounds of {args.calls} calls; {torch.get_num_threads()} threads"]
     stem = write_table_results(args.name, command_line("prompt_layer.py", argv), table, notes,
                                {"rows": row_counts, "seconds": payload})
     if len(row_counts) > 1:

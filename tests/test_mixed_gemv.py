@@ -405,18 +405,20 @@ def test_more_than_16_rows(device, cpu_isa, N, K, group_size, bits, dtype):
 def test_cpu_fused_rows_limit(cpu_isa):
     """The CPU route's limit per x dtype and K: the fused kernel's 16 rows on
     the generic path; on the vector paths more for fp32 x, where the fused
-    kernel beats the GEMM, and for bf16 x on AVX-512 with BF16 (there fewer
-    for rows of at most 256 columns than for wider ones), and every row count
-    for fp16 x, whose GEMM is slow."""
+    kernel beats the GEMM (on AVX-512 only for rows of more than 256 columns),
+    and for bf16 x on AVX-512 with BF16 (there fewer for rows of at most 256
+    columns than for wider ones), and every row count for fp16 x, whose GEMM
+    is slow."""
+    avx512 = cpu_isa in ("avx512", "native")
     for K in (192, 256, 257, 4096):
         limits = {dtype: ops.cpu_fused_rows_limit(dtype, K) for dtype in XTYPES}
         assert all(limit >= ops.MIXED_GEMV_MAX_ROWS for limit in limits.values())
         if cpu_isa == "generic":
             assert set(limits.values()) == {ops.MIXED_GEMV_MAX_ROWS}
         else:
-            assert limits[torch.float32] > ops.MIXED_GEMV_MAX_ROWS
+            assert (limits[torch.float32] > ops.MIXED_GEMV_MAX_ROWS) == (K > 256 or not avx512)
             assert limits[torch.float16] == 2 ** 63 - 1
-    if cpu_isa in ("avx512", "native"):
+    if avx512:
         assert ops.cpu_fused_rows_limit(torch.float32, 256) < ops.cpu_fused_rows_limit(torch.float32, 257)
         if ops.bf16_gemv_supported():  # AVX-512 BF16: the bf16 fused kernel
             assert ops.cpu_fused_rows_limit(torch.bfloat16, 256) < ops.cpu_fused_rows_limit(torch.bfloat16, 257)

@@ -171,10 +171,6 @@ cpu::FloatsToBf16Fn bf16_kernel_for(CpuIsa isa) {
   return for_isa(isa, &cpu::avx512::floats_to_bf16, &cpu::avx2::floats_to_bf16, &cpu::generic::floats_to_bf16);
 }
 
-cpu::StreamFloatsFn stream_kernel_for(CpuIsa isa) {  // 256-bit streaming stores serve avx512 too
-  return for_isa(isa, &cpu::avx2::stream_floats, &cpu::avx2::stream_floats, &cpu::generic::stream_floats);
-}
-
 // scale/zero as fp32: the caller's arrays, or converted copies in `storage`.
 tacq_status scales_f32(const tacq_weights& w, int64_t G, AlignedBuffer& storage, const float** scale,
                        const float** zero) {
@@ -264,12 +260,9 @@ bool add_residual_row(const tacq_weights& w, int64_t n, float* row) {
 // Rows [row_begin, row_end) of dequant(packed), plus the residual if
 // with_residual, into out [rows, K] of out_dtype (F32, or BF16 rounded once
 // from the fp32 rows, which each thread builds in a scratch that stays in
-// cache: no fp32 copy of the block goes through memory). streamed: out
-// written from that scratch with non-temporal stores (halves.h), for other
-// cores to read.
+// cache: no fp32 copy of the block goes through memory).
 tacq_status dense_rows_as(const char* fn, const tacq_weights& w, int64_t row_begin, int64_t row_end,
-                          bool with_residual, bool streamed, tacq_dtype out_dtype, void* out,
-                          int num_threads) {
+                          bool with_residual, tacq_dtype out_dtype, void* out, int num_threads) {
   Shape shape{};
   TACQ_TRY(check_weights(fn, w, with_residual ? Residual::kPointers : Residual::kSkip, &shape));
   TACQ_TRY(check_threads(fn, num_threads));
@@ -291,27 +284,25 @@ tacq_status dense_rows_as(const char* fn, const tacq_weights& w, int64_t row_beg
   const float *scale = nullptr, *zero = nullptr;
   TACQ_TRY(scales_f32(rows, shape.G, converted, &scale, &zero));
 
-  // Rows that take a residual, become bf16 or are streamed are made a few at a
-  // time (~128 KiB of fp32, in cache): bf16 or streamed ones in a per-thread
-  // scratch, rounded or copied from there.
-  const bool to_bf16 = out_dtype == TACQ_DTYPE_BF16, via_scratch = to_bf16 || streamed;
-  const bool in_steps = via_scratch || with_residual;
+  // Rows that take a residual or become bf16 are made a few at a time (~128
+  // KiB of fp32, in cache): bf16 ones in a per-thread scratch, rounded from
+  // there.
+  const bool to_bf16 = out_dtype == TACQ_DTYPE_BF16, in_steps = to_bf16 || with_residual;
   const int64_t scratch_rows = max64(1, (32 << 10) / K);
   const int threads = plan_threads(N, max64(1, (1 << 15) / K), num_threads);
   AlignedBuffer scratch;
-  if (via_scratch && !scratch.allocate(static_cast<size_t>(threads * scratch_rows * K) * sizeof(float)))
+  if (to_bf16 && !scratch.allocate(static_cast<size_t>(threads * scratch_rows * K) * sizeof(float)))
     return fail(TACQ_ERROR_OUT_OF_MEMORY, "%s: out of memory for %d x %lld rows of %lld floats", fn, threads,
                 static_cast<long long>(scratch_rows), static_cast<long long>(K));
   const cpu::DequantizeRowsFn dequantize_kernel = dequantize_kernel_for(cpu_isa());
   const cpu::FloatsToBf16Fn bf16_kernel = bf16_kernel_for(cpu_isa());
-  const cpu::StreamFloatsFn stream_kernel = stream_kernel_for(cpu_isa());
   const int64_t words = padded(K) / 32 * w.bits;
   std::atomic<bool> columns_ok{true};
   parallel_for(0, N, threads, [&](int64_t b, int64_t e, int tid) {
     const int64_t step = in_steps ? scratch_rows : e - b;
     for (int64_t first = b; first < e; first += step) {
       const int64_t count = e - first < step ? e - first : step;
-      float* dense = via_scratch ? scratch.as<float>() + tid * scratch_rows * K : static_cast<float*>(out) + first * K;
+      float* dense = to_bf16 ? scratch.as<float>() + tid * scratch_rows * K : static_cast<float*>(out) + first * K;
       const cpu::DequantizeProblem problem{reinterpret_cast<const uint32_t*>(rows.packed) + first * words,
                                            scale + first * shape.G, zero + first * shape.G, K, shape.group_len,
                                            static_cast<int>(w.bits), dense};
@@ -322,10 +313,7 @@ tacq_status dense_rows_as(const char* fn, const tacq_weights& w, int64_t row_beg
           return;
         }
       }
-      if (to_bf16)
-        bf16_kernel(dense, static_cast<uint16_t*>(out) + first * K, count * K, streamed);
-      else if (streamed)
-        stream_kernel(dense, static_cast<float*>(out) + first * K, count * K);
+      if (to_bf16) bf16_kernel(dense, static_cast<uint16_t*>(out) + first * K, count * K);
     }
   });
   if (!columns_ok) {
@@ -338,21 +326,12 @@ tacq_status dense_rows_as(const char* fn, const tacq_weights& w, int64_t row_beg
 }  // namespace
 
 tacq_status dequantize(const tacq_weights& w, tacq_dtype out_dtype, void* out, int num_threads) {
-  return dense_rows_as("tacq_dequantize", w, 0, w.N, false, false, out_dtype, out, num_threads);
+  return dense_rows_as("tacq_dequantize", w, 0, w.N, false, out_dtype, out, num_threads);
 }
 
 tacq_status dense_rows(const tacq_weights& w, int64_t row_begin, int64_t row_end, tacq_dtype out_dtype,
                        void* out, int num_threads) {
-  // Torch's GEMM threads read the block next. One of more than 1 MiB (a Zen 4
-  // core's L2) is streamed to memory: left in this core's cache, the other
-  // cores' reads of it were slow (14336 x 4096 at 512 rows, 4 MiB blocks). A
-  // smaller one is written as usual and read from cache: measured on Zen 4,
-  // 2 threads, 53 rows of fp32 x, 2-bit, streamed -> cached: 192 x 192 38-43
-  // -> 32-38 us, 512 x 192 93-99 -> 75-89 us (F.linear 25-29 and 61-75).
-  constexpr int64_t kCachedBlockBytes = int64_t{1} << 20;
-  const int64_t bytes = (row_end - row_begin) * w.K * (out_dtype == TACQ_DTYPE_BF16 ? 2 : 4);
-  return dense_rows_as("tacq_dense_rows", w, row_begin, row_end, true, bytes > kCachedBlockBytes, out_dtype, out,
-                       num_threads);
+  return dense_rows_as("tacq_dense_rows", w, row_begin, row_end, true, out_dtype, out, num_threads);
 }
 
 // ---- quantize -------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def mixed_gemv(
     Up to MIXED_GEMV_MAX_ROWS (16) rows run the fused kernel, which reads the
     packed weights once. More rows: on CUDA, the fused kernel once per 16 rows;
     on the CPU the same up to ``cpu_fused_rows_limit(x.dtype, K)`` rows (48 for
-    bf16 x and 128 for fp32, 24 and 20 where K <= 256, and any number for
+    bf16 x and 128 for fp32, 24 and 16 where K <= 256, and any number for
     fp16 x, on AVX-512 CPUs with BF16: measured crossovers),
     and beyond (a prompt) blocks of the dense weight multiplied by a GEMM in
     x's dtype, as ``F.linear`` with ``dequantize + R`` would (the weight

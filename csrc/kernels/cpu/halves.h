@@ -2,8 +2,7 @@
 // fp32 and fp32 -> bf16, each as one exact scalar conversion (portable) and an
 // array conversion per ISA (generic: the scalar one in a loop; avx2: 8 values
 // per instruction, F16C for fp16, which every AVX-512 CPU also has; avx512:
-// 16 values, fp32 -> bf16 only); and the streamed fp32 copy that writes the
-// host layer's dense fp32 blocks as floats_to_bf16 writes its bf16 ones.
+// 16 values, fp32 -> bf16 only).
 #pragma once
 
 #include <cstdint>
@@ -38,23 +37,10 @@ using HalvesToFloatsFn = void (*)(const uint16_t* in, float* out, int64_t n);
 namespace generic { void halves_to_floats(const uint16_t* in, float* out, int64_t n); }
 namespace avx2 { void halves_to_floats(const uint16_t* in, float* out, int64_t n); }
 
-// out[i] = float_to_bf16_bits(in[i]) for i < n. `streaming`: write out with
-// non-temporal stores (avx2 / avx512; the generic build ignores it), for an
-// output that other cores read next: a dense block that torch's GEMM threads
-// read right after. On the Zen 4 VM the same block written through the cache
-// made some runs' prompt layers ~20 % slower (cache lines moved between
-// cores), streamed it did not.
-using FloatsToBf16Fn = void (*)(const float* in, uint16_t* out, int64_t n, bool streaming);
-namespace generic { void floats_to_bf16(const float* in, uint16_t* out, int64_t n, bool streaming); }
-namespace avx2 { void floats_to_bf16(const float* in, uint16_t* out, int64_t n, bool streaming); }
-namespace avx512 { void floats_to_bf16(const float* in, uint16_t* out, int64_t n, bool streaming); }
-
-// out[i] = in[i] for i < n with non-temporal stores (avx2, which serves avx512
-// too; the generic build copies plainly), for the same reason as above: on the
-// Zen 4 VM a dense fp32 block written through the cache made the prompt path
-// ~2.4x slower in some processes (docs/benchmarks.md, Short prompts).
-using StreamFloatsFn = void (*)(const float* in, float* out, int64_t n);
-namespace generic { void stream_floats(const float* in, float* out, int64_t n); }
-namespace avx2 { void stream_floats(const float* in, float* out, int64_t n); }
+// out[i] = float_to_bf16_bits(in[i]) for i < n.
+using FloatsToBf16Fn = void (*)(const float* in, uint16_t* out, int64_t n);
+namespace generic { void floats_to_bf16(const float* in, uint16_t* out, int64_t n); }
+namespace avx2 { void floats_to_bf16(const float* in, uint16_t* out, int64_t n); }
+namespace avx512 { void floats_to_bf16(const float* in, uint16_t* out, int64_t n); }
 
 }  // namespace tacq::cpu

@@ -2,10 +2,7 @@
 // 8 values per vcvtph2ps. fp32 -> bf16: the scalar rounding on 8 lanes
 // (add 0x7FFF plus the kept mantissa's lowest bit, keep the high half; NaN
 // lanes keep their high half with the quiet bit set), two vectors packed into
-// 16 results per store, streamed on request past a scalar head up to a 32-byte
-// boundary. The last n % 8 (resp. 16) values one at a time. The streamed
-// fp32 copy: one value at a time up to a 32-byte boundary, then 8 per
-// vmovntps, the last n % 8 one at a time.
+// 16 results per store. The last n % 8 (resp. 16) values one at a time.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -37,29 +34,15 @@ __m256i bf16_lanes(__m256 v) {
 
 }  // namespace
 
-void floats_to_bf16(const float* in, uint16_t* out, int64_t n, bool streaming) {
+void floats_to_bf16(const float* in, uint16_t* out, int64_t n) {
   int64_t i = 0;
-  if (streaming)  // one at a time up to a 32-byte boundary, which the streaming store needs
-    for (; i < n && (reinterpret_cast<uintptr_t>(out + i) & 31) != 0; ++i) out[i] = float_to_bf16_bits(in[i]);
   for (; i + 16 <= n; i += 16) {
     // packus interleaves 128-bit halves (a0-3 b0-3 a4-7 b4-7); the permute restores the order.
     const __m256i packed = _mm256_permute4x64_epi64(
         _mm256_packus_epi32(bf16_lanes(_mm256_loadu_ps(in + i)), bf16_lanes(_mm256_loadu_ps(in + i + 8))), 0xD8);
-    if (streaming)
-      _mm256_stream_si256(reinterpret_cast<__m256i*>(out + i), packed);
-    else
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), packed);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), packed);
   }
   for (; i < n; ++i) out[i] = float_to_bf16_bits(in[i]);
-  if (streaming) _mm_sfence();
-}
-
-void stream_floats(const float* in, float* out, int64_t n) {
-  int64_t i = 0;
-  for (; i < n && (reinterpret_cast<uintptr_t>(out + i) & 31) != 0; ++i) out[i] = in[i];
-  for (; i + 8 <= n; i += 8) _mm256_stream_ps(out + i, _mm256_loadu_ps(in + i));
-  for (; i < n; ++i) out[i] = in[i];
-  _mm_sfence();
 }
 
 }  // namespace tacq::cpu::avx2

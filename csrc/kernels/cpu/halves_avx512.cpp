@@ -1,10 +1,9 @@
 // fp32 -> bf16 array conversion with AVX-512 (halves.h): the scalar rounding
 // on 16 lanes (add 0x7FFF plus the kept mantissa's lowest bit, keep the high
 // half; NaN lanes keep their high half with the quiet bit set), narrowed with
-// vpmovdw into one 256-bit store, streamed on request past a masked head up to
-// a 32-byte boundary; the last n % 16 values through a mask (masked stores
-// only at the ends: on Zen 4 they are much slower than plain ones).
-#include <algorithm>
+// vpmovdw into one 256-bit store; the last n % 16 values through a mask
+// (masked stores only at the end: on Zen 4 they are much slower than plain
+// ones).
 #include <cstdint>
 
 #include "avx512_intrinsics.h"
@@ -28,24 +27,14 @@ __m256i bf16_of(__m512 v) {
 
 }  // namespace
 
-void floats_to_bf16(const float* in, uint16_t* out, int64_t n, bool streaming) {
+void floats_to_bf16(const float* in, uint16_t* out, int64_t n) {
   int64_t i = 0;
-  if (streaming) {  // a masked head up to a 32-byte boundary, which the streaming store needs
-    const int64_t head = std::min<int64_t>(n, ((32 - (reinterpret_cast<uintptr_t>(out) & 31)) & 31) / 2);
-    if (head > 0) {
-      const auto lanes = static_cast<__mmask16>((1u << head) - 1u);
-      _mm256_mask_storeu_epi16(out, lanes, bf16_of(_mm512_maskz_loadu_ps(lanes, in)));
-    }
-    for (i = head; i + 16 <= n; i += 16)
-      _mm256_stream_si256(reinterpret_cast<__m256i*>(out + i), bf16_of(_mm512_loadu_ps(in + i)));
-  }
   for (; i + 16 <= n; i += 16)
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), bf16_of(_mm512_loadu_ps(in + i)));
   if (i < n) {
     const auto lanes = static_cast<__mmask16>((1u << (n - i)) - 1u);
     _mm256_mask_storeu_epi16(out + i, lanes, bf16_of(_mm512_maskz_loadu_ps(lanes, in + i)));
   }
-  if (streaming) _mm_sfence();
 }
 
 }  // namespace tacq::cpu::avx512

@@ -1,5 +1,4 @@
-// fp16 -> fp32 and fp32 -> bf16 array conversions and the fp32 copy, portable
-// (halves.h).
+// fp16 -> fp32 and fp32 -> bf16 array conversions, portable (halves.h).
 #include "halves.h"
 
 namespace tacq::cpu::generic {
@@ -8,12 +7,8 @@ void halves_to_floats(const uint16_t* in, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = half_bits_to_float(in[i]);
 }
 
-void floats_to_bf16(const float* in, uint16_t* out, int64_t n, bool /*streaming*/) {
+void floats_to_bf16(const float* in, uint16_t* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = float_to_bf16_bits(in[i]);
-}
-
-void stream_floats(const float* in, float* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = in[i];
 }
 
 }  // namespace tacq::cpu::generic

@@ -8,6 +8,8 @@
 // (any strides, fp32/fp16/bf16), picks the ISA kernel and threads over rows;
 // more rows (a prompt) take a GEMM over blocks of the dense weight.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -24,32 +26,44 @@ tacq_dtype x_dtype(at::ScalarType s) {
   return s == at::kHalf ? TACQ_DTYPE_F16 : (s == at::kBFloat16 ? TACQ_DTYPE_BF16 : TACQ_DTYPE_F32);
 }
 
-// More than cpu_fused_rows_limit rows: blocks of weight rows (~4 MiB of fp32) made dense
-// by host::dense_rows in x's dtype (bf16 straight from the host layer, fp16
-// rounded from fp32 by torch), as F.linear with the dense weight would have
-// it, and multiplied with at::mm into their columns of y; with x_int8, in fp32
-// on the rounded x. A block of at most 1 MiB is still in cache when the GEMM
-// reads it (larger ones are streamed to memory: host::dense_rows), and no
+// More than cpu_fused_rows_limit rows: torch's threads split the weight's
+// rows, and each makes its rows dense in x's dtype (bf16 straight from the
+// host layer, fp16 rounded from fp32 by torch), as F.linear with the dense
+// weight would have it, a block at a time in a scratch of its own, and
+// multiplies x by the block with at::mm into its columns of y; with x_int8,
+// in fp32 on the rounded x. Inside the parallel region that GEMM runs on the
+// thread that wrote the block, so no core reads a block from another core's
+// cache: a GEMM threaded over a block one thread had written ran at a
+// fraction of its speed (Zen 4 VM, 2 threads, 54 rows of fp32 x, 2-bit
+// 192x192: 125 us against F.linear's 55 and 51 for a one-thread GEMM of a
+// freshly written block; docs/benchmarks.md, Dense blocks per thread). Blocks
+// are ~1 MiB, at least 128 rows (with fewer the GEMM is far from its peak:
+// 512 rows of bf16 x at 4096x14336, blocks of 32 rows 11-25 % slower). No
 // [N, K] copy of the weight is made.
 at::Tensor multiply_dense_blocks(const char* op, const at::Tensor& x, const tacq_weights& w, bool x_int8) {
   const at::Tensor xs = x_int8 ? round_int8_blocks(op, x) : x;
   const int64_t N = w.N, K = w.K;
-  // At least 128 rows: with fewer the GEMM is far from its peak (Zen 4, 512
-  // rows of x, K = 14336: bf16 in blocks of 16 rows 2.5x the time of one call;
-  // fp32 in blocks of 64 rows 0.83-0.86x F.linear, of 128 rows 1.01-1.05x).
-  const int64_t block = std::min(N, std::max<int64_t>(128, (int64_t{1} << 20) / K / 16 * 16));
   const bool bf16 = xs.scalar_type() == at::kBFloat16;
-  at::Tensor dense = at::empty({block, K}, x.options().dtype(bf16 ? at::kBFloat16 : at::kFloat));
+  const at::ScalarType dense_type = bf16 ? at::kBFloat16 : at::kFloat;
+  const int64_t block = std::max<int64_t>(128, (int64_t{1} << 20) / (K * at::elementSize(dense_type)) / 16 * 16);
+  // At least 32 weight rows a thread: fewer leave its GEMM too narrow to pay
+  // for the thread's start.
+  constexpr int64_t kMinRowsPerThread = 32;
   at::Tensor y = at::empty({x.size(0), N}, xs.options());
-  for (int64_t first = 0; first < N; first += block) {
-    const int64_t rows = std::min(block, N - first);
-    const tacq_status status = host::dense_rows(w, first, first + rows, bf16 ? TACQ_DTYPE_BF16 : TACQ_DTYPE_F32,
-                                                dense.data_ptr(), torch_threads());
-    if (status == TACQ_ERROR_BAD_CSR) check_csr_columns(op, w.row_ptr, w.col_idx, N, K);
-    check_host(op, status);
-    at::Tensor y_block = y.narrow(1, first, rows);
-    at::mm_out(y_block, xs, dense.narrow(0, 0, rows).to(xs.scalar_type()).t());
-  }
+  at::parallel_for(0, N, kMinRowsPerThread, [&](int64_t begin, int64_t end) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;  // as on the calling thread: a worker starts without it
+    const int64_t rows_here = std::min(block, end - begin);
+    at::Tensor dense = at::empty({rows_here, K}, x.options().dtype(dense_type));
+    for (int64_t first = begin; first < end; first += block) {
+      const int64_t rows = std::min(block, end - first);
+      const tacq_status status =
+          host::dense_rows(w, first, first + rows, bf16 ? TACQ_DTYPE_BF16 : TACQ_DTYPE_F32, dense.data_ptr(), 1);
+      if (status == TACQ_ERROR_BAD_CSR) check_csr_columns(op, w.row_ptr, w.col_idx, N, K);
+      check_host(op, status);
+      at::Tensor y_block = y.narrow(1, first, rows);
+      at::mm_out(y_block, xs, dense.narrow(0, 0, rows).to(xs.scalar_type()).t());
+    }
+  });
   return y.to(x.scalar_type());
 }
 

@@ -48,8 +48,13 @@ int64_t fused_rows_from_environment() {
 // x (four alternating processes, groups of 64, 2-/3-bit fused vs dense, us:
 // 64x192 at 17 rows 11/21 vs 11, 192x192 25/32 vs 20, 512x192 33/39 vs 45; at
 // 20 rows 14/25 vs 11, 29/38 vs 21, 38/46 vs 45; at 24 every layer's dense
-// route as fast or faster). Such layers take at most 20 rows of fp32 x and 24
-// of bf16 x (not measured again) through the fused kernel.
+// route as fast or faster). Since each thread multiplies the blocks it made
+// (mixed_gemv_ops.cpp), the dense route wins sooner still: bench/prompt_layer.py
+// --calls 300, 2 threads, 2 and 3 bits, per row and groups of 64, fused /
+// dense at 64x192, 192x192 and 512x192: fp32 x 1.1-1.9x at 17 rows,
+// 1.5-2.2x at 20; bf16 x 0.6-1.4x at 17, 0.7-1.5x at 20, 0.9-1.7x at 24.
+// Such layers take no more than 16 rows of fp32 x (one call) and 24 of bf16
+// x through the fused kernel.
 // fp16 x: the fused kernel stages it as fp32, but the dense route's GEMM is
 // torch's fp16 one, which on CPUs without AVX512-FP16 was 2-3.5x slower than
 // the fused slices at every size tried (2-bit, 2 threads: 512x192 at 33-512
@@ -69,7 +74,7 @@ int64_t cpu_fused_rows_limit(at::ScalarType x_type, int64_t K) {
     return K <= kShortRowsK ? 24 : 48;
   }
   if (isa == CpuIsa::kAvx2) return 32;
-  return K <= kShortRowsK ? 20 : 128;
+  return K <= kShortRowsK ? kMixedGemvMaxRows : 128;
 }
 
 }  // namespace tacq
