@@ -531,6 +531,24 @@ def test_bad_csr(cpu_isa, kind, match, bits, dtype):
             ops.mixed_gemv(torch.ones(M, 64, dtype=dtype), packed, scale, zero, bits, -1, *_bad_csr(kind))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bad_csr_in_a_worker_thread_of_the_dense_route(dtype):
+    """The dense route's threads each make their own rows: a bad column in the
+    last thread's rows (row 90 of 96) is raised on the caller with its name."""
+    N, K = 96, 64
+    packed, scale, zero, *_ = make_layer(N, K, 2, counts=[0] * N)[:3]
+    row_ptr = torch.zeros(N + 1, dtype=torch.int32)
+    row_ptr[91:] = 1
+    col_idx, values = torch.tensor([K], dtype=torch.int32), torch.ones(1, dtype=torch.float16)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match=r"col_idx\[0\] = 64 .* out of range"):
+            ops.mixed_gemv(torch.ones(300, K, dtype=dtype), packed, scale, zero, 2, -1, row_ptr, col_idx, values)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("make, match", [
     (lambda x, p, s, z, c: ops.mixed_gemv(x[0, 0], p, s, z, 2, -1, *c), r"x must be \[\.\.\., K\] \(at least 1-D\)"),
     (lambda x, p, s, z, c: ops.mixed_gemv(x[:, :32], p, s, z, 2, -1, *c), r"packed.shape\[1\]"),
