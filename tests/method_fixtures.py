@@ -28,6 +28,18 @@ def lm_batch(seed: int, B: int = 3, T: int = 10, pad: int = 3) -> dict:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def seeded_logits(model, seed: int = 42) -> torch.Tensor:
+    """The model's logits on lm_batch(seed)'s ids."""
+    with torch.no_grad():
+        return model(input_ids=lm_batch(seed)["input_ids"]).logits
+
+
+def greedy_ids(model) -> torch.Tensor:
+    """Six greedy tokens after a 5-token prompt."""
+    prompt = lm_batch(43, B=1)["input_ids"][:, :5]
+    return model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False)
+
+
 def char_tokenizer():
     """A character-level fast tokenizer: <pad> 0, <s> 1, <unk> 2, then printable ASCII and newline."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers
@@ -68,3 +80,22 @@ def assert_compiled_decoding_matches_eager(model):
     torch._dynamo.reset()
     model.forward = torch.compile(model.forward, fullgraph=True, dynamic=False, backend="eager")
     assert torch.equal(model.generate(prompt, **kwargs), eager)
+
+
+def assert_offloaded_quantization_is_the_whole_models(whole_model, directory, calib, cfg):
+    """quantize_model on load_offloaded(directory) holds one block at a time
+    and gives, tensor for tensor, what it gives on `whole_model` (the same
+    checkpoint loaded whole, quantized here too). Returns the offloaded model."""
+    import tacq_ext
+    from tacq_ext.offload import load_offloaded, offload_of
+
+    model = load_offloaded(directory)
+    offload = offload_of(model)
+    expected_report = tacq_ext.quantize_model(whole_model, calib, cfg, progress=False)
+    report = tacq_ext.quantize_model(model, calib, cfg, progress=False)
+    assert offload.peak_resident == 1 and report.kept == expected_report.kept
+    expected, got = whole_model.state_dict(), model.state_dict()
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
+    return model

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import (AutoModelForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig,
+                          LlamaForCausalLM)
 
 import tacq_ext
 from tacq_ext import TACQConfig, cli
@@ -18,7 +20,7 @@ from tacq_ext.pipeline import _saliency
 from tacq_ext.distributed import Ranks
 from tacq_ext.targets import find_targets
 
-from method_fixtures import VOCAB, lm_batch, save_tiny_hf_model
+from method_fixtures import VOCAB, assert_offloaded_quantization_is_the_whole_models, lm_batch, save_tiny_hf_model
 
 CALIB = [lm_batch(20), lm_batch(21, B=2, T=12, pad=0)]
 
@@ -54,6 +56,24 @@ def test_offloaded_logits_equal_the_whole_model_one_block_at_a_time(tmp_path, ti
     assert all(p.is_meta for block in offload.blocks for p in block.parameters())
 
 
+def test_offloaded_gemma3_builds_its_derived_tables_as_from_pretrained(tmp_path):
+    """Gemma 3's scaled embedding and its local and global rotary tables are
+    buffers its constructors derive (the local one from a modified config):
+    built by those constructors, not guessed, the logits are the same."""
+    torch.manual_seed(2)
+    cfg = Gemma3TextConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+                           sliding_window=4)
+    Gemma3ForCausalLM(cfg).save_pretrained(tmp_path, max_shard_size="40KB")
+    model = load_offloaded(tmp_path)
+    reference = whole(tmp_path)
+    assert {n for n, _ in model.named_buffers()} == {n for n, _ in reference.named_buffers()}
+    for (name, buffer), (_, expected) in zip(model.named_buffers(), reference.named_buffers()):
+        assert torch.equal(buffer, expected), name
+    assert torch.equal(logits(model, CALIB[1]), logits(reference, CALIB[1]))
+    assert offload_of(model).peak_resident == 1
+
+
 @pytest.mark.parametrize("squared", [False, True], ids=["abs_grad", "fisher"])
 def test_offloaded_gradient_pass_matches_the_whole_model(tmp_path, squared):
     """Block by block, the statistics are the same products added in the same
@@ -81,17 +101,9 @@ RECIPES = {
 def test_offloaded_quantize_model_matches_the_whole_model(tmp_path, recipe):
     path = tiny_dir(tmp_path)
     cfg = TACQConfig(bits=2, ratio=0.02, **RECIPES[recipe])
-    expected_model, model = whole(path), load_offloaded(path)
-    offload = offload_of(model)
-    expected_report = tacq_ext.quantize_model(expected_model, CALIB, cfg, progress=False)
-    report = tacq_ext.quantize_model(model, CALIB, cfg, progress=False)
-    assert offload.peak_resident == 1
+    expected_model = whole(path)
+    model = assert_offloaded_quantization_is_the_whole_models(expected_model, path, CALIB, cfg)
     assert offload_of(model) is None and not any(t.is_meta for t in model.state_dict().values())
-    assert report.kept == expected_report.kept
-    expected, got = expected_model.state_dict(), model.state_dict()
-    assert got.keys() == expected.keys()
-    for key in expected:
-        assert torch.equal(got[key], expected[key]), key
     assert torch.equal(logits(model, CALIB[1]), logits(expected_model, CALIB[1]))
 
 
@@ -123,15 +135,16 @@ def test_offloaded_bad_files_name_the_problem(tmp_path):
     path = tiny_dir(tmp_path / "shapes", shard="10GB")
     tensors = load_file(path / "model.safetensors")
     tensors["model.layers.1.mlp.up_proj.weight"] = tensors["model.layers.1.mlp.up_proj.weight"][:, :32].clone()
-    del tensors["model.layers.2.mlp.down_proj.weight"]
     save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
     model = load_offloaded(path)  # blocks are read when used
     with pytest.raises(ValueError, match=r"model.layers.1.mlp.up_proj.weight.*has shape \(96, 32\), the model "
                                          r"expects \(96, 64\)"):
         logits(model, CALIB[0])
-    with pytest.raises(ValueError, match="'model.layers.2.mlp.down_proj.weight' is in none of the safetensors"):
-        offload_of(model).held(2).__enter__()
     assert offload_of(model).resident == 0
+    del tensors["model.layers.2.mlp.down_proj.weight"]
+    save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"\['model.layers.2.mlp.down_proj.weight'\] are in none of its safetensors"):
+        load_offloaded(path)  # names are checked before any block is read
 
 
 def test_offloaded_cli_writes_the_checkpoint_of_the_whole_model(tmp_path):
@@ -177,4 +190,21 @@ def test_offloaded_blocks_with_buffers_are_refused(tmp_path, monkeypatch):
 
     monkeypatch.setattr(modeling_llama.LlamaDecoderLayer, "__init__", with_table)
     with pytest.raises(ValueError, match="its decoder blocks hold buffers"):
+        load_offloaded(path)
+
+
+def test_a_parameter_set_past_register_parameter_is_still_read_from_the_files(tmp_path, monkeypatch):
+    """Built outside the meta swap, it would keep its random values; it is
+    moved to meta like the rest, so a name the files lack is an error."""
+    from transformers.models.llama import modeling_llama
+
+    path = tiny_dir(tmp_path)
+    original = modeling_llama.LlamaModel.__init__
+
+    def with_direct_parameter(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self._parameters["scale"] = nn.Parameter(torch.ones(3))
+
+    monkeypatch.setattr(modeling_llama.LlamaModel, "__init__", with_direct_parameter)
+    with pytest.raises(ValueError, match=r"\['model.scale'\] are in none of its safetensors files"):
         load_offloaded(path)

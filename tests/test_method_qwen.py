@@ -11,9 +11,9 @@ from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qw
 
 import tacq_ext
 from tacq_ext import TACQConfig
-from tacq_ext.offload import load_offloaded, offload_of
 
-from method_fixtures import VOCAB, lm_batch
+from method_fixtures import (VOCAB, assert_offloaded_quantization_is_the_whole_models, greedy_ids, lm_batch,
+                             seeded_logits)
 
 CFG = TACQConfig(bits=3, ratio=0.05)
 CALIB = [lm_batch(40), lm_batch(41, B=2, T=12, pad=0)]
@@ -32,16 +32,6 @@ def tiny_qwen(arch: str, tied: bool, layers: int = 2):
             if name.endswith("bias"):
                 bias.normal_(0, 0.5)
     return model
-
-
-def logits(model, seed=42):
-    with torch.no_grad():
-        return model(input_ids=lm_batch(seed)["input_ids"]).logits
-
-
-def greedy(model):
-    prompt = lm_batch(43, B=1)["input_ids"][:, :5]
-    return model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False)
 
 
 @pytest.fixture(scope="module", params=[(arch, tied) for arch in ARCHITECTURES for tied in (False, True)],
@@ -82,27 +72,20 @@ def test_from_pretrained_decodes_as_the_quantized_model(saved):
         assert torch.equal(q.bias, model.get_submodule("model.layers.1.self_attn.q_proj").bias)
     if tied:  # one tensor for the embeddings and the head, as in the original model
         assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()
-    assert torch.equal(logits(loaded), logits(model))
-    assert torch.equal(greedy(loaded), greedy(model))
+    assert torch.equal(seeded_logits(loaded), seeded_logits(model))
+    assert torch.equal(greedy_ids(loaded), greedy_ids(model))
 
 
 def test_save_pretrained_round_trips(saved, tmp_path):
     path = saved[2]
     loaded = AutoModelForCausalLM.from_pretrained(path)
     loaded.save_pretrained(tmp_path / "again")
-    assert torch.equal(logits(AutoModelForCausalLM.from_pretrained(tmp_path / "again")), logits(loaded))
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "again")
+    assert torch.equal(seeded_logits(again), seeded_logits(loaded))
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_offloaded_quantize_model_matches_the_whole_model(tmp_path, arch):
     tiny_qwen(arch, tied=True, layers=3).save_pretrained(tmp_path, max_shard_size="40KB")
     expected_model = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    model = load_offloaded(tmp_path)
-    offload = offload_of(model)
-    expected_report = tacq_ext.quantize_model(expected_model, CALIB, CFG, progress=False)
-    report = tacq_ext.quantize_model(model, CALIB, CFG, progress=False)
-    assert offload.peak_resident == 1 and report.kept == expected_report.kept
-    expected, got = expected_model.state_dict(), model.state_dict()
-    assert got.keys() == expected.keys()
-    for key in expected:
-        assert torch.equal(got[key], expected[key]), key
+    assert_offloaded_quantization_is_the_whole_models(expected_model, tmp_path, CALIB, CFG)

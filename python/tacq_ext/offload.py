@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .targets import decoder_blocks, set_module
+from .targets import decoder_blocks, module_name
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -98,9 +98,9 @@ class OffloadedBlocks:
                  device: torch.device, storage: torch.device = torch.device("cpu")):
         blocks = decoder_blocks(model)
         if blocks is None:
-            raise ValueError("offloading needs a model with decoder blocks (model.model.layers)")
+            raise ValueError("offloading needs a model with decoder blocks (the layers of model.get_decoder())")
         self.blocks = blocks
-        self.prefix = next(name for name, m in model.named_modules() if m is blocks)
+        self.prefix = module_name(model, blocks)
         self.read, self.device, self.storage = read, torch.device(device), torch.device(storage)
         self.holds = [0] * len(blocks)
         self.peak_resident = 0
@@ -229,21 +229,24 @@ def each_target_held(model: nn.Module, names: Iterable[str]) -> Iterator[str]:
             yield name
 
 
-def _rebuild_derived_buffers(model: nn.Module, skip: nn.Module, device: torch.device) -> None:
-    """Modules outside `skip` whose buffers are still meta hold tables derived
-    from the config (rotary frequencies): each is built again, on `device`,
-    as type(module)(config)."""
-    inside = {id(m) for m in skip.modules()}
-    for name, module in list(model.named_modules()):
-        if id(module) in inside or not any(b is not None and b.is_meta for b in module._buffers.values()):
-            continue
-        try:
-            rebuilt = type(module)(model.config)
-        except Exception as e:
-            raise ValueError(f"{name} ({type(module).__name__}) holds buffers that are not in the checkpoint and "
-                             f"could not be rebuilt from the config ({e}); load the model with from_pretrained "
-                             f"instead of offloading it") from None
-        set_module(model, name, rebuilt.to(device))
+@contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Modules built inside get their parameters on the meta device (no memory)
+    and their buffers for real, so tables a constructor derives from its
+    arguments (rotary frequencies, embedding scales) are what from_pretrained
+    builds. Not thread-safe: it swaps nn.Module.register_parameter meanwhile."""
+    register = nn.Module.register_parameter
+
+    def register_on_meta(module: nn.Module, name: str, param: Optional[nn.Parameter]) -> None:
+        if param is not None and not param.is_meta:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
 
 
 def load_offloaded(directory, device="cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -254,12 +257,16 @@ def load_offloaded(directory, device="cpu", dtype: torch.dtype = torch.float32) 
 
     device = torch.device(device)
     config = AutoConfig.from_pretrained(directory, local_files_only=True)
-    with torch.device("meta"):
+    with _parameters_on_meta():
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    for _, owner, leaf in _named_parameter_slots(model):  # one set in _parameters directly, past the swap
+        if not owner._parameters[leaf].is_meta:
+            _set_parameter(owner, leaf, owner._parameters[leaf].to("meta"))
     files = SafetensorsFiles(directory)
     blocks = decoder_blocks(model)
     if blocks is None:
-        raise ValueError(f"{directory}: offloading needs a model with decoder blocks (model.model.layers)")
+        raise ValueError(f"{directory}: offloading needs a model with decoder blocks "
+                         "(the layers of model.get_decoder())")
     if any(b is not None for b in blocks.buffers()):
         raise ValueError(f"{directory}: its decoder blocks hold buffers, which offloading does not read; load the "
                          f"model with from_pretrained instead")
@@ -270,12 +277,18 @@ def load_offloaded(directory, device="cpu", dtype: torch.dtype = torch.float32) 
         placeholder = owner._parameters[leaf]
         if name in files:
             _set_parameter(owner, leaf, files.read(name, placeholder, device))
+    for prefix, owner in model.named_modules():  # built by the constructors; a stored one is read
+        for leaf, buffer in owner._buffers.items():
+            if buffer is not None:
+                name = f"{prefix}.{leaf}" if prefix else leaf
+                owner._buffers[leaf] = files.read(name, buffer, device) if name in files else buffer.to(device)
     if hasattr(model, "tie_weights"):
         model.tie_weights()  # a head tied to the embeddings is not stored separately
     missing = [name for name, owner, leaf in _named_parameter_slots(model)
-               if id(owner) not in inside and owner._parameters[leaf].is_meta]
+               if (name not in files if id(owner) in inside else owner._parameters[leaf].is_meta)]
     if missing:
-        raise ValueError(f"{directory}: {missing[:3]} are in none of its safetensors files")
-    _rebuild_derived_buffers(model, blocks, device)
+        raise ValueError(f"{directory}: {missing[:3]} are in none of its safetensors files; offloading reads "
+                         f"tensors by the model's own parameter names, so a checkpoint whose names from_pretrained "
+                         f"renames on load (e.g. Gemma 3's language_model.model.*) must be loaded whole")
     OffloadedBlocks(model, lambda name, like: files.read(name, like, device), device)
     return model.eval()

@@ -199,7 +199,8 @@ def _blocks_checkpointed(model: nn.Module, tap: _GradientTap, enabled: bool):
         return
     blocks = decoder_blocks(model)
     if blocks is None:
-        raise ValueError("activation_checkpointing needs a model with decoder blocks (model.model.layers)")
+        raise ValueError("activation_checkpointing needs a model with decoder blocks "
+                         "(the layers of model.get_decoder())")
     instance_forwards = [block.__dict__.get("forward") for block in blocks]
     try:
         with cache_disabled(model):

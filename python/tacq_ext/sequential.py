@@ -154,6 +154,27 @@ def _block_output(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+def _blocks_return_tuples(model: nn.Module, blocks: nn.ModuleList, batch, loss_fn: Optional[LossFn]) -> bool:
+    """Whether the decoder blocks return tuples (some of transformers 4's
+    layers) rather than their hidden states: block 0 runs once, for real, on
+    `batch`, and the pass stops at its output."""
+    returned = []
+
+    def stop(module, args, kwargs, out):
+        returned.append(isinstance(out, (tuple, list)))
+        raise _StopForward
+
+    handle = blocks[0].register_forward_hook(stop, with_kwargs=True)
+    try:
+        with torch.no_grad(), cache_disabled(model):
+            run_model(model, batch, loss_fn)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return bool(returned) and returned[0]
+
+
 def _capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calib: list, loss_fn: Optional[LossFn],
                           desc: str, progress: bool, offload: Optional[OffloadedBlocks] = None):
     """(block 0's hidden input per batch, [per block: [per batch: _BlockCall]]),
@@ -161,6 +182,9 @@ def _capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calib: list, 
     on the previous one's output. With `offload` (blocks offloaded), no block
     is read: each passes its input on, and each pass stops at the last
     block's call."""
+    # offloaded: each block's stand-in returns its input in the form the real blocks return
+    as_tuple = (offload is not None and len(blocks) > 1 and bool(calib)
+                and _blocks_return_tuples(model, blocks, calib[0], loss_fn))
     hidden: List[torch.Tensor] = []
     calls: List[List[_BlockCall]] = [[] for _ in blocks]
     state = {"order": [], "last_out": None, "chain": True}
@@ -185,7 +209,7 @@ def _capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calib: list, 
     for i, block in enumerate(blocks):
         handles.append(block.register_forward_pre_hook(pre_hook(i), with_kwargs=True))
         handles.append(block.register_forward_hook(post_hook, with_kwargs=True))
-    passing = nullcontext() if offload is None else offload.replaced_forwards(lambda i: passing_forward(False))
+    passing = nullcontext() if offload is None else offload.replaced_forwards(lambda i: passing_forward(as_tuple))
     try:
         with torch.no_grad(), cache_disabled(model), passing:
             for batch in tqdm(calib, desc=desc, disable=not progress, leave=False):

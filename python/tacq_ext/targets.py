@@ -10,10 +10,30 @@ TargetFilter = Callable[[str, nn.Linear], bool]
 
 
 def decoder_blocks(model: nn.Module) -> Optional[nn.ModuleList]:
-    """The decoder blocks of a Hugging Face causal LM (model.model.layers), if any."""
-    inner = getattr(model, "model", None)
-    layers = getattr(inner, "layers", None)
-    return layers if isinstance(layers, nn.ModuleList) and len(layers) > 0 else None
+    """The decoder blocks of a Hugging Face causal LM, if any: the `layers` of
+    its text decoder, as `model.get_decoder()` names it (model.model for a
+    Llama; model.model.language_model for a vision-language model such as
+    Gemma 3, whose vision tower is then not a target), else model.model.layers."""
+    for owner in (_text_decoder(model), getattr(model, "model", None)):
+        layers = getattr(owner, "layers", None)
+        if isinstance(layers, nn.ModuleList) and len(layers) > 0:
+            return layers
+    return None
+
+
+def _text_decoder(model: nn.Module) -> Optional[nn.Module]:
+    get_decoder = getattr(model, "get_decoder", None)
+    if not callable(get_decoder):
+        return None
+    try:
+        return get_decoder()
+    except (AttributeError, NotImplementedError):  # a model without the usual attribute names
+        return None
+
+
+def module_name(model: nn.Module, module: nn.Module) -> str:
+    """The qualified name of `module` inside `model`."""
+    return next(name for name, m in model.named_modules() if m is module)
 
 
 # The share of the decoder blocks' weights that may sit in matrices other than
@@ -48,13 +68,13 @@ def check_blocks_are_linear(model: nn.Module, blocks: nn.ModuleList) -> None:
         f"{100 * other / total:.1f} % of the decoder blocks' weights, which would stay in full precision. "
         "tacq_ext quantizes nn.Linear layers only (not, for example, the fused MoE experts of transformers 5); "
         "to quantize the blocks' nn.Linear layers alone, pass quantize_model "
-        "target_filter=lambda name, layer: name.startswith('model.layers.')")
+        f"target_filter=lambda name, layer: name.startswith('{module_name(model, blocks)}.')")
 
 
 def find_targets(model: nn.Module, target_filter: Optional[TargetFilter] = None) -> Dict[str, nn.Linear]:
     """Target linear layers by qualified name, in module order.
 
-    Default: for a model with decoder blocks (model.model.layers), every Linear
+    Default: for a model with decoder blocks (decoder_blocks), every Linear
     inside them (attention and MLP projections; never embeddings or lm_head),
     and a ValueError if the blocks hold other weight matrices worth more than
     UNQUANTIZED_MATRIX_SHARE of their weights; otherwise every Linear except
