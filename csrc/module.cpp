@@ -103,10 +103,11 @@ PYBIND11_MODULE(_C, m) {
         py::arg("nnz"),
         "Byte offsets of a stored layer's sections (header, packed, scale, zero, row_ptr, col_idx, values) "
         "and its size in bytes ('bytes').");
-  m.def("cpu_fused_rows_limit", &tacq::cpu_fused_rows_limit, py::arg("x_dtype"), py::arg("in_features"),
-        "The most rows of x (of this dtype) that the CPU mixed_gemv of a layer with in_features columns runs "
-        "through its fused kernel, 16 rows a call, on the ISA in use; more rows take a GEMM over blocks of "
-        "the dense weight.");
+  m.def("cpu_fused_rows_limit", &tacq::cpu_fused_rows_limit, py::arg("x_dtype"), py::arg("out_features"),
+        py::arg("in_features"),
+        "The most rows of x (of this dtype) that the CPU mixed_gemv of an out_features x in_features layer "
+        "runs through its fused kernel, 16 rows a call, on the ISA in use; more rows take a GEMM over blocks "
+        "of the dense weight.");
   m.def("cpu_has_avx512_bf16", &tacq::cpu_has_avx512_bf16,
         "AVX-512 BF16 present and not capped by TACQ_CPU_ISA: the CPU runs the bf16 kernels "
         "(bf16_gemv, the bf16 mixed_gemv and saliency paths).");

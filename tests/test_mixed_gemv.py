@@ -4,6 +4,7 @@ inputs too): all bit widths, fp32 / bf16 / fp16 x, M = 1..16, N = 1, K not a
 multiple of 32, group sizes of every kind, short rows two to a chunk, rows with no and with K residual
 entries, misaligned and strided buffers, invalid CSR, opcheck, bad input."""
 
+import functools
 from typing import NamedTuple
 
 import pytest
@@ -375,7 +376,7 @@ def check_cpu_rows(x, layer, W):
     kernel (each 16-row slice the same as its own call) up to
     ops.cpu_fused_rows_limit rows, else the dense blocks' GEMM."""
     y = gemv(x, layer, "cpu")
-    if x.shape[0] > ops.cpu_fused_rows_limit(x.dtype, x.shape[-1]):
+    if x.shape[0] > ops.cpu_fused_rows_limit(x.dtype, W.shape[0], x.shape[-1]):
         check_dense_path(y, x, W)
         return
     check(y, x, W, "cpu")
@@ -403,15 +404,16 @@ def test_more_than_16_rows(device, cpu_isa, N, K, group_size, bits, dtype):
 
 
 def test_cpu_fused_rows_limit(cpu_isa):
-    """The CPU route's limit per x dtype and K: the fused kernel's 16 rows on
-    the generic path; on the vector paths more for fp32 x, where the fused
-    kernel beats the GEMM (on AVX-512 only for rows of more than 256 columns),
-    and for bf16 x on AVX-512 with BF16 (there fewer for rows of at most 256
-    columns than for wider ones), and every row count for fp16 x, whose GEMM
-    is slow."""
+    """The CPU route's limit per x dtype and layer size: the fused kernel's
+    16 rows on the generic path; on the vector paths more for fp32 x, where the
+    fused kernel beats the GEMM (on AVX-512 only for rows of more than 256
+    columns, and more the larger the weight: 16 rows up to 2**19 weights, 32 up
+    to 2**21, 64 up to 2**23, 128 beyond), and for bf16 x on AVX-512 with BF16
+    (there fewer for rows of at most 256 columns than for wider ones), and
+    every row count for fp16 x, whose GEMM is slow."""
     avx512 = cpu_isa in ("avx512", "native")
     for K in (192, 256, 257, 4096):
-        limits = {dtype: ops.cpu_fused_rows_limit(dtype, K) for dtype in XTYPES}
+        limits = {dtype: ops.cpu_fused_rows_limit(dtype, 4096, K) for dtype in XTYPES}
         assert all(limit >= ops.MIXED_GEMV_MAX_ROWS for limit in limits.values())
         if cpu_isa == "generic":
             assert set(limits.values()) == {ops.MIXED_GEMV_MAX_ROWS}
@@ -419,9 +421,13 @@ def test_cpu_fused_rows_limit(cpu_isa):
             assert (limits[torch.float32] > ops.MIXED_GEMV_MAX_ROWS) == (K > 256 or not avx512)
             assert limits[torch.float16] == 2 ** 63 - 1
     if avx512:
-        assert ops.cpu_fused_rows_limit(torch.float32, 256) < ops.cpu_fused_rows_limit(torch.float32, 257)
+        assert ops.cpu_fused_rows_limit(torch.float32, 4096, 256) < ops.cpu_fused_rows_limit(torch.float32, 4096, 257)
+        sizes = ((192, 512), (512, 1024), (512, 1025), (1024, 2048), (2048, 2048), (2048, 4096), (2048, 4097),
+                 (14336, 4096))
+        assert [ops.cpu_fused_rows_limit(torch.float32, N, K) for N, K in sizes] == [16, 16, 32, 32, 64, 64, 128, 128]
         if ops.bf16_gemv_supported():  # AVX-512 BF16: the bf16 fused kernel
-            assert ops.cpu_fused_rows_limit(torch.bfloat16, 256) < ops.cpu_fused_rows_limit(torch.bfloat16, 257)
+            bf16_limit = functools.partial(ops.cpu_fused_rows_limit, torch.bfloat16, 4096)
+            assert bf16_limit(256) < bf16_limit(257)
 
 
 def runs_a_gemm(x, layer) -> bool:
@@ -433,16 +439,17 @@ def runs_a_gemm(x, layer) -> bool:
 
 
 @pytest.mark.parametrize("bits", BITS)
-@pytest.mark.parametrize("K", [192, 256, 320])
-def test_route_by_rows_and_columns(cpu_isa, bits, K):
-    """x of cpu_fused_rows_limit(dtype, K) rows takes the fused kernel and one
-    row more the dense blocks, each held to its route's bound (check_cpu_rows):
-    fp32 and bf16 x (at K <= 256 on AVX-512 the lower limit); fp16 x on the
+@pytest.mark.parametrize("N,K", [(96, 192), (96, 256), (96, 320), (1024, 1024), (1024, 4096)])
+def test_route_by_rows_and_size(cpu_isa, bits, N, K):
+    """x of cpu_fused_rows_limit(dtype, N, K) rows takes the fused kernel and
+    one row more the dense blocks, each held to its route's bound
+    (check_cpu_rows): fp32 and bf16 x (at K <= 256 on AVX-512 the lower limit,
+    for fp32 x on wider rows the limit of the weight's size); fp16 x on the
     vector paths takes the fused kernel at any number of rows (300 here)."""
-    layer = make_layer(96, K, bits, 64, scale_dtype=torch.float16, seed=bits + K)
+    layer = make_layer(N, K, bits, 64, scale_dtype=torch.float16, seed=bits + K)
     W = layer.dense()
     for dtype in XTYPES:
-        limit = ops.cpu_fused_rows_limit(dtype, K)
+        limit = ops.cpu_fused_rows_limit(dtype, N, K)
         cases = ((limit, False), (limit + 1, True)) if limit < 300 else ((300, False),)
         for M, dense in cases:
             x = random_x(M, K, dtype, seed=M)
@@ -458,7 +465,7 @@ def test_cpu_fused_rows_from_environment(monkeypatch):
     W = layer.dense()
     for value, M in (("16", 17), ("300", 300)):
         monkeypatch.setenv("TACQ_CPU_FUSED_ROWS", value)
-        assert {ops.cpu_fused_rows_limit(dtype, K) for dtype in XTYPES for K in (192, 512)} == {int(value)}
+        assert {ops.cpu_fused_rows_limit(dtype, 70, K) for dtype in XTYPES for K in (192, 512)} == {int(value)}
         for dtype in XTYPES:  # 16: every dtype's dense route, fp16's only way there
             check_cpu_rows(random_x(M, 512, dtype, seed=M), layer, W)
     for bad in ("15", "abc", "40x", "-1"):

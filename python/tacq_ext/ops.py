@@ -18,18 +18,19 @@ from ._C import MIXED_GEMV_MAX_ROWS  # the most activation rows the fused mixed_
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def cpu_fused_rows_limit(x_dtype: torch.dtype, in_features: int) -> int:
-    """The most rows of x of this dtype that the CPU ``mixed_gemv`` of a layer
-    with ``in_features`` columns (K) runs through its fused kernel (16 rows a
-    call) before it takes the dense GEMM route, on the ISA in use now
-    (``TACQ_CPU_ISA`` caps it): where slices of the fused kernel measured
-    faster than the GEMM (docs/benchmarks.md, Short prompts); fp32 and bf16 x
-    cross over sooner on layers of at most 256 columns, and fp16 x, whose CPU
-    GEMM is slow, runs the fused kernel at any number of rows (2**63 - 1).
-    The environment variable ``TACQ_CPU_FUSED_ROWS=<n>`` (n >= 16, read on
-    every call) sets it for every dtype: the crossover is the machine's, and
+def cpu_fused_rows_limit(x_dtype: torch.dtype, out_features: int, in_features: int) -> int:
+    """The most rows of x of this dtype that the CPU ``mixed_gemv`` of an
+    ``out_features`` x ``in_features`` layer (N x K) runs through its fused
+    kernel (16 rows a call) before it takes the dense GEMM route, on the ISA in
+    use now (``TACQ_CPU_ISA`` caps it): where slices of the fused kernel
+    measured faster than the GEMM (docs/benchmarks.md, Short prompts). fp32
+    and bf16 x cross over sooner on layers of at most 256 columns, fp32 x on
+    wider ones sooner the smaller the weight, and fp16 x, whose CPU GEMM is
+    slow, runs the fused kernel at any number of rows (2**63 - 1). The
+    environment variable ``TACQ_CPU_FUSED_ROWS=<n>`` (n >= 16, read on every
+    call) sets it for every dtype: the crossover is the machine's, and
     ``bench/prompt_layer.py`` measures it."""
-    return _C.cpu_fused_rows_limit(x_dtype, in_features)
+    return _C.cpu_fused_rows_limit(x_dtype, out_features, in_features)
 
 
 def saliency_accumulate(acc: torch.Tensor, grad_out: torch.Tensor, act: torch.Tensor) -> None:
@@ -104,9 +105,10 @@ def mixed_gemv(
 
     Up to MIXED_GEMV_MAX_ROWS (16) rows run the fused kernel, which reads the
     packed weights once. More rows: on CUDA, the fused kernel once per 16 rows;
-    on the CPU the same up to ``cpu_fused_rows_limit(x.dtype, K)`` rows (48 for
-    bf16 x and 128 for fp32, 24 and 16 where K <= 256, and any number for
-    fp16 x, on AVX-512 CPUs with BF16: measured crossovers),
+    on the CPU the same up to ``cpu_fused_rows_limit(x.dtype, N, K)`` rows (48
+    for bf16 x, 24 where K <= 256; for fp32 x 16 where K <= 256, else 16 to
+    128 as N * K grows; any number for fp16 x; on AVX-512 CPUs with BF16:
+    measured crossovers),
     and beyond (a prompt) blocks of the dense weight multiplied by a GEMM in
     x's dtype, as ``F.linear`` with ``dequantize + R`` would (the weight
     rounded to x's dtype).

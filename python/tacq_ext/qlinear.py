@@ -93,7 +93,7 @@ class QuantizedLinear(nn.Module):
     """y = x (dequant(packed) + R)^T + bias, by ops.mixed_gemv: batches of at
     most ops.MIXED_GEMV_MAX_ROWS (16) rows run its fused kernel, larger ones
     too, 16 rows a call, on CUDA and on the CPU up to ops.cpu_fused_rows_limit
-    rows (by x's dtype and in_features); on the CPU longer prompts multiply
+    rows (by x's dtype and the layer's size); on the CPU longer prompts multiply
     blocks of the dense weight with a GEMM.
 
     ``x_int8`` (default False; ``set_int8_activations`` sets it on a whole

@@ -76,7 +76,7 @@ at::Tensor mixed_gemv_rows(const char* op, const at::Tensor& x_any, const tacq_w
   const int64_t K = x_any.size(-1), N = w.N, rows = x_any.numel() / K;
   const std::vector<int64_t> y_shape = output_shape(x_any, N);
   if (rows == 0) return at::empty(y_shape, x_any.options());
-  if (rows > kMixedGemvMaxRows && rows > cpu_fused_rows_limit(x_any.scalar_type(), K))
+  if (rows > kMixedGemvMaxRows && rows > cpu_fused_rows_limit(x_any.scalar_type(), N, K))
     return multiply_dense_blocks(op, activation_rows(x_any), w, x_int8).view(y_shape);
   const bool in_place = x_any.is_contiguous();
   const at::Tensor x = in_place ? x_any : activation_rows(x_any);

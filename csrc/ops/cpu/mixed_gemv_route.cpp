@@ -61,10 +61,29 @@ int64_t fused_rows_from_environment() {
 // rows, 512x512 and 2048x2048 at 129-512; the same with TACQ_CPU_ISA=avx2 and
 // ATEN_CPU_CAPABILITY=avx2), so fp16 x always takes the fused kernel on the
 // vector paths (CPUs with fast fp16 GEMMs are not measured).
+// fp32 x on longer rows: the smaller the weight, the sooner the per-thread
+// dense blocks win (bench/prompt_layer.py, 2 threads, 2-bit unless said, per
+// row and groups of 64, fused / dense, ranges over 2-3 runs): 192x512 and
+// 512x512 1.01-1.17x at 24 rows, 1.20-1.59x at 53; 1024x1024 0.78-0.90x at 24,
+// 0.98-1.23x at 48 (2 and 3 bits), 1.01-1.32x at 64; 512x2048 0.97-1.41x at
+// 48; 2048x2048 0.93-1.11x at 48, 0.96-1.17x at 64, 0.84-1.29x at 96;
+// 8192x2048 and 2048x8192 0.80-0.99x at 53, 0.94-1.17x at 96; the 8B's
+// 14336x4096 and 4096x14336 0.85-1.01x at 64, 0.91-1.13x at 128 (per row
+// still 0.93-0.96x at 160).
+// fused_rows_fp32_long_rows gives each size class its limit.
 // TACQ_CPU_FUSED_ROWS overrides them all.
 constexpr int64_t kShortRowsK = 256;
 
-int64_t cpu_fused_rows_limit(at::ScalarType x_type, int64_t K) {
+namespace {
+int64_t fused_rows_fp32_long_rows(int64_t weights) {
+  if (weights <= (int64_t{1} << 19)) return kMixedGemvMaxRows;  // up to 512x1024
+  if (weights <= (int64_t{1} << 21)) return 32;                 // up to 1024x2048
+  if (weights <= (int64_t{1} << 23)) return 64;                 // up to 2048x4096
+  return 128;
+}
+}  // namespace
+
+int64_t cpu_fused_rows_limit(at::ScalarType x_type, int64_t N, int64_t K) {
   if (const int64_t n = fused_rows_from_environment()) return n;
   const CpuIsa isa = cpu_isa();
   if (isa == CpuIsa::kGeneric) return kMixedGemvMaxRows;
@@ -74,7 +93,7 @@ int64_t cpu_fused_rows_limit(at::ScalarType x_type, int64_t K) {
     return K <= kShortRowsK ? 24 : 48;
   }
   if (isa == CpuIsa::kAvx2) return 32;
-  return K <= kShortRowsK ? kMixedGemvMaxRows : 128;
+  return K <= kShortRowsK ? kMixedGemvMaxRows : fused_rows_fp32_long_rows(N * K);
 }
 
 }  // namespace tacq
