@@ -64,7 +64,7 @@ int64_t fused_rows_from_environment() {
 // fp32 x on longer rows: the smaller the weight, the sooner the per-thread
 // dense blocks win (bench/prompt_layer.py, 2 threads, 2-bit unless said, per
 // row and groups of 64, fused / dense, ranges over 2-3 runs): 192x512 and
-// 512x512 1.01-1.17x at 24 rows, 1.20-1.59x at 53; 1024x1024 0.78-0.90x at 24,
+// 512x512 0.92-1.17x at 24 rows, 1.20-1.59x at 53; 1024x1024 0.78-0.90x at 24,
 // 0.98-1.23x at 48 (2 and 3 bits), 1.01-1.32x at 64; 512x2048 0.97-1.41x at
 // 48; 2048x2048 0.93-1.11x at 48, 0.96-1.17x at 64, 0.84-1.29x at 96;
 // 8192x2048 and 2048x8192 0.80-0.99x at 53, 0.94-1.17x at 96; the 8B's
