@@ -288,7 +288,7 @@ def load_offloaded(directory, device="cpu", dtype: torch.dtype = torch.float32) 
                if (name not in files if id(owner) in inside else owner._parameters[leaf].is_meta)]
     if missing:
         raise ValueError(f"{directory}: {missing[:3]} are in none of its safetensors files; offloading reads "
-                         f"tensors by the model's own parameter names, so a checkpoint whose names from_pretrained "
-                         f"renames on load (e.g. Gemma 3's language_model.model.*) must be loaded whole")
+                         "tensors by the model's own parameter names, so a checkpoint whose names from_pretrained "
+                         "renames on load (e.g. Gemma 3's language_model.model.*) must be loaded whole")
     OffloadedBlocks(model, lambda name, like: files.read(name, like, device), device)
     return model.eval()
