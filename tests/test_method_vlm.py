@@ -2,10 +2,11 @@
 (AutoModelForCausalLM gives Gemma3ForConditionalGeneration, whose decoder
 blocks are model.model.language_model.layers) the default targets are the
 text decoder's projections, the vision tower stays as it was, and the
-checkpoint loads with from_pretrained. Offloading reads tensors by the
+checkpoint loads with from_pretrained; so through `tacq quantize`. Offloading reads tensors by the
 model's own names, so Gemma 3's saved layout is refused by name."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -15,12 +16,12 @@ from torch import nn
 from transformers import AutoModelForCausalLM, Gemma3Config
 
 import tacq_ext
-from tacq_ext import QuantizedLinear, TACQConfig
+from tacq_ext import QuantizedLinear, TACQConfig, cli
 from tacq_ext.offload import load_offloaded
 from tacq_ext.targets import decoder_blocks, find_targets
 
-from method_fixtures import (VOCAB, assert_offloaded_quantization_is_the_whole_models, greedy_ids, lm_batch,
-                             seeded_logits)
+from method_fixtures import (VOCAB, assert_offloaded_quantization_is_the_whole_models, char_tokenizer, greedy_ids,
+                             lm_batch, seeded_logits)
 
 CFG = TACQConfig(bits=3, ratio=0.05)
 CALIB = [lm_batch(40), lm_batch(41, B=2, T=12, pad=0)]
@@ -29,16 +30,16 @@ PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self
                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
 
-def tiny_gemma3(layers: int = 2) -> nn.Module:
-    """Text ids 0..VOCAB-1; the three image tokens sit above them and never occur in lm_batch."""
+def tiny_gemma3(layers: int = 2, vocab: int = VOCAB) -> nn.Module:
+    """Text ids 0..vocab-1; the three image tokens sit above them and never occur in the text."""
     torch.manual_seed(7)
-    text = dict(vocab_size=VOCAB + 3, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
+    text = dict(vocab_size=vocab + 3, hidden_size=64, intermediate_size=96, num_hidden_layers=layers,
                 num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
                 sliding_window=8)
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                   image_size=32, patch_size=8)
-    cfg = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, boi_token_index=VOCAB,
-                       eoi_token_index=VOCAB + 1, image_token_index=VOCAB + 2)
+    cfg = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, boi_token_index=vocab,
+                       eoi_token_index=vocab + 1, image_token_index=vocab + 2)
     return AutoModelForCausalLM.from_config(cfg).eval()
 
 
@@ -86,6 +87,20 @@ def test_from_pretrained_decodes_as_the_quantized_model_and_round_trips(saved, t
     loaded.save_pretrained(tmp_path / "again")
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "again")
     assert torch.equal(seeded_logits(again), seeded_logits(loaded))
+
+
+def test_cli_quantizes_the_text_decoder_of_a_saved_vlm(tmp_path):
+    tok = char_tokenizer()
+    model = tiny_gemma3(vocab=len(tok))
+    model.save_pretrained(tmp_path / "vlm")
+    tok.save_pretrained(tmp_path / "vlm")
+    data = tmp_path / "calib.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"{a}+{a}=", "answer": str(2 * a)}) + "\n" for a in range(8)))
+    out = tmp_path / "q"
+    assert cli.main(["quantize", "--model", str(tmp_path / "vlm"), "--calib", str(data), "--bits", "3",
+                     "--out", str(out), "--quiet"]) == 0
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    assert [n for n, m in loaded.named_modules() if isinstance(m, QuantizedLinear)] == text_projections(2)
 
 
 def test_offloading_a_checkpoint_in_the_layout_from_pretrained_renames_is_refused(tmp_path):
