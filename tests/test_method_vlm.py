@@ -1,9 +1,10 @@
 """A vision-language model quantized through its text decoder: for Gemma 3
 (AutoModelForCausalLM gives Gemma3ForConditionalGeneration, whose decoder
 blocks are model.model.language_model.layers) the default targets are the
-text decoder's projections, the vision tower stays as it was, and the
-checkpoint loads with from_pretrained; so through `tacq quantize`. Offloading reads tensors by the
-model's own names, so Gemma 3's saved layout is refused by name."""
+text decoder's projections, in quantize_model and in `tacq quantize`; the
+vision tower stays as it was, and the checkpoint loads with from_pretrained.
+Offloading reads tensors by the model's own names, so Gemma 3's saved
+layout is refused by name."""
 
 import copy
 import json
