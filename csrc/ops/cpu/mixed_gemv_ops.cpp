@@ -43,8 +43,7 @@ tacq_dtype x_dtype(at::ScalarType s) {
 at::Tensor multiply_dense_blocks(const char* op, const at::Tensor& x, const tacq_weights& w, bool x_int8) {
   const at::Tensor xs = x_int8 ? round_int8_blocks(op, x) : x;
   const int64_t N = w.N, K = w.K;
-  const bool bf16 = xs.scalar_type() == at::kBFloat16;
-  const at::ScalarType dense_type = bf16 ? at::kBFloat16 : at::kFloat;
+  const at::ScalarType dense_type = xs.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat;
   const int64_t block = std::max<int64_t>(128, (int64_t{1} << 20) / (K * at::elementSize(dense_type)) / 16 * 16);
   // At least 32 weight rows a thread: fewer leave its GEMM too narrow to pay
   // for the thread's start.
@@ -56,8 +55,7 @@ at::Tensor multiply_dense_blocks(const char* op, const at::Tensor& x, const tacq
     at::Tensor dense = at::empty({rows_here, K}, x.options().dtype(dense_type));
     for (int64_t first = begin; first < end; first += block) {
       const int64_t rows = std::min(block, end - first);
-      const tacq_status status =
-          host::dense_rows(w, first, first + rows, bf16 ? TACQ_DTYPE_BF16 : TACQ_DTYPE_F32, dense.data_ptr(), 1);
+      const tacq_status status = host::dense_rows(w, first, first + rows, x_dtype(dense_type), dense.data_ptr(), 1);
       if (status == TACQ_ERROR_BAD_CSR) check_csr_columns(op, w.row_ptr, w.col_idx, N, K);
       check_host(op, status);
       at::Tensor y_block = y.narrow(1, first, rows);
